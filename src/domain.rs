@@ -1,0 +1,458 @@
+//! Domain types shared by the actors, the storage layer and the API: what a transition is, how
+//! Genesys's spellings are normalized, and when an agent counts as idle.
+//!
+//! Protocol facts come from `shared/genesys-cloud-protocol.md` §5 (enumerations) and §10 (what
+//! they mean for us). Every instant here is UTC; durations are `std::time::Duration` or
+//! `chrono::Duration` and say which.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A Genesys user id: a GUID, compared case-insensitively and stored in lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserId(String);
+
+impl UserId {
+    /// Lowercases and trims; an empty id is refused.
+    pub fn parse(raw: &str) -> Result<UserId, MalformedError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(MalformedError::new("user id is empty"));
+        }
+        Ok(UserId(trimmed.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A value from Genesys that cannot be used: logged, counted and skipped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedError(String);
+
+impl MalformedError {
+    pub fn new(what: impl Into<String>) -> Self {
+        MalformedError(what.into())
+    }
+}
+
+/// Parses a Genesys timestamp: any RFC 3339 instant, with or without fractional seconds, `Z` or
+/// a numeric offset. A timestamp without a zone is malformed, never local time. The result is
+/// truncated to milliseconds, the precision we store.
+pub fn parse_timestamp(raw: &str) -> Result<DateTime<Utc>, MalformedError> {
+    let parsed = DateTime::parse_from_rfc3339(raw.trim()).map_err(|e| {
+        MalformedError::new(format!(
+            "timestamp {raw:?} is not an RFC 3339 instant with a zone: {e}"
+        ))
+    })?;
+    Ok(truncate_to_millis(parsed.with_timezone(&Utc)))
+}
+
+/// Drops sub-millisecond precision.
+pub fn truncate_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+/// Formats an instant as RFC 3339 UTC with milliseconds (`2024-05-01T10:15:30.123Z`), the form
+/// stored in the database and served by the API.
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The dimension a transition belongs to. Presence and routing status are independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// System presence (plus the org presence label), timestamped by `modifiedDate`.
+    Presence,
+    /// Routing status, timestamped by `startTime`.
+    Routing,
+}
+
+impl Kind {
+    /// `presence` or `routing`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Presence => "presence",
+            Kind::Routing => "routing",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Kind> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "presence" => Some(Kind::Presence),
+            "routing" => Some(Kind::Routing),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a stored transition came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A WebSocket notification.
+    Stream,
+    /// The snapshot of current states taken after subscribing (`GET /api/v2/users?expand=…`).
+    Bootstrap,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Stream => "stream",
+            Source::Bootstrap => "bootstrap",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Source> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "stream" => Some(Source::Stream),
+            "bootstrap" => Some(Source::Bootstrap),
+            _ => None,
+        }
+    }
+}
+
+/// The ten system presences in the notification spelling.
+pub const SYSTEM_PRESENCES: [&str; 10] = [
+    "AVAILABLE",
+    "AWAY",
+    "BUSY",
+    "OFFLINE",
+    "IDLE",
+    "ON_QUEUE",
+    "MEAL",
+    "TRAINING",
+    "MEETING",
+    "BREAK",
+];
+
+/// The five routing statuses.
+pub const ROUTING_STATUSES: [&str; 5] = [
+    "OFF_QUEUE",
+    "IDLE",
+    "INTERACTING",
+    "NOT_RESPONDING",
+    "COMMUNICATING",
+];
+
+/// Normalizes a system presence from any of Genesys's three spellings (`On Queue`, `OnQueue`,
+/// `ON_QUEUE`; protocol reference §5) to the notification spelling (`ON_QUEUE`). An unknown value
+/// is kept, uppercased, rather than refused (forward compatibility).
+pub fn normalize_system_presence(raw: &str) -> String {
+    normalize_enum(raw, &SYSTEM_PRESENCES)
+}
+
+/// Normalizes a routing status (`OFF_QUEUE`, or the ingest model's `OffQueue`) to `OFF_QUEUE`
+/// form. Unknown values are kept, uppercased.
+pub fn normalize_routing_status(raw: &str) -> String {
+    normalize_enum(raw, &ROUTING_STATUSES)
+}
+
+fn normalize_enum(raw: &str, canonical: &[&str]) -> String {
+    let squashed: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    canonical
+        .iter()
+        .find(|c| c.replace('_', "") == squashed)
+        .map(|c| (*c).to_string())
+        .unwrap_or_else(|| raw.trim().to_ascii_uppercase().replace(' ', "_"))
+}
+
+/// One state transition of one agent, as stored in `agent_status`.
+///
+/// Unique on (`user_id`, `kind`, `event_timestamp`): a duplicate delivery inserts nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub user_id: UserId,
+    /// Display name at the time, if known.
+    pub user_name: Option<String>,
+    pub kind: Kind,
+    /// Normalized system presence (`ON_QUEUE`, …) or routing status (`IDLE`, …).
+    pub state: String,
+    /// The state this one replaced, if known (unknown for the first observation and for events
+    /// that arrive out of order).
+    pub previous_state: Option<String>,
+    /// Org presence label (e.g. `Lunch`) for presence transitions.
+    pub org_presence: Option<String>,
+    /// Genesys's own timestamp (presence `modifiedDate`, routing `startTime`), UTC, milliseconds.
+    pub event_timestamp: DateTime<Utc>,
+    /// When agent-monitor received it, UTC.
+    pub ingested_at: DateTime<Utc>,
+    pub source: Source,
+}
+
+/// The current state of one agent, as stored in `agents` and served by `GET /api/v1/agents`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentCurrent {
+    pub user_id: UserId,
+    pub user_name: Option<String>,
+    /// Normalized system presence.
+    pub presence: Option<String>,
+    /// Org presence label.
+    pub org_presence: Option<String>,
+    pub presence_since: Option<DateTime<Utc>>,
+    pub routing_status: Option<String>,
+    pub routing_since: Option<DateTime<Utc>>,
+    /// Active conversations over all media types (from `conversationsummary`).
+    pub active_conversations: u32,
+    /// Start of the current idle episode, when idle.
+    pub idle_since: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An alert raised by an agent actor: an agent held a watched state past the threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// Unique per episode: `<rule>:<user_id>:<episode start in ms>`.
+    pub alert_key: String,
+    /// Rule name; `idle` for the built-in rule.
+    pub rule: String,
+    pub user_id: UserId,
+    pub user_name: Option<String>,
+    /// What the agent is in, for humans: `routing IDLE` or `presence AVAILABLE (off queue)`.
+    pub state: String,
+    /// Start of the episode (Genesys timestamp), UTC.
+    pub since: DateTime<Utc>,
+    /// The threshold that was passed.
+    pub threshold: std::time::Duration,
+    /// When the alert fired, UTC.
+    pub fired_at: DateTime<Utc>,
+}
+
+impl Alert {
+    /// How long the agent had been in the state when the alert fired.
+    pub fn held_for(&self) -> std::time::Duration {
+        (self.fired_at - self.since).to_std().unwrap_or_default()
+    }
+}
+
+/// How delivery of an alert ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not attempted yet.
+    Pending,
+    /// Slack answered 200 `ok`.
+    Delivered,
+    /// Slack refused it or retries ran out; see the error.
+    Failed,
+    /// No webhook configured: logged and stored only.
+    NotConfigured,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::NotConfigured => "not_configured",
+        }
+    }
+}
+
+/// The outcome of one delivery, reported by the Slack actor to the persistence actor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertOutcome {
+    pub alert_key: String,
+    pub status: DeliveryStatus,
+    /// Slack's error string or a transport error (never the webhook URL).
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The presence part of an agent's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceState {
+    /// Normalized system presence.
+    pub system: String,
+    /// Org presence definition id.
+    pub definition_id: Option<String>,
+    /// Org presence label.
+    pub label: Option<String>,
+    pub since: DateTime<Utc>,
+}
+
+/// The routing part of an agent's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingState {
+    /// Normalized routing status.
+    pub status: String,
+    pub since: DateTime<Utc>,
+}
+
+/// What the default idle rule looks at (first release; protocol reference §10).
+///
+/// An agent is idle while their routing status is `IDLE` (on queue, waiting for work), or while
+/// their presence is `AVAILABLE`, their routing status `OFF_QUEUE` and they have no active
+/// conversation. Presence `IDLE` (a locked screen) alone is not idle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdleInputs {
+    pub presence: Option<PresenceState>,
+    pub routing: Option<RoutingState>,
+    pub active_conversations: u32,
+    /// When the active-conversation count last changed (we have no Genesys timestamp for it).
+    pub conversations_changed_at: Option<DateTime<Utc>>,
+}
+
+/// Why an agent is idle, with the instant it became true.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleEpisode {
+    pub since: DateTime<Utc>,
+    /// `routing IDLE` or `presence AVAILABLE (off queue)`.
+    pub reason: String,
+}
+
+impl IdleInputs {
+    /// `Some` while idle: the episode start is the Genesys timestamp at which the condition
+    /// became true (the latest of the timestamps it depends on).
+    pub fn idle_episode(&self) -> Option<IdleEpisode> {
+        let routing = self.routing.as_ref();
+        if let Some(r) = routing {
+            if r.status == "IDLE" {
+                return Some(IdleEpisode {
+                    since: r.since,
+                    reason: "routing IDLE".into(),
+                });
+            }
+        }
+        let presence = self.presence.as_ref()?;
+        if presence.system != "AVAILABLE" || self.active_conversations > 0 {
+            return None;
+        }
+        let routing = routing?;
+        if routing.status != "OFF_QUEUE" {
+            return None;
+        }
+        let mut since = presence.since.max(routing.since);
+        if let Some(changed) = self.conversations_changed_at {
+            since = since.max(changed);
+        }
+        Some(IdleEpisode {
+            since,
+            reason: "presence AVAILABLE (off queue)".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> DateTime<Utc> {
+        parse_timestamp(s).unwrap()
+    }
+
+    #[test]
+    fn timestamps_accept_every_rfc3339_form_and_refuse_zoneless() {
+        let a = ts("2024-05-01T10:15:30.123Z");
+        assert_eq!(ts("2024-05-01T10:15:30.123+00:00"), a);
+        assert_eq!(ts("2024-05-01T12:15:30.123+02:00"), a);
+        assert_eq!(
+            format_timestamp(ts("2024-05-01T10:15:30Z")),
+            "2024-05-01T10:15:30.000Z"
+        );
+        assert_eq!(
+            format_timestamp(ts("2024-05-01T10:15:30.123456Z")),
+            "2024-05-01T10:15:30.123Z"
+        );
+        assert!(parse_timestamp("2024-05-01T10:15:30.123").is_err());
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn system_presence_spellings_normalize() {
+        for s in ["On Queue", "OnQueue", "ON_QUEUE", "on_queue"] {
+            assert_eq!(normalize_system_presence(s), "ON_QUEUE", "{s}");
+        }
+        assert_eq!(normalize_system_presence("Available"), "AVAILABLE");
+        assert_eq!(normalize_system_presence("Something New"), "SOMETHING_NEW");
+        assert_eq!(normalize_routing_status("OffQueue"), "OFF_QUEUE");
+        assert_eq!(normalize_routing_status("NOT_RESPONDING"), "NOT_RESPONDING");
+    }
+
+    #[test]
+    fn user_ids_are_lowercased() {
+        assert_eq!(UserId::parse(" ABC-def ").unwrap().as_str(), "abc-def");
+        assert!(UserId::parse("  ").is_err());
+    }
+
+    fn presence(system: &str, since: &str) -> Option<PresenceState> {
+        Some(PresenceState {
+            system: system.into(),
+            definition_id: None,
+            label: None,
+            since: ts(since),
+        })
+    }
+    fn routing(status: &str, since: &str) -> Option<RoutingState> {
+        Some(RoutingState {
+            status: status.into(),
+            since: ts(since),
+        })
+    }
+
+    #[test]
+    fn idle_rule() {
+        let routing_idle = IdleInputs {
+            presence: presence("ON_QUEUE", "2024-05-01T10:00:00Z"),
+            routing: routing("IDLE", "2024-05-01T10:05:00Z"),
+            ..Default::default()
+        };
+        assert_eq!(
+            routing_idle.idle_episode().unwrap().since,
+            ts("2024-05-01T10:05:00Z")
+        );
+
+        let available_off_queue = IdleInputs {
+            presence: presence("AVAILABLE", "2024-05-01T10:07:00Z"),
+            routing: routing("OFF_QUEUE", "2024-05-01T10:00:00Z"),
+            ..Default::default()
+        };
+        assert_eq!(
+            available_off_queue.idle_episode().unwrap().since,
+            ts("2024-05-01T10:07:00Z")
+        );
+
+        let busy_with_call = IdleInputs {
+            active_conversations: 1,
+            ..available_off_queue.clone()
+        };
+        assert_eq!(busy_with_call.idle_episode(), None);
+
+        let locked_screen = IdleInputs {
+            presence: presence("IDLE", "2024-05-01T10:07:00Z"),
+            routing: routing("OFF_QUEUE", "2024-05-01T10:00:00Z"),
+            ..Default::default()
+        };
+        assert_eq!(locked_screen.idle_episode(), None);
+
+        let interacting = IdleInputs {
+            routing: routing("INTERACTING", "2024-05-01T10:08:00Z"),
+            ..routing_idle
+        };
+        assert_eq!(interacting.idle_episode(), None);
+    }
+}

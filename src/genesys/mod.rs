@@ -1,0 +1,1 @@
+//! Genesys Cloud REST client (in progress)

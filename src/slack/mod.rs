@@ -1,0 +1,1 @@
+//! Slack Block Kit (in progress)
