@@ -1,1 +1,238 @@
-//! (in progress)
+//! Start-up and shutdown: connect the database (migrations run), start the actor tree and the
+//! REST API, and stop them in order.
+//!
+//! [`App::start`] returns a handle the tests drive; [`run`] is `start`, then wait for SIGINT,
+//! SIGTERM or a fatal error, then [`App::shutdown`]: close the sockets with a normal closure,
+//! commit every accepted transition, stop the actors and the API, all within
+//! `Config::shutdown_grace` (10 s).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use ractor::{Actor, ActorRef};
+use sea_orm::DatabaseConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::api::{ApiState, ReadinessFn};
+use crate::config::Config;
+use crate::genesys::GenesysClient;
+use crate::secret::redact;
+
+/// Why the service could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(String),
+    /// The Genesys client could not be built.
+    #[error("Genesys client: {0}")]
+    Genesys(String),
+    /// The REST API could not listen.
+    #[error("LISTEN_ADDR: cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: String },
+    /// The actor tree could not start.
+    #[error("actors: {0}")]
+    Actors(String),
+    /// A fatal error while running (e.g. `invalid_client`).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl AppError {
+    /// Process exit status: 2 for configuration-class errors (wrong credentials or region, bad
+    /// listen address), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AppError::Fatal(_) | AppError::Listen { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Installs the aws-lc-rs rustls provider as the process default. Two providers are compiled
+/// in (reqwest brings aws-lc-rs, sqlx brings ring), and tokio-tungstenite's `wss://` connect
+/// panics unless one is chosen (rust-stack.md pitfall 1). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A running service.
+pub struct App {
+    supervisor: ActorRef<SupervisorMsg>,
+    supervisor_done: tokio::task::JoinHandle<()>,
+    api_addr: SocketAddr,
+    api_stop: Option<oneshot::Sender<()>>,
+    api_done: tokio::task::JoinHandle<()>,
+    db: DatabaseConnection,
+    fatal: mpsc::UnboundedReceiver<String>,
+    grace: Duration,
+}
+
+impl App {
+    /// Connects the database, starts the actor tree and serves the REST API on
+    /// `config.listen_addr` (port 0 picks a free port; see [`App::api_addr`]).
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        install_crypto_provider();
+        let db = crate::db::connect(config.database_url.expose())
+            .await
+            .map_err(|e| AppError::Database(redact(&e.to_string(), &[&config.database_url])))?;
+        let client =
+            GenesysClient::new(&config.genesys).map_err(|e| AppError::Genesys(e.to_string()))?;
+
+        let acceptor = TcpListener::bind(config.listen_addr)
+            .into_acceptor()
+            .await
+            .map_err(|e| AppError::Listen {
+                addr: config.listen_addr,
+                error: e.to_string(),
+            })?;
+        let api_addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(config.listen_addr);
+
+        let (fatal_tx, fatal) = mpsc::unbounded_channel();
+        let args = SupervisorArgs {
+            client,
+            db: db.clone(),
+            persistence: config.persistence,
+            slack: config.slack.clone(),
+            idle_threshold: config.idle_threshold,
+            ping_interval: config.genesys.ping_interval,
+            silence_timeout: config.genesys.silence_timeout,
+            topics_per_channel: config.genesys.topics_per_channel,
+            fatal: fatal_tx,
+        };
+        let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
+            .await
+            .map_err(|e| AppError::Actors(e.to_string()))?;
+
+        let probe = supervisor.clone();
+        let readiness: ReadinessFn = Arc::new(move || {
+            let probe = probe.clone();
+            Box::pin(async move { ractor::call_t!(probe, SupervisorMsg::Health, 5000).ok() })
+        });
+        let routes = crate::api::routes(ApiState {
+            db: db.clone(),
+            readiness,
+        });
+        let (api_stop, stop_rx) = oneshot::channel::<()>();
+        let api_done = tokio::spawn(async move {
+            let server = poem::Server::new_with_acceptor(acceptor);
+            let signal = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = server
+                .run_with_graceful_shutdown(routes, signal, Some(Duration::from_secs(2)))
+                .await
+            {
+                tracing::error!(error = %e, "REST API stopped with an error");
+            }
+        });
+        tracing::info!(%api_addr, "REST API listening");
+        Ok(App {
+            supervisor,
+            supervisor_done,
+            api_addr,
+            api_stop: Some(api_stop),
+            api_done,
+            db,
+            fatal,
+            grace: config.shutdown_grace,
+        })
+    }
+
+    /// The address the REST API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// The root supervisor (tests ask it for agent actors and health).
+    pub fn supervisor(&self) -> &ActorRef<SupervisorMsg> {
+        &self.supervisor
+    }
+
+    /// The database connection the API reads through.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Waits for a fatal error (e.g. `invalid_client`) reported by the actors.
+    pub async fn fatal_error(&mut self) -> Option<String> {
+        self.fatal.recv().await
+    }
+
+    /// Graceful stop: stop taking events, close the sockets with a normal closure, commit every
+    /// accepted transition, stop the actors and the API; bounded by the shutdown grace (10 s).
+    pub async fn shutdown(mut self) {
+        let grace = self.grace;
+        let flush_deadline = grace.saturating_sub(Duration::from_secs(2));
+        let stopping = async {
+            let result = ractor::call_t!(
+                self.supervisor,
+                |reply| SupervisorMsg::Shutdown {
+                    deadline: flush_deadline,
+                    reply
+                },
+                flush_deadline.as_millis() as u64 + 1000
+            );
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the supervisor did not confirm the flush");
+            }
+            self.supervisor.stop(Some("shutdown".into()));
+            let _ = (&mut self.supervisor_done).await;
+            if let Some(stop) = self.api_stop.take() {
+                let _ = stop.send(());
+            }
+            let _ = (&mut self.api_done).await;
+        };
+        if tokio::time::timeout(grace, stopping).await.is_err() {
+            tracing::error!(
+                grace_secs = grace.as_secs(),
+                "shutdown did not finish in time"
+            );
+        }
+    }
+}
+
+/// Runs the service until `shutdown` completes (SIGINT/SIGTERM in `main`) or a fatal error.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+    let mut app = App::start(config).await?;
+    let fatal = tokio::select! {
+        _ = shutdown => None,
+        fatal = app.fatal_error() => fatal,
+    };
+    tracing::info!("stopping");
+    app.shutdown().await;
+    match fatal {
+        Some(error) => Err(AppError::Fatal(error)),
+        None => Ok(()),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -12,9 +12,9 @@ use crate::secret::Secret;
 /// Where the Genesys Cloud REST API and login host are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenesysEndpoints {
-    /// `https://api.<domain>` or an override (`GENESYS_API_URL`), without trailing slash.
+    /// `https://api.<domain>` or an override (`GENESYS_API_URL`); API paths are appended to it.
     pub api_base: Url,
-    /// `https://login.<domain>` or an override (`GENESYS_LOGIN_URL`), without trailing slash.
+    /// `https://login.<domain>` or an override (`GENESYS_LOGIN_URL`); `/oauth/token` is appended.
     pub login_base: Url,
     /// The region as configured (`mypurecloud.ie`), for error messages; `None` with overrides.
     pub region: Option<String>,

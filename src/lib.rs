@@ -25,6 +25,8 @@ pub mod db;
 pub mod domain;
 pub mod genesys;
 pub mod health;
+pub mod notification;
+pub mod presence;
 pub mod protocol;
 pub mod secret;
 pub mod sim;

@@ -1,1 +1,152 @@
-fn main() {}
+//! The `agent-monitor` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use agent_monitor::app::{self, App};
+use agent_monitor::cli::{Cli, Command, DemoArgs, RunArgs, SimulateArgs};
+use agent_monitor::sim::{SimConfig, Simulator};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Openapi = cli.command {
+        print!("{}", agent_monitor::api::spec_yaml());
+        return ExitCode::SUCCESS;
+    }
+    agent_monitor::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run(*args).await,
+            Command::Demo(args) => demo(args).await,
+            Command::Simulate(args) => simulate(args).await,
+            Command::Openapi => 0,
+        }
+    });
+    ExitCode::from(code as u8)
+}
+
+async fn run(args: RunArgs) -> i32 {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    match app::run(config, app::shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn demo(args: DemoArgs) -> i32 {
+    app::install_crypto_provider();
+    let sim_config = SimConfig {
+        agents: args.agents,
+        speed: args.speed,
+        ..SimConfig::default()
+    };
+    let sim = match Simulator::start(([127, 0, 0, 1], 0).into(), sim_config).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!("error: cannot start the simulator: {e:#}");
+            return 1;
+        }
+    };
+    let run_args = RunArgs {
+        api_url: Some(sim.base_url()),
+        login_url: Some(sim.base_url()),
+        client_id: Some(sim.client_id().to_string()),
+        client_secret: Some(sim.client_secret().to_string()),
+        idle_threshold: Some(args.idle_threshold.clone()),
+        database_url: Some(args.database_url.clone()),
+        listen_addr: Some(args.listen.to_string()),
+        slack_webhook_url: args.slack_webhook_url.clone(),
+        ..RunArgs::default()
+    };
+    let config = match run_args.resolve() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut app = match App::start(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let base = format!("http://{}", app.api_addr());
+    println!(
+        "agent-monitor demo: {} simulated agents (speed x{}), idle threshold {}",
+        args.agents, args.speed, args.idle_threshold
+    );
+    println!("  Genesys simulator: {}", sim.base_url());
+    println!("  Swagger UI:        {base}/docs");
+    println!("  History:           {base}/api/v1/agent-status/history");
+    println!("  Agents:            {base}/api/v1/agents");
+    println!("  Alerts:            {base}/api/v1/alerts");
+    println!("  Health:            {base}/healthz   Readiness: {base}/readyz");
+    println!("Press Ctrl-C to stop.");
+    let fatal = tokio::select! {
+        _ = app::shutdown_signal() => None,
+        fatal = app.fatal_error() => fatal,
+    };
+    app.shutdown().await;
+    sim.shutdown().await;
+    match fatal {
+        Some(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+        None => 0,
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> i32 {
+    app::install_crypto_provider();
+    let sim_config = SimConfig {
+        agents: args.agents,
+        speed: args.speed,
+        ..SimConfig::default()
+    };
+    let sim = match Simulator::start(args.listen, sim_config).await {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprintln!(
+                "error: cannot start the simulator on {}: {e:#}",
+                args.listen
+            );
+            return 1;
+        }
+    };
+    println!(
+        "Genesys Cloud simulator with {} agents on {}",
+        args.agents,
+        sim.base_url()
+    );
+    println!("Point `agent-monitor run` at it with:");
+    println!("  export GENESYS_API_URL={}", sim.base_url());
+    println!("  export GENESYS_LOGIN_URL={}", sim.base_url());
+    println!("  export GENESYS_CLIENT_ID={}", sim.client_id());
+    println!("  export GENESYS_CLIENT_SECRET={}", sim.client_secret());
+    println!("Press Ctrl-C to stop.");
+    app::shutdown_signal().await;
+    sim.shutdown().await;
+    0
+}

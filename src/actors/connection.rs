@@ -1,1 +1,511 @@
-//! (in progress)
+//! The connection actor: one per notification channel (at most 1,000 topics each). It owns the
+//! channel and its WebSocket, keeps the socket alive, and fans user events out to the agent
+//! actors.
+//!
+//! Protocol (reference §3, §9): create the channel (`POST /api/v2/notifications/channels`),
+//! subscribe (`PUT …/subscriptions`, one combined topic per user), connect to `connectUri`. Send
+//! `{"message":"ping"}` every ping interval; if nothing at all arrives for the silence timeout,
+//! close and reconnect. On `v2.system.socket_closing`, connect a new socket to the same
+//! `connectUri` and then drop the old one. After any other loss, `HEAD` the channel: 200 means
+//! reconnect to the same `connectUri` (subscriptions belong to the channel), 404 means create a
+//! new channel and subscribe again.
+//!
+//! Network work (REST calls, the WebSocket handshake, the read loop) runs in tasks that report
+//! back by message, so the actor's mailbox never waits on the network.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::{SinkExt, StreamExt};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::actors::Credit;
+use crate::actors::agent::AgentMsg;
+use crate::actors::supervisor::SupervisorMsg;
+use crate::domain::{UserId, parse_timestamp};
+use crate::genesys::{GenesysClient, GenesysError};
+use crate::health::ConnectionStatus;
+use crate::notification::{Frame, parse_frame};
+use crate::presence::PresenceCatalog;
+use crate::protocol::{Channel, PING_FRAME, user_topic};
+
+type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Messages of the connection actor.
+pub enum ConnectionMsg {
+    /// (Re)establish the channel and socket: reuse the channel if it still exists.
+    Establish,
+    /// Internal: a channel is subscribed and a socket is open.
+    Established(Box<Established>),
+    /// Internal: establishing failed; `fatal` for `invalid_client`.
+    EstablishFailed { error: String, fatal: bool },
+    /// Internal: a user event read from the socket, with its back-pressure credit.
+    Event(Frame, Option<Credit>),
+    /// Internal: the socket of `generation` ended.
+    SocketEnded { generation: u64, reason: String },
+    /// Internal: `v2.system.socket_closing` arrived on the socket of `generation`.
+    SocketClosing { generation: u64 },
+    /// An agent actor was restarted: route this user's events to the new one.
+    AgentRestarted(UserId, ActorRef<AgentMsg>),
+    /// This connection's status for `/readyz`.
+    Status(RpcReplyPort<ConnectionStatus>),
+    /// Close the socket with a normal closure (1000) and stop reconnecting; replies when closed.
+    Close(RpcReplyPort<()>),
+}
+
+/// A subscribed channel with an open socket.
+pub struct Established {
+    channel: Channel,
+    socket: WsStream,
+    /// True when this socket replaces one after `socket_closing` (same channel, no resubscribe).
+    replacing: bool,
+    /// True when the channel was created (and subscribed) by this establish.
+    new_channel: bool,
+}
+
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct ConnectionArgs {
+    /// Position among the connection actors (`connection-<index>`).
+    pub index: usize,
+    pub client: GenesysClient,
+    /// The users whose topics this channel carries (at most 1,000).
+    pub users: Vec<UserId>,
+    /// Where each user's events go.
+    pub agents: HashMap<UserId, ActorRef<AgentMsg>>,
+    pub catalog: Arc<PresenceCatalog>,
+    /// Back-pressure: one permit per transition in flight to the database.
+    pub credits: Arc<Semaphore>,
+    pub ping_interval: Duration,
+    pub silence_timeout: Duration,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// Counters the socket task updates and the actor reads for `/readyz`.
+#[derive(Debug, Default)]
+pub struct SocketStats {
+    /// Unix milliseconds of the last message of any kind; 0 before the first.
+    last_message_ms: AtomicI64,
+    /// Frames that could not be used.
+    malformed: AtomicU64,
+    /// User events forwarded.
+    events: AtomicU64,
+}
+
+/// The connection actor.
+pub struct ConnectionActor;
+
+/// What the connection actor owns.
+pub struct ConnectionState {
+    args: ConnectionArgs,
+    topics: Vec<String>,
+    channel: Option<Channel>,
+    expires: Option<DateTime<Utc>>,
+    generation: u64,
+    connected: bool,
+    subscribed: bool,
+    establishing: bool,
+    closing: bool,
+    ever_connected: bool,
+    reconnects: u32,
+    failures: u32,
+    stop_socket: Option<oneshot::Sender<()>>,
+    /// Who asked for a graceful close; answered when the socket has ended.
+    close_reply: Option<RpcReplyPort<()>>,
+    stats: Arc<SocketStats>,
+    unknown_users: u64,
+}
+
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(250).saturating_mul(1 << failures.min(7));
+    let capped = base.min(Duration::from_secs(30));
+    let jitter = rand::random_range(0.5..1.0);
+    capped.mul_f64(jitter)
+}
+
+async fn establish(
+    client: GenesysClient,
+    channel: Option<Channel>,
+    topics: Vec<String>,
+    replacing: bool,
+) -> Result<Established, GenesysError> {
+    let (channel, new_channel) = match channel {
+        Some(c) if replacing || client.channel_exists(&c.id).await? => (c, false),
+        _ => {
+            let c = client.create_channel().await?;
+            let results = client.put_subscriptions(&c.id, &topics).await?;
+            for rejected in results
+                .iter()
+                .filter(|t| t.state.as_deref() == Some("Rejected"))
+            {
+                tracing::warn!(topic = %rejected.id, reason = ?rejected.rejection_reason, "topic rejected");
+            }
+            (c, true)
+        }
+    };
+    let (socket, _response) = tokio_tungstenite::connect_async(channel.connect_uri.as_str())
+        .await
+        .map_err(|e| {
+            GenesysError::Other(format!(
+                "WebSocket connect to channel {} failed: {e}",
+                channel.id
+            ))
+        })?;
+    Ok(Established {
+        channel,
+        socket,
+        replacing,
+        new_channel,
+    })
+}
+
+impl ConnectionState {
+    fn name(&self) -> String {
+        format!("connection-{}", self.args.index)
+    }
+
+    fn start_establish(&mut self, myself: &ActorRef<ConnectionMsg>, replacing: bool) {
+        if self.establishing || self.closing {
+            return;
+        }
+        self.establishing = true;
+        let client = self.args.client.clone();
+        let channel = self.channel.clone();
+        let topics = self.topics.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let msg = match establish(client, channel, topics, replacing).await {
+                Ok(done) => ConnectionMsg::Established(Box::new(done)),
+                Err(e) => ConnectionMsg::EstablishFailed {
+                    fatal: matches!(e, GenesysError::InvalidClient { .. }),
+                    error: e.to_string(),
+                },
+            };
+            let _ = myself.cast(msg);
+        });
+    }
+
+    fn status(&self) -> ConnectionStatus {
+        let last = self.stats.last_message_ms.load(Ordering::Relaxed);
+        ConnectionStatus {
+            name: self.name(),
+            channel_id: self.channel.as_ref().map(|c| c.id.clone()),
+            connected: self.connected,
+            subscribed: self.subscribed,
+            topics: self.topics.len(),
+            last_message_age_seconds: (last > 0)
+                .then(|| (Utc::now().timestamp_millis() - last).max(0) as f64 / 1000.0),
+            reconnects: self.reconnects,
+            expires: self.expires,
+        }
+    }
+
+    fn route(&mut self, frame: Frame, credit: Option<Credit>) {
+        let (user, msg) = match frame {
+            Frame::Presence(user, mut update) => {
+                update.label = Some(
+                    self.args
+                        .catalog
+                        .label(update.definition_id.as_deref(), &update.system),
+                );
+                let msg = AgentMsg::Presence(update, crate::domain::Source::Stream, credit);
+                (user, msg)
+            }
+            Frame::Routing(user, update) => (
+                user,
+                AgentMsg::Routing(update, crate::domain::Source::Stream, credit),
+            ),
+            Frame::Conversations(user, active) => (
+                user,
+                AgentMsg::Conversations {
+                    active,
+                    observed_at: Utc::now(),
+                },
+            ),
+            _ => return,
+        };
+        match self.args.agents.get(&user) {
+            Some(agent) => {
+                self.stats.events.fetch_add(1, Ordering::Relaxed);
+                let _ = agent.cast(msg);
+            }
+            None => {
+                self.unknown_users += 1;
+                tracing::debug!(user_id = %user, "event for a user outside the monitored set dropped");
+            }
+        }
+    }
+}
+
+/// The read loop of one socket. Ends (and reports why) on close, error, silence, a channel-gone
+/// notice, or a stop request (which sends a normal closure first).
+#[allow(clippy::too_many_arguments)]
+async fn run_socket(
+    socket: WsStream,
+    generation: u64,
+    myself: ActorRef<ConnectionMsg>,
+    credits: Arc<Semaphore>,
+    stats: Arc<SocketStats>,
+    ping_interval: Duration,
+    silence_timeout: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let (mut tx, mut rx) = socket.split();
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let mut last_rx = tokio::time::Instant::now();
+    let reason: String = loop {
+        tokio::select! {
+            _ = &mut stop => {
+                let frame = CloseFrame { code: CloseCode::Normal, reason: "agent-monitor stopping".into() };
+                let _ = tx.send(Message::Close(Some(frame))).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(Ok(_)) = rx.next().await {}
+                }).await;
+                break "closed by agent-monitor".into();
+            }
+            _ = ping.tick() => {
+                if let Err(e) = tx.send(Message::Text(PING_FRAME.into())).await {
+                    break format!("ping failed: {e}");
+                }
+            }
+            _ = tokio::time::sleep_until(last_rx + silence_timeout) => {
+                break format!("silence for {}s", silence_timeout.as_secs_f64());
+            }
+            next = rx.next() => {
+                let message = match next {
+                    None => break "socket closed".into(),
+                    Some(Err(e)) => break format!("socket error: {e}"),
+                    Some(Ok(message)) => message,
+                };
+                last_rx = tokio::time::Instant::now();
+                stats.last_message_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+                let text = match message {
+                    Message::Text(text) => text,
+                    Message::Close(frame) => break format!("closed by Genesys: {frame:?}"),
+                    Message::Binary(_) => {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(generation, "binary frame skipped");
+                        continue;
+                    }
+                    _ => continue,
+                };
+                match parse_frame(text.as_str()) {
+                    Ok(Frame::Heartbeat | Frame::Pong) => {}
+                    Ok(Frame::SocketClosing(_)) => {
+                        tracing::info!(generation, "socket_closing: opening a new socket");
+                        let _ = myself.cast(ConnectionMsg::SocketClosing { generation });
+                    }
+                    Ok(Frame::NoLongerSubscribed(body)) => {
+                        break format!("no_longer_subscribed ({})", body.reason.unwrap_or_default());
+                    }
+                    Ok(Frame::TokenRevoked(_)) => break "token_revoked".into(),
+                    Ok(Frame::ChannelGone) => break "channel gone (result 404)".into(),
+                    Ok(Frame::Other(topic)) => tracing::debug!(topic, "unhandled topic"),
+                    Ok(frame @ (Frame::Presence(..) | Frame::Routing(..))) => {
+                        // Back-pressure: wait for room in the write pipeline before reading on.
+                        let permit = tokio::select! {
+                            permit = credits.clone().acquire_owned() => permit.ok().map(Credit::new),
+                            _ = &mut stop => break "closed by agent-monitor".into(),
+                        };
+                        if myself.cast(ConnectionMsg::Event(frame, permit)).is_err() {
+                            break "connection actor gone".into();
+                        }
+                    }
+                    Ok(frame @ Frame::Conversations(..)) => {
+                        if myself.cast(ConnectionMsg::Event(frame, None)).is_err() {
+                            break "connection actor gone".into();
+                        }
+                    }
+                    Err(e) => {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(generation, error = %e, "malformed notification skipped");
+                    }
+                }
+            }
+        }
+    };
+    let _ = myself.cast(ConnectionMsg::SocketEnded { generation, reason });
+}
+
+impl Actor for ConnectionActor {
+    type Msg = ConnectionMsg;
+    type State = ConnectionState;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionState, ActorProcessingErr> {
+        let topics = args.users.iter().map(|u| user_topic(u.as_str())).collect();
+        Ok(ConnectionState {
+            args,
+            topics,
+            channel: None,
+            expires: None,
+            generation: 0,
+            connected: false,
+            subscribed: false,
+            establishing: false,
+            closing: false,
+            ever_connected: false,
+            reconnects: 0,
+            failures: 0,
+            stop_socket: None,
+            close_reply: None,
+            stats: Arc::new(SocketStats::default()),
+            unknown_users: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.start_establish(&myself, false);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ConnectionMsg>,
+        message: ConnectionMsg,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConnectionMsg::Establish => state.start_establish(&myself, false),
+            ConnectionMsg::Established(done) => {
+                let Established {
+                    channel,
+                    socket,
+                    replacing,
+                    new_channel,
+                } = *done;
+                state.establishing = false;
+                if state.closing {
+                    let mut socket = socket;
+                    let _ = socket.close(None).await;
+                    return Ok(());
+                }
+                state.failures = 0;
+                if new_channel {
+                    tracing::info!(connection = %state.name(), channel_id = %channel.id, topics = state.topics.len(), "channel created and subscribed");
+                }
+                state.expires = channel
+                    .expires
+                    .as_deref()
+                    .and_then(|e| parse_timestamp(e).ok());
+                state.channel = Some(channel);
+                state.subscribed = true;
+                state.connected = true;
+                state.generation += 1;
+                // Make before break: the new socket is open, now drop the old one.
+                if let Some(old) = state.stop_socket.take() {
+                    let _ = old.send(());
+                }
+                let (stop_tx, stop_rx) = oneshot::channel();
+                state.stop_socket = Some(stop_tx);
+                state
+                    .stats
+                    .last_message_ms
+                    .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+                tokio::spawn(run_socket(
+                    socket,
+                    state.generation,
+                    myself.clone(),
+                    state.args.credits.clone(),
+                    state.stats.clone(),
+                    state.args.ping_interval,
+                    state.args.silence_timeout,
+                    stop_rx,
+                ));
+                let reconnected = state.ever_connected && !replacing;
+                state.ever_connected = true;
+                let _ = state.args.supervisor.cast(SupervisorMsg::ConnectionUp {
+                    index: state.args.index,
+                    reconnected,
+                });
+            }
+            ConnectionMsg::EstablishFailed { error, fatal } => {
+                state.establishing = false;
+                if fatal {
+                    let _ = state.args.supervisor.cast(SupervisorMsg::Fatal(error));
+                    return Ok(());
+                }
+                state.failures += 1;
+                let delay = backoff(state.failures);
+                tracing::warn!(connection = %state.name(), %error, retry_in_ms = delay.as_millis() as u64, "could not establish the channel");
+                myself.send_after(delay, || ConnectionMsg::Establish);
+            }
+            ConnectionMsg::Event(frame, credit) => state.route(frame, credit),
+            ConnectionMsg::SocketEnded { generation, reason } => {
+                if generation != state.generation {
+                    return Ok(()); // an old socket we already replaced
+                }
+                state.connected = false;
+                state.stop_socket = None;
+                if state.closing {
+                    if let Some(reply) = state.close_reply.take() {
+                        let _ = reply.send(());
+                    }
+                    return Ok(());
+                }
+                state.reconnects += 1;
+                tracing::warn!(connection = %state.name(), %reason, "socket ended; reconnecting");
+                if reason.starts_with("no_longer_subscribed") || reason.starts_with("channel gone")
+                {
+                    state.channel = None;
+                    state.subscribed = false;
+                }
+                state.start_establish(&myself, false);
+            }
+            ConnectionMsg::SocketClosing { generation } => {
+                if generation == state.generation {
+                    state.start_establish(&myself, true);
+                }
+            }
+            ConnectionMsg::AgentRestarted(user, agent) => {
+                state.args.agents.insert(user, agent);
+            }
+            ConnectionMsg::Status(reply) => {
+                let _ = reply.send(state.status());
+            }
+            ConnectionMsg::Close(reply) => {
+                state.closing = true;
+                state.connected = false;
+                match state.stop_socket.take() {
+                    Some(stop) => {
+                        let _ = stop.send(());
+                        state.close_reply = Some(reply);
+                    }
+                    None => {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<ConnectionMsg>,
+        state: &mut ConnectionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(stop) = state.stop_socket.take() {
+            let _ = stop.send(());
+        }
+        Ok(())
+    }
+}

@@ -33,3 +33,24 @@ pub struct DbHealth {
     /// Rows buffered and not yet committed.
     pub buffered: usize,
 }
+
+// ---- STUB (lead's compile only; replaced by the wt-api branch) ----
+/// Start-up arguments.
+pub struct PersistenceArgs {
+    pub db: sea_orm::DatabaseConnection,
+    pub config: crate::config::PersistenceConfig,
+}
+/// The persistence actor.
+pub struct PersistenceActor;
+impl ractor::Actor for PersistenceActor {
+    type Msg = PersistMsg;
+    type State = ();
+    type Arguments = PersistenceArgs;
+    async fn pre_start(
+        &self,
+        _m: ractor::ActorRef<PersistMsg>,
+        _a: PersistenceArgs,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+}

@@ -1,1 +1,706 @@
-//! (in progress)
+//! The root supervisor. It starts the persistence and Slack actors, lists the monitored users,
+//! starts one agent actor per user and one connection actor per notification channel (at most
+//! `topics_per_channel` users each), takes the snapshot of current states once every channel is
+//! subscribed (and again after every reconnect), restarts failed children with backoff, and
+//! answers `/readyz` with its view of them. See `actors.md` for the tree and the strategy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::actors::Credit;
+use crate::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
+use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
+use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
+use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
+use crate::config::{PersistenceConfig, SlackConfig};
+use crate::domain::{Source, UserId};
+use crate::genesys::{GenesysClient, GenesysError};
+use crate::health::{ActorStatus, ConnectionStatus, HealthReport};
+use crate::notification::updates_from_user;
+use crate::presence::PresenceCatalog;
+use crate::protocol::{PresenceDefinition, User};
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// List presence definitions and users, then start agents and connections.
+    Bootstrap,
+    /// Internal: the result of the bootstrap listing.
+    Bootstrapped(Result<(Vec<PresenceDefinition>, Vec<User>), GenesysError>),
+    /// A connection actor has its channel subscribed and a socket open.
+    ConnectionUp { index: usize, reconnected: bool },
+    /// Take a snapshot of every user's current state (after subscribing).
+    Snapshot,
+    /// Internal: a snapshot finished (users fed, or the error).
+    SnapshotDone(Result<usize, String>),
+    /// Internal: restart a failed child after its backoff.
+    Restart(Child),
+    /// A fatal error (e.g. `invalid_client`): the service must stop.
+    Fatal(String),
+    /// The readiness report.
+    Health(RpcReplyPort<HealthReport>),
+    /// The agent actor of a user (tests, debugging).
+    Agent(UserId, RpcReplyPort<Option<ActorRef<AgentMsg>>>),
+    /// Graceful stop: close every socket with a normal closure, wait until every accepted
+    /// transition is committed (bounded by `deadline`), then reply.
+    Shutdown {
+        deadline: Duration,
+        reply: RpcReplyPort<()>,
+    },
+}
+
+/// Which child an actor is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Child {
+    Persistence,
+    Slack,
+    Connection(usize),
+    Agent(UserId),
+}
+
+impl Child {
+    fn name(&self) -> String {
+        match self {
+            Child::Persistence => "persistence".into(),
+            Child::Slack => "slack".into(),
+            Child::Connection(i) => format!("connection-{i}"),
+            Child::Agent(u) => format!("agent-{u}"),
+        }
+    }
+}
+
+/// Start-up arguments of the supervisor.
+pub struct SupervisorArgs {
+    pub client: GenesysClient,
+    pub db: sea_orm::DatabaseConnection,
+    pub persistence: PersistenceConfig,
+    pub slack: SlackConfig,
+    pub idle_threshold: Duration,
+    pub ping_interval: Duration,
+    pub silence_timeout: Duration,
+    pub topics_per_channel: usize,
+    /// Where a fatal error is reported (the process exits with it).
+    pub fatal: mpsc::UnboundedSender<String>,
+}
+
+/// Restart bookkeeping of one child.
+#[derive(Debug, Clone, Default)]
+struct ChildInfo {
+    restarts: u32,
+    last_error: Option<String>,
+    running: bool,
+}
+
+/// What the supervisor owns.
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    credits: Arc<Semaphore>,
+    catalog: Arc<PresenceCatalog>,
+    persistence: Option<ActorRef<PersistMsg>>,
+    slack: Option<ActorRef<SlackMsg>>,
+    connections: Vec<Option<ActorRef<ConnectionMsg>>>,
+    connection_users: Vec<Vec<UserId>>,
+    connection_up: Vec<bool>,
+    user_connection: HashMap<UserId, usize>,
+    user_names: HashMap<UserId, Option<String>>,
+    agents: HashMap<UserId, ActorRef<AgentMsg>>,
+    by_id: HashMap<ActorId, Child>,
+    info: HashMap<Child, ChildInfo>,
+    bootstrapped: bool,
+    bootstrap_failures: u32,
+    bootstrap_error: Option<String>,
+    snapshot_running: bool,
+    snapshot_again: bool,
+    last_snapshot: Option<Result<usize, String>>,
+    shutting_down: bool,
+}
+
+fn restart_delay(restarts: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << restarts.min(8))
+        .min(Duration::from_secs(30))
+}
+
+impl SupervisorState {
+    fn peers(&self) -> Option<Peers> {
+        Some(Peers {
+            persistence: self.persistence.clone()?,
+            slack: self.slack.clone()?,
+        })
+    }
+
+    fn track(&mut self, cell: &ActorCell, child: Child) {
+        self.by_id.insert(cell.get_id(), child.clone());
+        self.info.entry(child).or_default().running = true;
+    }
+
+    async fn spawn_persistence(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = PersistenceArgs {
+            db: self.args.db.clone(),
+            config: self.args.persistence,
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, PersistenceActor, args, myself.get_cell()).await?;
+        self.track(&actor.get_cell(), Child::Persistence);
+        self.persistence = Some(actor);
+        Ok(())
+    }
+
+    async fn spawn_slack(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let persistence = self
+            .persistence
+            .clone()
+            .ok_or("persistence actor is not running")?;
+        let args = SlackArgs {
+            config: self.args.slack.clone(),
+            persistence,
+        };
+        let (actor, _) = Actor::spawn_linked(None, SlackActor, args, myself.get_cell()).await?;
+        self.track(&actor.get_cell(), Child::Slack);
+        self.slack = Some(actor);
+        Ok(())
+    }
+
+    async fn spawn_agent(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        user: &UserId,
+    ) -> Result<(), ActorProcessingErr> {
+        let peers = self
+            .peers()
+            .ok_or("persistence or slack actor is not running")?;
+        let args = AgentArgs {
+            user_id: user.clone(),
+            user_name: self.user_names.get(user).cloned().flatten(),
+            idle_threshold: self.args.idle_threshold,
+            peers,
+        };
+        let (actor, _) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell()).await?;
+        self.by_id
+            .insert(actor.get_id(), Child::Agent(user.clone()));
+        self.agents.insert(user.clone(), actor);
+        Ok(())
+    }
+
+    async fn spawn_connection(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        index: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let users = self.connection_users[index].clone();
+        let agents = users
+            .iter()
+            .filter_map(|u| Some((u.clone(), self.agents.get(u)?.clone())))
+            .collect();
+        let args = ConnectionArgs {
+            index,
+            client: self.args.client.clone(),
+            users,
+            agents,
+            catalog: self.catalog.clone(),
+            credits: self.credits.clone(),
+            ping_interval: self.args.ping_interval,
+            silence_timeout: self.args.silence_timeout,
+            supervisor: myself.clone(),
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await?;
+        self.track(&actor.get_cell(), Child::Connection(index));
+        self.connection_up[index] = false;
+        self.connections[index] = Some(actor);
+        Ok(())
+    }
+
+    fn start_snapshot(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.snapshot_running {
+            self.snapshot_again = true;
+            return;
+        }
+        self.snapshot_running = true;
+        let client = self.args.client.clone();
+        let agents = self.agents.clone();
+        let catalog = self.catalog.clone();
+        let credits = self.credits.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = match client.list_active_users().await {
+                Ok(users) => Ok(feed_snapshot(&users, &agents, &catalog, &credits).await),
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = myself.cast(SupervisorMsg::SnapshotDone(result));
+        });
+    }
+
+    async fn on_bootstrapped(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        definitions: Vec<PresenceDefinition>,
+        users: Vec<User>,
+    ) -> Result<(), ActorProcessingErr> {
+        self.catalog = Arc::new(PresenceCatalog::from_definitions(&definitions));
+        let mut ids = Vec::with_capacity(users.len());
+        for user in &users {
+            match UserId::parse(&user.id) {
+                Ok(id) => {
+                    if self
+                        .user_names
+                        .insert(id.clone(), user.name.clone())
+                        .is_none()
+                    {
+                        ids.push(id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "user with an unusable id skipped"),
+            }
+        }
+        tracing::info!(
+            users = ids.len(),
+            presence_definitions = self.catalog.len(),
+            "monitored users listed"
+        );
+        for id in &ids {
+            self.spawn_agent(myself, id).await?;
+        }
+        let per_channel = self.args.topics_per_channel.max(1);
+        self.connection_users = ids.chunks(per_channel).map(|c| c.to_vec()).collect();
+        for (index, chunk) in self.connection_users.iter().enumerate() {
+            for user in chunk {
+                self.user_connection.insert(user.clone(), index);
+            }
+        }
+        let n = self.connection_users.len();
+        self.connections = vec![None; n];
+        self.connection_up = vec![false; n];
+        for index in 0..n {
+            self.spawn_connection(myself, index).await?;
+        }
+        self.bootstrapped = true;
+        Ok(())
+    }
+}
+
+/// Feeds every listed user's presence and routing status to its agent actor as `bootstrap`
+/// transitions, taking a back-pressure credit for each. Returns the users fed.
+async fn feed_snapshot(
+    users: &[User],
+    agents: &HashMap<UserId, ActorRef<AgentMsg>>,
+    catalog: &PresenceCatalog,
+    credits: &Arc<Semaphore>,
+) -> usize {
+    let mut fed = 0;
+    for user in users {
+        let Ok(id) = UserId::parse(&user.id) else {
+            continue;
+        };
+        let Some(agent) = agents.get(&id) else {
+            continue;
+        };
+        if let Some(name) = &user.name {
+            let _ = agent.cast(AgentMsg::Rename(name.clone()));
+        }
+        let (presence, routing) = updates_from_user(user);
+        match presence {
+            Ok(mut update) => {
+                update.label = Some(catalog.label(update.definition_id.as_deref(), &update.system));
+                let credit = credits.clone().acquire_owned().await.ok().map(Credit::new);
+                let _ = agent.cast(AgentMsg::Presence(update, Source::Bootstrap, credit));
+            }
+            Err(e) => tracing::warn!(user_id = %id, error = %e, "snapshot: presence unusable"),
+        }
+        match routing {
+            Ok(update) => {
+                let credit = credits.clone().acquire_owned().await.ok().map(Credit::new);
+                let _ = agent.cast(AgentMsg::Routing(update, Source::Bootstrap, credit));
+            }
+            Err(e) => {
+                tracing::warn!(user_id = %id, error = %e, "snapshot: routing status unusable")
+            }
+        }
+        fed += 1;
+    }
+    fed
+}
+
+/// The root supervisor.
+pub struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let credits = Arc::new(Semaphore::new(args.persistence.max_in_flight.max(1)));
+        Ok(SupervisorState {
+            args,
+            credits,
+            catalog: Arc::new(PresenceCatalog::default()),
+            persistence: None,
+            slack: None,
+            connections: Vec::new(),
+            connection_users: Vec::new(),
+            connection_up: Vec::new(),
+            user_connection: HashMap::new(),
+            user_names: HashMap::new(),
+            agents: HashMap::new(),
+            by_id: HashMap::new(),
+            info: HashMap::new(),
+            bootstrapped: false,
+            bootstrap_failures: 0,
+            bootstrap_error: None,
+            snapshot_running: false,
+            snapshot_again: false,
+            last_snapshot: None,
+            shutting_down: false,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.spawn_persistence(&myself).await?;
+        state.spawn_slack(&myself).await?;
+        myself.cast(SupervisorMsg::Bootstrap)?;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Bootstrap => {
+                let client = state.args.client.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let result = async {
+                        let definitions = client.presence_definitions().await?;
+                        let users = client.list_active_users().await?;
+                        Ok((definitions, users))
+                    }
+                    .await;
+                    let _ = me.cast(SupervisorMsg::Bootstrapped(result));
+                });
+            }
+            SupervisorMsg::Bootstrapped(Ok((definitions, users))) => {
+                if state.bootstrapped || state.shutting_down {
+                    return Ok(());
+                }
+                state.bootstrap_error = None;
+                state.on_bootstrapped(&myself, definitions, users).await?;
+                if state.connections.is_empty() {
+                    tracing::warn!("no active users to monitor");
+                }
+            }
+            SupervisorMsg::Bootstrapped(Err(error)) => {
+                if matches!(error, GenesysError::InvalidClient { .. }) {
+                    let _ = state.args.fatal.send(error.to_string());
+                    return Ok(());
+                }
+                state.bootstrap_failures += 1;
+                let delay = restart_delay(state.bootstrap_failures);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "listing monitored users failed");
+                state.bootstrap_error = Some(error.to_string());
+                myself.send_after(delay, || SupervisorMsg::Bootstrap);
+            }
+            SupervisorMsg::ConnectionUp { index, reconnected } => {
+                if let Some(up) = state.connection_up.get_mut(index) {
+                    *up = true;
+                }
+                if reconnected {
+                    // Events sent while no socket listened are gone: re-take the snapshot.
+                    state.start_snapshot(&myself);
+                } else if state.connection_up.iter().all(|u| *u) && state.last_snapshot.is_none() {
+                    tracing::info!(
+                        channels = state.connections.len(),
+                        "every channel subscribed; taking the snapshot"
+                    );
+                    state.start_snapshot(&myself);
+                }
+            }
+            SupervisorMsg::Snapshot => state.start_snapshot(&myself),
+            SupervisorMsg::SnapshotDone(result) => {
+                state.snapshot_running = false;
+                match &result {
+                    Ok(n) => tracing::info!(users = n, "snapshot applied"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot failed; retrying");
+                        myself.send_after(Duration::from_secs(5), || SupervisorMsg::Snapshot);
+                    }
+                }
+                state.last_snapshot = Some(result);
+                if std::mem::take(&mut state.snapshot_again) {
+                    state.start_snapshot(&myself);
+                }
+            }
+            SupervisorMsg::Restart(child) => {
+                if state.shutting_down {
+                    return Ok(());
+                }
+                let result = match &child {
+                    Child::Persistence => state.spawn_persistence(&myself).await,
+                    Child::Slack => state.spawn_slack(&myself).await,
+                    Child::Connection(index) => state.spawn_connection(&myself, *index).await,
+                    Child::Agent(user) => state.spawn_agent(&myself, user).await,
+                };
+                if let Err(e) = result {
+                    tracing::error!(child = %child.name(), error = %e, "restart failed; retrying");
+                    let delay = restart_delay(state.info.get(&child).map_or(1, |i| i.restarts));
+                    myself.send_after(delay, move || SupervisorMsg::Restart(child));
+                    return Ok(());
+                }
+                match &child {
+                    Child::Persistence | Child::Slack => {
+                        if let Some(peers) = state.peers() {
+                            for agent in state.agents.values() {
+                                let _ = agent.cast(AgentMsg::Peers(peers.clone()));
+                            }
+                        }
+                        if child == Child::Persistence {
+                            // The Slack actor holds the old persistence reference: restart it too.
+                            if let Some(slack) = state.slack.take() {
+                                slack.stop(Some("persistence restarted".into()));
+                            }
+                        }
+                    }
+                    Child::Agent(user) => {
+                        let agent = state.agents.get(user).cloned();
+                        let conn = state
+                            .user_connection
+                            .get(user)
+                            .and_then(|i| state.connections[*i].clone());
+                        if let (Some(agent), Some(conn)) = (agent, conn) {
+                            let _ = conn.cast(ConnectionMsg::AgentRestarted(user.clone(), agent));
+                        }
+                        state.start_snapshot(&myself);
+                    }
+                    Child::Connection(_) => {}
+                }
+            }
+            SupervisorMsg::Fatal(error) => {
+                tracing::error!(%error, "fatal error");
+                let _ = state.args.fatal.send(error);
+            }
+            SupervisorMsg::Health(reply) => {
+                let connections: Vec<_> = state.connections.iter().flatten().cloned().collect();
+                let persistence = state.persistence.clone();
+                // Gather in a task so the supervisor's mailbox never waits on a child.
+                let snapshot = HealthSnapshot::from(&*state);
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    for conn in connections {
+                        if let Ok(status) = ractor::call_t!(conn, ConnectionMsg::Status, 1000) {
+                            statuses.push(status);
+                        }
+                    }
+                    let db = match persistence {
+                        Some(p) => ractor::call_t!(p, PersistMsg::Health, 3000).ok(),
+                        None => None,
+                    };
+                    let _ = reply.send(snapshot.report(statuses, db));
+                });
+            }
+            SupervisorMsg::Agent(user, reply) => {
+                let _ = reply.send(state.agents.get(&user).cloned());
+            }
+            SupervisorMsg::Shutdown { deadline, reply } => {
+                state.shutting_down = true;
+                let until = tokio::time::Instant::now() + deadline;
+                for conn in state.connections.iter().flatten() {
+                    if let Err(e) = ractor::call_t!(conn, ConnectionMsg::Close, 3000) {
+                        tracing::warn!(error = %e, "a connection did not close in time");
+                    }
+                }
+                // Every accepted transition holds a credit until it is committed.
+                let total = state.args.persistence.max_in_flight.max(1);
+                if let Some(persistence) = state.persistence.clone() {
+                    loop {
+                        let _ = ractor::call_t!(persistence, PersistMsg::Flush, 5000);
+                        if state.credits.available_permits() >= total
+                            || tokio::time::Instant::now() >= until
+                        {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                let outstanding = total.saturating_sub(state.credits.available_permits());
+                if outstanding > 0 {
+                    tracing::error!(
+                        outstanding,
+                        "shutdown deadline passed with transitions not yet committed"
+                    );
+                } else {
+                    tracing::info!("every accepted transition is committed");
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, error) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error.to_string())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason),
+            _ => return Ok(()),
+        };
+        let Some(child) = state.by_id.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if state.shutting_down {
+            return Ok(());
+        }
+        match &child {
+            Child::Persistence => state.persistence = None,
+            Child::Slack => state.slack = None,
+            Child::Connection(i) => {
+                state.connections[*i] = None;
+                state.connection_up[*i] = false;
+            }
+            Child::Agent(user) => {
+                state.agents.remove(user);
+            }
+        }
+        let info = state.info.entry(child.clone()).or_default();
+        info.running = false;
+        info.restarts += 1;
+        info.last_error = error.clone();
+        let delay = restart_delay(info.restarts);
+        tracing::error!(child = %child.name(), error = ?error, restart_in_ms = delay.as_millis() as u64, "child stopped; restarting");
+        myself.send_after(delay, move || SupervisorMsg::Restart(child));
+        Ok(())
+    }
+}
+
+/// What the readiness report needs from the supervisor's state, copied so the report can be
+/// finished in a task.
+struct HealthSnapshot {
+    state: SupervisorStateView,
+}
+
+struct SupervisorStateView {
+    bootstrapped: bool,
+    bootstrap_error: Option<String>,
+    connections: usize,
+    agents: usize,
+    info: Vec<(Child, ChildInfo)>,
+}
+
+impl From<&SupervisorState> for HealthSnapshot {
+    fn from(s: &SupervisorState) -> Self {
+        HealthSnapshot {
+            state: SupervisorStateView {
+                bootstrapped: s.bootstrapped,
+                bootstrap_error: s.bootstrap_error.clone(),
+                connections: s.connections.len(),
+                agents: s.agents.len(),
+                info: s.info.iter().map(|(c, i)| (c.clone(), i.clone())).collect(),
+            },
+        }
+    }
+}
+
+impl HealthSnapshot {
+    fn report(
+        self,
+        connections: Vec<ConnectionStatus>,
+        db: Option<crate::actors::persistence::DbHealth>,
+    ) -> HealthReport {
+        let s = self.state;
+        let mut problems = Vec::new();
+        if !s.bootstrapped {
+            problems.push(match &s.bootstrap_error {
+                Some(e) => format!("listing monitored users failed: {e}"),
+                None => "listing monitored users".to_string(),
+            });
+        }
+        for c in &connections {
+            if !c.connected || !c.subscribed {
+                problems.push(format!("{} is not connected and subscribed", c.name));
+            }
+        }
+        if connections.len() < s.connections {
+            problems.push(format!(
+                "{} of {} connection actors did not answer",
+                s.connections - connections.len(),
+                s.connections
+            ));
+        }
+        let (writable, db_error) = match &db {
+            Some(h) => (h.writable, h.last_error.clone()),
+            None => (
+                false,
+                Some("the persistence actor did not answer".to_string()),
+            ),
+        };
+        if !writable {
+            problems.push(format!(
+                "database is not writable: {}",
+                db_error.clone().unwrap_or_default()
+            ));
+        }
+        let mut actors: Vec<ActorStatus> = s
+            .info
+            .iter()
+            .filter(|(child, _)| !matches!(child, Child::Agent(_)))
+            .map(|(child, info)| ActorStatus {
+                name: child.name(),
+                status: if info.running {
+                    "running"
+                } else {
+                    "restarting"
+                }
+                .to_string(),
+                restarts: info.restarts,
+                last_error: info.last_error.clone(),
+            })
+            .collect();
+        let agent_restarts: u32 = s
+            .info
+            .iter()
+            .filter(|(c, _)| matches!(c, Child::Agent(_)))
+            .map(|(_, i)| i.restarts)
+            .sum();
+        actors.push(ActorStatus {
+            name: "agents".to_string(),
+            status: format!("{} running", s.agents),
+            restarts: agent_restarts,
+            last_error: None,
+        });
+        actors.sort_by(|a, b| a.name.cmp(&b.name));
+        HealthReport {
+            ready: problems.is_empty(),
+            actors,
+            connections,
+            database_writable: writable,
+            database_error: db_error,
+            agents: s.agents,
+            problems,
+        }
+    }
+}

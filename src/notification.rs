@@ -1,0 +1,266 @@
+//! Parsing of Notifications API WebSocket frames into [`Frame`]s.
+//!
+//! One parse per frame: the envelope is read with the body kept raw, the topic name decides the
+//! body type, and the body is parsed once into it (protocol reference §3–4). Anything that cannot
+//! be used is a [`MalformedError`]: the caller logs it, counts it and reads on.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use crate::domain::{
+    MalformedError, UserId, normalize_routing_status, normalize_system_presence, parse_timestamp,
+};
+use crate::protocol::{
+    ChannelMetadataBody, ConversationSummaryBody, NotificationEnvelope, PresenceEventBody,
+    RoutingStatusEventBody, SystemMessageBody, Topic,
+};
+
+/// A presence change as the agent actor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceUpdate {
+    /// Normalized system presence (`AVAILABLE`, `ON_QUEUE`, …).
+    pub system: String,
+    /// Org presence definition id.
+    pub definition_id: Option<String>,
+    /// Org presence label, resolved from the presence definitions (filled in by the receiver).
+    pub label: Option<String>,
+    /// `modifiedDate`, UTC, milliseconds.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// A routing-status change as the agent actor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingUpdate {
+    /// Normalized routing status (`IDLE`, `INTERACTING`, …).
+    pub status: String,
+    /// `startTime`, UTC, milliseconds.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// One parsed WebSocket frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// `channel.metadata` heartbeat (liveness only).
+    Heartbeat,
+    /// `channel.metadata` pong, the reply to our ping (liveness only).
+    Pong,
+    /// `v2.system.socket_closing`: connect a new socket within a minute.
+    SocketClosing(SystemMessageBody),
+    /// `v2.system.no_longer_subscribed.{id}`: the channel lost its subscriptions.
+    NoLongerSubscribed(SystemMessageBody),
+    /// `v2.system.token_revoked.{id}`.
+    TokenRevoked(SystemMessageBody),
+    /// `{"result":"404"}`-style replies: the channel is gone or the token expired.
+    ChannelGone,
+    /// `v2.users.{id}.presence`.
+    Presence(UserId, PresenceUpdate),
+    /// `v2.users.{id}.routingStatus`.
+    Routing(UserId, RoutingUpdate),
+    /// `v2.users.{id}.conversationsummary`: active conversations over all media types.
+    Conversations(UserId, u32),
+    /// A topic we do not handle (logged at debug level).
+    Other(String),
+}
+
+fn body<T: DeserializeOwned>(raw: Option<&RawValue>, topic: &str) -> Result<T, MalformedError> {
+    let raw = raw.ok_or_else(|| MalformedError::new(format!("{topic}: no eventBody")))?;
+    serde_json::from_str(raw.get())
+        .map_err(|e| MalformedError::new(format!("{topic}: bad eventBody: {e}")))
+}
+
+/// Parses one text frame. Unknown topics are [`Frame::Other`], not errors; unusable JSON, a
+/// missing or zoneless timestamp, or an empty user id is a [`MalformedError`].
+pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
+    let envelope: NotificationEnvelope<'_> = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            // `{"result":"404"}` has no topicName: the channel is gone or the token expired.
+            #[derive(serde::Deserialize)]
+            struct ResultReply {
+                result: String,
+            }
+            if let Ok(reply) = serde_json::from_str::<ResultReply>(text) {
+                if reply.result == "404" {
+                    return Ok(Frame::ChannelGone);
+                }
+                return Ok(Frame::Other(format!("result {}", reply.result)));
+            }
+            return Err(MalformedError::new(format!("not a notification: {e}")));
+        }
+    };
+    let name: &str = &envelope.topic_name;
+    let raw = envelope.event_body;
+    match Topic::parse(name) {
+        Topic::ChannelMetadata => {
+            let meta: ChannelMetadataBody = body(raw, name)?;
+            Ok(if meta.message.eq_ignore_ascii_case("pong") {
+                Frame::Pong
+            } else {
+                Frame::Heartbeat
+            })
+        }
+        Topic::SocketClosing => Ok(Frame::SocketClosing(body(raw, name).unwrap_or_default())),
+        Topic::NoLongerSubscribed => Ok(Frame::NoLongerSubscribed(
+            body(raw, name).unwrap_or_default(),
+        )),
+        Topic::TokenRevoked => Ok(Frame::TokenRevoked(body(raw, name).unwrap_or_default())),
+        Topic::UserPresence(id) => {
+            let user = UserId::parse(id)?;
+            let event: PresenceEventBody = body(raw, name)?;
+            let system = event
+                .presence_definition
+                .system_presence
+                .as_deref()
+                .ok_or_else(|| {
+                    MalformedError::new(format!("{name}: presenceDefinition has no systemPresence"))
+                })?;
+            Ok(Frame::Presence(
+                user,
+                PresenceUpdate {
+                    system: normalize_system_presence(system),
+                    definition_id: Some(event.presence_definition.id).filter(|id| !id.is_empty()),
+                    label: None,
+                    timestamp: parse_timestamp(&event.modified_date)?,
+                },
+            ))
+        }
+        Topic::UserRoutingStatus(id) => {
+            let user = UserId::parse(id)?;
+            let event: RoutingStatusEventBody = body(raw, name)?;
+            Ok(Frame::Routing(
+                user,
+                RoutingUpdate {
+                    status: normalize_routing_status(&event.routing_status.status),
+                    timestamp: parse_timestamp(&event.routing_status.start_time)?,
+                },
+            ))
+        }
+        Topic::UserConversationSummary(id) => {
+            let user = UserId::parse(id)?;
+            let event: ConversationSummaryBody = body(raw, name)?;
+            Ok(Frame::Conversations(user, event.active_total()))
+        }
+        Topic::Other(other) => Ok(Frame::Other(other.to_string())),
+    }
+}
+
+/// The current presence and routing status of a listed user (`GET /api/v2/users?expand=…`), as
+/// updates for the snapshot. A part that is missing or malformed is `Err` (logged by the caller);
+/// the other part is still used.
+pub fn updates_from_user(
+    user: &crate::protocol::User,
+) -> (
+    Result<PresenceUpdate, MalformedError>,
+    Result<RoutingUpdate, MalformedError>,
+) {
+    let presence = (|| {
+        let presence = user
+            .presence
+            .as_ref()
+            .ok_or_else(|| MalformedError::new("no presence"))?;
+        let definition = presence
+            .presence_definition
+            .as_ref()
+            .ok_or_else(|| MalformedError::new("presence has no presenceDefinition"))?;
+        let system = definition
+            .system_presence
+            .as_deref()
+            .ok_or_else(|| MalformedError::new("presenceDefinition has no systemPresence"))?;
+        let modified = presence
+            .modified_date
+            .as_deref()
+            .ok_or_else(|| MalformedError::new("presence has no modifiedDate"))?;
+        Ok(PresenceUpdate {
+            system: normalize_system_presence(system),
+            definition_id: Some(definition.id.clone()).filter(|id| !id.is_empty()),
+            label: None,
+            timestamp: parse_timestamp(modified)?,
+        })
+    })();
+    let routing = (|| {
+        let routing = user
+            .routing_status
+            .as_ref()
+            .ok_or_else(|| MalformedError::new("no routingStatus"))?;
+        let start = routing
+            .start_time
+            .as_deref()
+            .ok_or_else(|| MalformedError::new("routingStatus has no startTime"))?;
+        Ok(RoutingUpdate {
+            status: normalize_routing_status(&routing.status),
+            timestamp: parse_timestamp(start)?,
+        })
+    })();
+    (presence, routing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_takes_user_from_topic_and_normalizes() {
+        let frame = parse_frame(
+            r#"{"topicName":"v2.users.ABC.presence","version":"2","eventBody":{"source":"PURECLOUD",
+            "presenceDefinition":{"id":"6a3af858-942f-489d-9700-5f9bcdcdae9b","systemPresence":"On Queue"},
+            "primary":true,"message":"","modifiedDate":"2024-05-01T10:15:30.123Z"},"metadata":{"CorrelationId":"x"}}"#,
+        )
+        .unwrap();
+        let Frame::Presence(user, update) = frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(user.as_str(), "abc");
+        assert_eq!(update.system, "ON_QUEUE");
+        assert_eq!(
+            update.definition_id.as_deref(),
+            Some("6a3af858-942f-489d-9700-5f9bcdcdae9b")
+        );
+    }
+
+    #[test]
+    fn routing_and_metadata() {
+        let frame = parse_frame(
+            r#"{"topicName":"v2.users.U1.routingStatus","eventBody":{"id":"U1","routingStatus":{"status":"IDLE","startTime":"2024-05-01T10:16:02+00:00"}}}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(frame, Frame::Routing(_, RoutingUpdate { ref status, .. }) if status == "IDLE")
+        );
+        assert_eq!(
+            parse_frame(
+                r#"{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}"#
+            )
+            .unwrap(),
+            Frame::Heartbeat
+        );
+        assert_eq!(
+            parse_frame(r#"{"topicName":"channel.metadata","eventBody":{"message":"pong"}}"#)
+                .unwrap(),
+            Frame::Pong
+        );
+        assert_eq!(
+            parse_frame(r#"{"result":"404"}"#).unwrap(),
+            Frame::ChannelGone
+        );
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"topicName":"v2.users.U1.routingStatus","eventBody":{"id":"U1"}}"#,
+            r#"{"topicName":"v2.users.U1.routingStatus","eventBody":{"routingStatus":{"status":"IDLE","startTime":"2024-05-01T10:16:02"}}}"#,
+            r#"{"topicName":"v2.users.U1.presence","eventBody":{"presenceDefinition":{"id":"x"},"modifiedDate":"2024-05-01T10:16:02Z"}}"#,
+            r#"{"topicName":"v2.users.U1.presence"}"#,
+        ] {
+            assert!(parse_frame(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_frame(r#"{"topicName":"v2.users.U1.geolocation","eventBody":{}}"#).unwrap(),
+            Frame::Other("v2.users.U1.geolocation".into())
+        );
+    }
+}
