@@ -426,10 +426,12 @@ impl Actor for Supervisor {
                 if let Some(up) = state.connection_up.get_mut(index) {
                     *up = true;
                 }
-                if reconnected {
-                    // Events sent while no socket listened are gone: re-take the snapshot.
+                let all_up = state.connection_up.iter().all(|u| *u);
+                if reconnected || state.last_snapshot.is_some() {
+                    // A reconnect or a restarted connection: events sent while no socket
+                    // listened are gone, so re-take the snapshot.
                     state.start_snapshot(&myself);
-                } else if state.connection_up.iter().all(|u| *u) && state.last_snapshot.is_none() {
+                } else if all_up && !state.snapshot_running {
                     tracing::info!(
                         channels = state.connections.len(),
                         "every channel subscribed; taking the snapshot"
@@ -555,6 +557,19 @@ impl Actor for Supervisor {
                 let _ = reply.send(());
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        _state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // ractor does not stop children with their supervisor: stop them here (the persistence
+        // actor commits what it still holds in its own post_stop).
+        myself
+            .stop_children_and_wait(Some("shutdown".into()), Some(Duration::from_secs(3)))
+            .await;
         Ok(())
     }
 
