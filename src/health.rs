@@ -30,6 +30,12 @@ pub struct ConnectionStatus {
     pub last_message_age_seconds: Option<f64>,
     /// Reconnects since start.
     pub reconnects: u32,
+    /// User events routed to agent actors since start.
+    pub events: u64,
+    /// Frames that could not be used (logged, counted, skipped) since start.
+    pub malformed_messages: u64,
+    /// Events for users outside the monitored set (counted and dropped) since start.
+    pub unknown_user_events: u64,
     /// Channel expiry (`expires` from Genesys), UTC.
     pub expires: Option<DateTime<Utc>>,
 }

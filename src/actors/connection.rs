@@ -205,6 +205,9 @@ impl ConnectionState {
             last_message_age_seconds: (last > 0)
                 .then(|| (Utc::now().timestamp_millis() - last).max(0) as f64 / 1000.0),
             reconnects: self.reconnects,
+            events: self.stats.events.load(Ordering::Relaxed),
+            malformed_messages: self.stats.malformed.load(Ordering::Relaxed),
+            unknown_user_events: self.unknown_users,
             expires: self.expires,
         }
     }
