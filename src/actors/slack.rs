@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The Slack actor: posts alerts to the incoming webhook, one at a time, and reports each
 //! outcome to the persistence actor as `PersistMsg::AlertOutcome`.
 //!

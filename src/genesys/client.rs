@@ -180,6 +180,8 @@ impl GenesysClient {
         let what = "POST /oauth/token";
         let mut retry = Retry::new(what, inner.policy);
         loop {
+            // The lifetime counts from before the request, so network time only makes us early.
+            let requested_at = Instant::now();
             let sent = inner
                 .http
                 .post(&inner.token_url)
@@ -216,7 +218,7 @@ impl GenesysClient {
                 );
                 return Ok(CachedToken {
                     access_token: Secret::new(token.access_token),
-                    renew_at: Instant::now() + lifetime - renew_margin(lifetime),
+                    renew_at: requested_at + lifetime - renew_margin(lifetime),
                 });
             }
             if status == StatusCode::TOO_MANY_REQUESTS {

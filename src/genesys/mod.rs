@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Genesys Cloud REST client: OAuth client-credentials token cache, users with presence and
 //! routing status, presence definitions, notification channels and subscriptions, server date.
 //!

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use url::Url;
 
-use super::test_server::{Recorded, Reply, TestServer};
+use super::test_server::{Recorded, Reply, TestServer, capture_logs};
 use super::*;
 use crate::config::{Credentials, GenesysConfig, GenesysEndpoints};
 use crate::secret::Secret;
@@ -658,4 +658,28 @@ async fn channels_and_subscriptions() {
         json!([{"id": topics[0]}, {"id": topics[1]}])
     );
     assert_eq!(put.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn logs_never_show_the_secret_or_the_token() {
+    let (logs, _guard) = capture_logs();
+    let issued = Arc::new(AtomicUsize::new(0));
+    let dates = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start(move |r| {
+        token_endpoint(r, &issued, 86_399).unwrap_or_else(|| {
+            match dates.fetch_add(1, Ordering::SeqCst) {
+                0 => Reply::json(401, json!({"message": "expired"})),
+                1 => Reply::json(429, json!({"message": "Retry the request in [0] seconds"})),
+                2 => Reply::json(503, json!({"message": "down"})),
+                _ => date_reply(),
+            }
+        })
+    })
+    .await;
+    client(&server).server_date().await.unwrap();
+    let text = logs.text();
+    assert!(text.contains("HTTP 429: waiting"), "{text}");
+    for secret in [SECRET, "tok-1", "tok-2", BASIC, "dGVzdC1jbGllbnQ6"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
 }

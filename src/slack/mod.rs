@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Slack delivery: Block Kit message building ([`blocks`]) and the incoming-webhook client
 //! ([`webhook`]). The actor that uses them is [`crate::actors::slack`].
 //!

@@ -293,7 +293,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::genesys::test_server::{Reply, TestServer};
+    use crate::genesys::test_server::{Reply, TestServer, capture_logs};
 
     const PATH: &str = "/services/T000/B000/XXXXSECRETXXXX";
 
@@ -420,6 +420,24 @@ mod tests {
         assert!(
             matches!(&err, SlackError::Rejected { status: 200, error, .. } if error == "no_text")
         );
+    }
+
+    #[tokio::test]
+    async fn logs_never_show_the_url() {
+        let (logs, _guard) = capture_logs();
+        let server = first_n_then_ok(2, Reply::text(500, "rollup_error")).await;
+        webhook(&server.base)
+            .post(&json!({"text": "x"}))
+            .await
+            .unwrap();
+        let refused = first_n_then_ok(1, Reply::text(404, "channel_not_found")).await;
+        webhook(&refused.base)
+            .post(&json!({"text": "x"}))
+            .await
+            .unwrap_err();
+        let text = logs.text();
+        assert!(text.contains("Slack server error: retrying"), "{text}");
+        assert!(!text.contains("XXXXSECRET"), "{text}");
     }
 
     #[tokio::test]
