@@ -218,7 +218,10 @@ impl GenesysClient {
                 );
                 return Ok(CachedToken {
                     access_token: Secret::new(token.access_token),
-                    renew_at: requested_at + lifetime - renew_margin(lifetime),
+                    // An absurd `expires_in` must not overflow the clock: cap at a year.
+                    renew_at: requested_at
+                        + (lifetime - renew_margin(lifetime))
+                            .min(Duration::from_secs(365 * 86_400)),
                 });
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
