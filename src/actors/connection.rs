@@ -132,12 +132,21 @@ fn backoff(failures: u32) -> Duration {
     capped.mul_f64(jitter)
 }
 
+/// Why a channel could not be established.
+#[derive(Debug, thiserror::Error)]
+enum EstablishError {
+    #[error(transparent)]
+    Genesys(#[from] GenesysError),
+    #[error("{0}")]
+    Socket(String),
+}
+
 async fn establish(
     client: GenesysClient,
     channel: Option<Channel>,
     topics: Vec<String>,
     replacing: bool,
-) -> Result<Established, GenesysError> {
+) -> Result<Established, EstablishError> {
     let (channel, new_channel) = match channel {
         Some(c) if replacing || client.channel_exists(&c.id).await? => (c, false),
         _ => {
@@ -155,7 +164,7 @@ async fn establish(
     let (socket, _response) = tokio_tungstenite::connect_async(channel.connect_uri.as_str())
         .await
         .map_err(|e| {
-            GenesysError::Other(format!(
+            EstablishError::Socket(format!(
                 "WebSocket connect to channel {} failed: {e}",
                 channel.id
             ))
@@ -186,7 +195,7 @@ impl ConnectionState {
             let msg = match establish(client, channel, topics, replacing).await {
                 Ok(done) => ConnectionMsg::Established(Box::new(done)),
                 Err(e) => ConnectionMsg::EstablishFailed {
-                    fatal: matches!(e, GenesysError::InvalidClient { .. }),
+                    fatal: matches!(&e, EstablishError::Genesys(g) if g.is_fatal()),
                     error: e.to_string(),
                 },
             };

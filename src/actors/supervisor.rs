@@ -412,7 +412,7 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::Bootstrapped(Err(error)) => {
-                if matches!(error, GenesysError::InvalidClient { .. }) {
+                if error.is_fatal() {
                     let _ = state.args.fatal.send(error.to_string());
                     return Ok(());
                 }

@@ -1,40 +1,22 @@
-//! Genesys Cloud REST client (STUB for the lead's compile; replaced by the wt-client branch).
-#![allow(missing_docs, unused)]
-use crate::config::GenesysConfig;
-use crate::protocol::{Channel, ChannelTopic, PresenceDefinition, User};
+#![warn(missing_docs)]
+//! Genesys Cloud REST client: OAuth client-credentials token cache, users with presence and
+//! routing status, presence definitions, notification channels and subscriptions, server date.
+//!
+//! - [`GenesysClient`] (in `client.rs`): the calls, each documented with its API path.
+//! - [`GenesysError`]: how a call failed; [`GenesysError::InvalidClient`] is fatal.
+//! - [`backoff`]: [`RetryPolicy`] and the rate-limit hints, shared with [`crate::slack`].
+//!
+//! Protocol facts: `shared/genesys-cloud-protocol.md` §2 (OAuth), §3 (channels), §5–6 (users,
+//! presence definitions), §8 (errors and rate limits).
 
-#[derive(Debug, thiserror::Error)]
-pub enum GenesysError {
-    #[error("invalid client: {message}")]
-    InvalidClient { message: String },
-    #[error("other: {0}")]
-    Other(String),
-}
+pub mod backoff;
+mod client;
+mod error;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
 
-#[derive(Clone, Debug)]
-pub struct GenesysClient;
-
-impl GenesysClient {
-    pub fn new(_cfg: &GenesysConfig) -> Result<Self, GenesysError> {
-        todo!()
-    }
-    pub async fn list_active_users(&self) -> Result<Vec<User>, GenesysError> {
-        todo!()
-    }
-    pub async fn presence_definitions(&self) -> Result<Vec<PresenceDefinition>, GenesysError> {
-        todo!()
-    }
-    pub async fn create_channel(&self) -> Result<Channel, GenesysError> {
-        todo!()
-    }
-    pub async fn channel_exists(&self, _id: &str) -> Result<bool, GenesysError> {
-        todo!()
-    }
-    pub async fn put_subscriptions(
-        &self,
-        _id: &str,
-        _topics: &[String],
-    ) -> Result<Vec<ChannelTopic>, GenesysError> {
-        todo!()
-    }
-}
+pub use backoff::RetryPolicy;
+pub use client::{GenesysClient, LEGACY_PRESENCE_PAGE_SIZE, USERS_PAGE_SIZE, renew_margin};
+pub use error::GenesysError;

@@ -1,0 +1,338 @@
+//! Block Kit message building for Slack incoming webhooks.
+//!
+//! Facts from `shared/alerting.md` §1: `&`, `<`, `>` are control characters in mrkdwn and in
+//! the top-level `text`, so user data is escaped (`&amp;` first, then `&lt;`, `&gt;`; nothing
+//! else); limits (docs.slack.dev/reference/block-kit/blocks): header `plain_text` ≤ 150
+//! characters, section `text` ≤ 3000, section `fields` ≤ 10 of ≤ 2000 each; `text` is the
+//! notification and screen-reader fallback and should always be a meaningful line.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::domain::Alert;
+
+/// Maximum characters of a `header` block's `plain_text`.
+pub const HEADER_MAX_CHARS: usize = 150;
+/// Maximum characters of a `section` block's `text`.
+pub const SECTION_TEXT_MAX_CHARS: usize = 3000;
+/// Maximum characters of one `section` field.
+pub const FIELD_MAX_CHARS: usize = 2000;
+/// Maximum number of `section` fields.
+pub const MAX_FIELDS: usize = 10;
+/// Our cap on the top-level fallback `text` (Slack truncates at 40,000; a notification line
+/// never needs more).
+pub const FALLBACK_MAX_CHARS: usize = 3000;
+
+/// Escapes Slack's three control characters: `&` → `&amp;` (first), `<` → `&lt;`,
+/// `>` → `&gt;` (api.slack.com/reference/surfaces/formatting#escaping). Nothing else is
+/// encoded: Slack decodes only these three.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Clips `s` to at most `max_chars` characters (Unicode scalar values), ending a clipped string
+/// with `…`. A cut never splits an escape entity (`&amp;`, `&lt;`, `&gt;`): the partial entity
+/// is dropped. `max_chars` of 0 gives an empty string.
+pub fn clip(s: &str, max_chars: usize) -> String {
+    if s.chars().count() <= max_chars {
+        return s.to_string();
+    }
+    if max_chars == 0 {
+        return String::new();
+    }
+    let cut = s
+        .char_indices()
+        .nth(max_chars - 1)
+        .map_or(s.len(), |(i, _)| i);
+    let mut kept = &s[..cut];
+    if let Some(amp) = kept.rfind('&') {
+        if !kept[amp..].contains(';') {
+            kept = &kept[..amp];
+        }
+    }
+    format!("{kept}…")
+}
+
+/// A duration for humans, rounded down to the second: `45s`, `12m 05s`, `2h 07m`, `3d 04h`.
+pub fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, hours, minutes, seconds) =
+        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if days > 0 {
+        format!("{days}d {hours:02}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes:02}m")
+    } else if minutes > 0 {
+        format!("{minutes}m {seconds:02}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// An instant as `2024-05-01 10:15:30 UTC`.
+pub fn format_utc(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// Control characters (newlines, tabs) become spaces, so user data cannot break a one-line
+/// text or a header.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The agent's display name, or the user id when the name is unknown or blank.
+fn display_name(alert: &Alert) -> String {
+    match alert.user_name.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => one_line(name),
+        _ => alert.user_id.to_string(),
+    }
+}
+
+/// The one-line fallback `text` of an alert, escaped and clipped to [`FALLBACK_MAX_CHARS`]:
+/// `:warning: Jane Doe idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC`.
+pub fn alert_text(alert: &Alert) -> String {
+    clip(
+        &format!(
+            ":warning: {} idle for {} ({}) since {}",
+            escape(&display_name(alert)),
+            human_duration(alert.held_for()),
+            escape(&one_line(&alert.state)),
+            format_utc(alert.since),
+        ),
+        FALLBACK_MAX_CHARS,
+    )
+}
+
+/// The webhook payload for an alert:
+///
+/// ```json
+/// {"text": "<one-line fallback>",
+///  "blocks": [
+///   {"type": "header", "text": {"type": "plain_text", "text": ":warning: Jane Doe idle for 12m 30s", "emoji": true}},
+///   {"type": "section",
+///    "text": {"type": "mrkdwn", "text": "*Jane Doe* has been in *routing IDLE* for 12m 30s, past the 10m 00s threshold of rule `idle`."},
+///    "fields": [
+///     {"type": "mrkdwn", "text": "*Agent*\nJane Doe"},
+///     {"type": "mrkdwn", "text": "*User ID*\n<user id>"},
+///     {"type": "mrkdwn", "text": "*State*\nrouting IDLE"},
+///     {"type": "mrkdwn", "text": "*Idle for*\n12m 30s"},
+///     {"type": "mrkdwn", "text": "*Since*\n2024-05-01 10:15:30 UTC"}]}]}
+/// ```
+///
+/// Every user-supplied string (name, user id, state, rule) is escaped with [`escape`], the
+/// header included (Slack decodes the three entities in every text object). Each text is clipped
+/// to its Block Kit limit ([`HEADER_MAX_CHARS`], [`SECTION_TEXT_MAX_CHARS`],
+/// [`FIELD_MAX_CHARS`]); "idle for" is `fired_at - since`, "since" is the episode start in UTC.
+pub fn alert_message(alert: &Alert) -> Value {
+    let name = escape(&display_name(alert));
+    let user_id = escape(alert.user_id.as_str());
+    let state = escape(&one_line(&alert.state));
+    let held = human_duration(alert.held_for());
+    let since = format_utc(alert.since);
+
+    let header = clip(
+        &format!(":warning: {name} idle for {held}"),
+        HEADER_MAX_CHARS,
+    );
+    let summary = clip(
+        &format!(
+            "*{name}* has been in *{state}* for {held}, past the {} threshold of rule `{}`.",
+            human_duration(alert.threshold),
+            escape(&one_line(&alert.rule)),
+        ),
+        SECTION_TEXT_MAX_CHARS,
+    );
+    let fields: Vec<Value> = [
+        ("Agent", name.as_str()),
+        ("User ID", user_id.as_str()),
+        ("State", state.as_str()),
+        ("Idle for", held.as_str()),
+        ("Since", since.as_str()),
+    ]
+    .into_iter()
+    .take(MAX_FIELDS)
+    .map(|(label, value)| {
+        json!({"type": "mrkdwn", "text": clip(&format!("*{label}*\n{value}"), FIELD_MAX_CHARS)})
+    })
+    .collect();
+
+    json!({
+        "text": alert_text(alert),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": summary}, "fields": fields},
+        ],
+    })
+}
+
+/// A text-only payload (`{"text": …}`): the fallback sent once when Slack refuses the blocks
+/// (`invalid_blocks`, `invalid_payload`, …; alerting reference §4.11).
+pub fn text_only_message(alert: &Alert) -> Value {
+    json!({"text": alert_text(alert)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{UserId, parse_timestamp};
+
+    fn alert(name: Option<&str>) -> Alert {
+        Alert {
+            alert_key: "idle:u1:1714558530000".into(),
+            rule: "idle".into(),
+            user_id: UserId::parse("U1").unwrap(),
+            user_name: name.map(str::to_string),
+            state: "routing IDLE".into(),
+            since: parse_timestamp("2024-05-01T10:15:30.500Z").unwrap(),
+            threshold: Duration::from_secs(600),
+            fired_at: parse_timestamp("2024-05-01T10:28:00.900Z").unwrap(),
+        }
+    }
+
+    #[test]
+    fn escape_replaces_ampersand_first() {
+        assert_eq!(escape("a & b <c> &amp;"), "a &amp; b &lt;c&gt; &amp;amp;");
+        assert_eq!(escape("<!channel>"), "&lt;!channel&gt;");
+        assert_eq!(escape("plain *bold* _it_ é"), "plain *bold* _it_ é");
+    }
+
+    #[test]
+    fn clip_counts_characters_and_keeps_entities_whole() {
+        assert_eq!(clip("short", 5), "short");
+        assert_eq!(clip("abcdef", 5), "abcd…");
+        assert_eq!(clip("ééééé€", 5), "éééé…");
+        assert_eq!(clip("ab&amp;cd", 5), "ab…");
+        assert_eq!(clip("ab&amp;cd", 8), "ab&amp;…");
+        assert_eq!(clip("abc", 0), "");
+    }
+
+    #[test]
+    fn durations_and_instants_for_humans() {
+        assert_eq!(human_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(human_duration(Duration::from_secs(750)), "12m 30s");
+        assert_eq!(
+            human_duration(Duration::from_secs(2 * 3600 + 7 * 60 + 59)),
+            "2h 07m"
+        );
+        assert_eq!(
+            human_duration(Duration::from_secs(3 * 86_400 + 4 * 3600)),
+            "3d 04h"
+        );
+        assert_eq!(
+            format_utc(parse_timestamp("2024-05-01T12:15:30.999+02:00").unwrap()),
+            "2024-05-01 10:15:30 UTC"
+        );
+    }
+
+    #[test]
+    fn message_has_the_exact_shape() {
+        let message = alert_message(&alert(Some("Jane Doe")));
+        assert_eq!(
+            message,
+            json!({
+                "text": ":warning: Jane Doe idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC",
+                "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": ":warning: Jane Doe idle for 12m 30s", "emoji": true}},
+                    {"type": "section",
+                     "text": {"type": "mrkdwn", "text": "*Jane Doe* has been in *routing IDLE* for 12m 30s, past the 10m 00s threshold of rule `idle`."},
+                     "fields": [
+                        {"type": "mrkdwn", "text": "*Agent*\nJane Doe"},
+                        {"type": "mrkdwn", "text": "*User ID*\nu1"},
+                        {"type": "mrkdwn", "text": "*State*\nrouting IDLE"},
+                        {"type": "mrkdwn", "text": "*Idle for*\n12m 30s"},
+                        {"type": "mrkdwn", "text": "*Since*\n2024-05-01 10:15:30 UTC"}
+                     ]}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn missing_name_falls_back_to_the_user_id() {
+        let message = alert_message(&alert(None));
+        assert_eq!(message["blocks"][1]["fields"][0]["text"], "*Agent*\nu1");
+        let blank = alert_message(&alert(Some("  ")));
+        assert_eq!(
+            blank["blocks"][0]["text"]["text"],
+            ":warning: u1 idle for 12m 30s"
+        );
+    }
+
+    #[test]
+    fn user_data_is_escaped_everywhere() {
+        let mut a = alert(Some("<!channel> Tom & Jerry\n>quote"));
+        a.state = "presence <AVAILABLE> & off queue".into();
+        a.rule = "idle<x>".into();
+        let message = alert_message(&a);
+        let text = message.to_string();
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert_eq!(
+            message["blocks"][1]["fields"][0]["text"],
+            "*Agent*\n&lt;!channel&gt; Tom &amp; Jerry &gt;quote"
+        );
+        assert_eq!(
+            message["blocks"][1]["fields"][2]["text"],
+            "*State*\npresence &lt;AVAILABLE&gt; &amp; off queue"
+        );
+        assert_eq!(
+            message["blocks"][0]["text"]["text"],
+            ":warning: &lt;!channel&gt; Tom &amp; Jerry &gt;quote idle for 12m 30s"
+        );
+        assert!(
+            message["text"]
+                .as_str()
+                .unwrap()
+                .starts_with(":warning: &lt;!channel&gt; Tom &amp; Jerry")
+        );
+        assert!(
+            message["blocks"][1]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("rule `idle&lt;x&gt;`.")
+        );
+        // Every remaining '<' or '>' in the JSON would be a Slack control character.
+        assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    }
+
+    fn chars(v: &Value) -> usize {
+        v.as_str().unwrap().chars().count()
+    }
+
+    #[test]
+    fn every_limit_is_enforced() {
+        let mut a = alert(Some(&"&".repeat(5000)));
+        a.state = "S".repeat(5000);
+        let message = alert_message(&a);
+        let header = &message["blocks"][0]["text"]["text"];
+        // Clipped at the last whole entity: up to 4 characters short of the limit.
+        assert!((HEADER_MAX_CHARS - 5..=HEADER_MAX_CHARS).contains(&chars(header)));
+        assert!(header.as_str().unwrap().ends_with("&amp;…"));
+        let section = &message["blocks"][1];
+        assert!(chars(&section["text"]["text"]) <= SECTION_TEXT_MAX_CHARS);
+        assert!(chars(&section["text"]["text"]) >= SECTION_TEXT_MAX_CHARS - 5);
+        let fields = section["fields"].as_array().unwrap();
+        assert!(fields.len() <= MAX_FIELDS);
+        for field in fields {
+            assert!(chars(&field["text"]) <= FIELD_MAX_CHARS);
+        }
+        assert_eq!(chars(&fields[2]["text"]), FIELD_MAX_CHARS);
+        assert!(chars(&message["text"]) <= FALLBACK_MAX_CHARS);
+        // A long name clipped mid-entity never leaves a dangling '&'.
+        let agent = fields[0]["text"].as_str().unwrap();
+        assert!(agent.ends_with("&amp;…"), "{}", &agent[agent.len() - 20..]);
+    }
+
+    #[test]
+    fn text_only_fallback() {
+        assert_eq!(
+            text_only_message(&alert(Some("Jane"))),
+            json!({"text": ":warning: Jane idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC"})
+        );
+    }
+}
