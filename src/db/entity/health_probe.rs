@@ -1,0 +1,19 @@
+//! `health_probe`: a one-row table the persistence actor writes to prove the database accepts
+//! writes (`/readyz`).
+
+use sea_orm::entity::prelude::*;
+
+/// The single probe row (`id` = 1).
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "health_probe")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: i32,
+    /// Last successful write check, UTC.
+    pub checked_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
