@@ -15,6 +15,8 @@
 //! Shut it down with `drain_and_wait` (or `Flush` then `stop`): a plain `stop` discards messages
 //! still in the mailbox; `post_stop` flushes only what was already buffered.
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,7 @@ pub enum PersistMsg {
 /// The persistence actor's view of the database, for `/readyz`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DbHealth {
+    /// The last write check (at most 2 s old) or batch commit succeeded and no flush is failing.
     pub writable: bool,
     /// Last write error (never contains the database URL's password).
     pub last_error: Option<String>,
@@ -71,7 +74,9 @@ pub struct PersistenceActor;
 /// Arguments of [`PersistenceActor`]: a connected, migrated database ([`db::connect`]) and the
 /// batching configuration.
 pub struct PersistenceArgs {
+    /// Connected and migrated; the actor becomes its only writer.
     pub db: DatabaseConnection,
+    /// Batch size, flush interval.
     pub config: PersistenceConfig,
 }
 

@@ -367,8 +367,11 @@ pub struct Readiness {
 #[derive(Debug, thiserror::Error)]
 #[error("stored {table}.{column} has unexpected value {value:?}")]
 pub struct CorruptRow {
+    /// Table name.
     pub table: &'static str,
+    /// Column name.
     pub column: &'static str,
+    /// The value found.
     pub value: String,
 }
 

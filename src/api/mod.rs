@@ -8,6 +8,8 @@
 //! Every invalid query parameter is answered with 400 and `{"error": "…"}` naming the
 //! parameter; database failures with 500 and `{"error": "…"}` (details only in the log).
 
+#![warn(missing_docs)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ pub const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ApiState {
     /// Read-only use: the persistence actor is the only writer.
     pub db: DatabaseConnection,
+    /// Called once per `GET /readyz`.
     pub readiness: ReadinessFn,
 }
 

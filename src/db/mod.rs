@@ -8,6 +8,8 @@
 //! **Architecture invariant:** only the persistence actor writes (through [`write_batch`] and
 //! [`probe_write`]); everything else reads.
 
+#![warn(missing_docs)]
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -37,7 +39,9 @@ pub enum DbError {
     /// The SQLite file's directory could not be created.
     #[error("cannot create the directory of the SQLite database {path}: {source}")]
     CreateDir {
+        /// The directory.
         path: String,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
@@ -183,15 +187,14 @@ fn redact_message(message: &str, url: &str) -> String {
     else {
         return message.to_owned();
     };
-    let mut out = message.replace(&password, "***");
-    if let Ok(decoded) = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+    // `Url::password` is percent-encoded; drivers may print either form.
+    let decoded: String = url::form_urlencoded::parse(format!("p={password}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())
-        .ok_or(())
-    {
-        if !decoded.is_empty() {
-            out = out.replace(&decoded, "***");
-        }
+        .unwrap_or_default();
+    let mut out = message.replace(&password, "***");
+    if !decoded.is_empty() {
+        out = out.replace(&decoded, "***");
     }
     out
 }
@@ -225,6 +228,177 @@ mod tests {
         let err = connect("mysql://u:pw@h/db").await.unwrap_err();
         assert!(matches!(err, DbError::UnsupportedUrl { .. }));
         assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+
+    /// The same write and read checks on any backend: dedupe, upsert, outcome update,
+    /// newest-first order with id tie-break, millisecond UTC instants, filters.
+    async fn round_trip(db: &DatabaseConnection) {
+        use crate::domain::{
+            AgentCurrent, Alert, AlertOutcome, DeliveryStatus, Kind, Source, Transition, UserId,
+            parse_timestamp,
+        };
+        use sea_orm::EntityTrait;
+        let ts = |s: &str| parse_timestamp(s).unwrap();
+        entity::agent_status::Entity::delete_many()
+            .exec(db)
+            .await
+            .unwrap();
+        entity::agent::Entity::delete_many().exec(db).await.unwrap();
+        entity::alert::Entity::delete_many().exec(db).await.unwrap();
+
+        let t = |user: &str, kind: Kind, state: &str, at: &str| Transition {
+            user_id: UserId::parse(user).unwrap(),
+            user_name: None,
+            kind,
+            state: state.into(),
+            previous_state: None,
+            org_presence: None,
+            event_timestamp: ts(at),
+            ingested_at: ts(at),
+            source: Source::Bootstrap,
+        };
+        let agent = AgentCurrent {
+            user_id: UserId::parse("u1").unwrap(),
+            user_name: Some("Ann".into()),
+            presence: Some("AVAILABLE".into()),
+            org_presence: None,
+            presence_since: Some(ts("2024-05-01T10:00:00Z")),
+            routing_status: Some("OFF_QUEUE".into()),
+            routing_since: None,
+            active_conversations: 0,
+            idle_since: Some(ts("2024-05-01T10:00:00Z")),
+            updated_at: ts("2024-05-01T10:00:00Z"),
+        };
+        let alert = Alert {
+            alert_key: "idle:u1:1".into(),
+            rule: "idle".into(),
+            user_id: UserId::parse("u1").unwrap(),
+            user_name: None,
+            state: "routing IDLE".into(),
+            since: ts("2024-05-01T10:00:00Z"),
+            threshold: std::time::Duration::from_secs(60),
+            fired_at: ts("2024-05-01T10:01:00Z"),
+        };
+        let batch = Batch {
+            transitions: vec![
+                t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z"),
+                t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z"),
+                t("u2", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z"),
+                t(
+                    "u1",
+                    Kind::Presence,
+                    "AVAILABLE",
+                    "2024-05-01T10:00:00.123456Z",
+                ),
+                t("u1", Kind::Routing, "OFF_QUEUE", "2024-05-01T09:00:00Z"),
+            ],
+            agents: vec![agent.clone()],
+            alerts: vec![PendingAlert {
+                alert,
+                outcome: None,
+            }],
+            outcomes: vec![],
+        };
+        let summary = write_batch(db, &batch).await.unwrap();
+        assert_eq!(
+            (summary.transitions_inserted, summary.transitions_duplicate),
+            (4, 1)
+        );
+        let second = Batch {
+            transitions: vec![t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z")],
+            agents: vec![AgentCurrent {
+                routing_status: Some("IDLE".into()),
+                ..agent
+            }],
+            alerts: vec![],
+            outcomes: vec![AlertOutcome {
+                alert_key: "idle:u1:1".into(),
+                status: DeliveryStatus::NotConfigured,
+                error: None,
+                attempts: 0,
+                finished_at: ts("2024-05-01T10:01:00Z"),
+            }],
+        };
+        let summary = write_batch(db, &second).await.unwrap();
+        assert_eq!(summary.transitions_inserted, 0);
+        assert_eq!(summary.outcomes_applied, 1);
+
+        let all = history(
+            db,
+            &HistoryFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(all.total, 4);
+        let order: Vec<(String, String)> = all
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.user_id.clone(),
+                    crate::domain::format_timestamp(r.event_timestamp),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("u2".into(), "2024-05-01T10:00:00.500Z".into()),
+                ("u1".into(), "2024-05-01T10:00:00.500Z".into()),
+                ("u1".into(), "2024-05-01T10:00:00.123Z".into()),
+                ("u1".into(), "2024-05-01T09:00:00.000Z".into()),
+            ]
+        );
+        let filtered = history(
+            db,
+            &HistoryFilter {
+                user_id: Some(UserId::parse("U1").unwrap()),
+                state: Some("idle".into()),
+                kind: Some(Kind::Routing),
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(filtered.total, 1);
+        let agents = agents(db).await.unwrap();
+        assert_eq!(agents[0].routing_status.as_deref(), Some("IDLE"));
+        let alerts = alerts(db, 10, 0).await.unwrap();
+        assert_eq!(alerts.rows[0].delivery_status, "not_configured");
+        probe_write(db).await.unwrap();
+        probe_write(db).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_round_trip() {
+        let path = std::env::temp_dir().join(format!(
+            "agent-monitor-db-rt-{}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let db = connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        round_trip(&db).await;
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// Runs the same checks on PostgreSQL when `AGENT_MONITOR_TEST_POSTGRES_URL` names a
+    /// throwaway database (its tables are emptied); without it there is nothing to check.
+    #[tokio::test]
+    async fn postgres_round_trip_when_configured() {
+        let Ok(url) = std::env::var("AGENT_MONITOR_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let db = connect(&url).await.unwrap();
+        round_trip(&db).await;
     }
 
     #[tokio::test]

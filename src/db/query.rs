@@ -30,6 +30,7 @@ pub struct HistoryFilter {
 pub struct HistoryPage {
     /// Rows matching the filter, over all pages.
     pub total: u64,
+    /// At most `limit` rows.
     pub rows: Vec<agent_status::Model>,
 }
 
@@ -38,6 +39,7 @@ pub struct HistoryPage {
 pub struct AlertPage {
     /// All alerts, over all pages.
     pub total: u64,
+    /// At most `limit` rows.
     pub rows: Vec<alert::Model>,
 }
 

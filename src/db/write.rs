@@ -28,7 +28,9 @@ const ALERT_COLUMNS: usize = 12;
 /// insert was committed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingAlert {
+    /// The alert as fired.
     pub alert: Alert,
+    /// Its delivery outcome, if already known (else it is stored as `pending`).
     pub outcome: Option<AlertOutcome>,
 }
 
@@ -53,6 +55,7 @@ impl Batch {
         self.transitions.len() + self.agents.len() + self.alerts.len() + self.outcomes.len()
     }
 
+    /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

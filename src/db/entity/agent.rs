@@ -9,6 +9,7 @@ pub struct Model {
     /// Genesys user id (lowercase GUID).
     #[sea_orm(primary_key, auto_increment = false)]
     pub user_id: String,
+    /// Display name, if known.
     pub user_name: Option<String>,
     /// Normalized system presence.
     pub presence: Option<String>,
@@ -28,6 +29,7 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+/// No relations: rows refer to users by `user_id` only, without foreign keys.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

@@ -31,6 +31,7 @@ pub struct Model {
     pub source: String,
 }
 
+/// No relations: rows refer to users by `user_id` only, without foreign keys.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

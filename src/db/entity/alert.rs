@@ -6,6 +6,7 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "alerts")]
 pub struct Model {
+    /// Autoincrement id.
     #[sea_orm(primary_key)]
     pub id: i64,
     /// `<rule>:<user_id>:<episode start in ms>`, unique.
@@ -13,7 +14,9 @@ pub struct Model {
     pub alert_key: String,
     /// Rule name (`idle`).
     pub rule: String,
+    /// Genesys user id (lowercase GUID).
     pub user_id: String,
+    /// Display name, if known.
     pub user_name: Option<String>,
     /// Human-readable state (`routing IDLE`).
     pub state: String,
@@ -33,6 +36,7 @@ pub struct Model {
     pub delivered_at: Option<DateTimeUtc>,
 }
 
+/// No relations: rows refer to users by `user_id` only, without foreign keys.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 

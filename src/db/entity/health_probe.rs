@@ -7,12 +7,14 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "health_probe")]
 pub struct Model {
+    /// Always 1.
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: i32,
     /// Last successful write check, UTC.
     pub checked_at: DateTimeUtc,
 }
 
+/// No relations: rows refer to users by `user_id` only, without foreign keys.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 
