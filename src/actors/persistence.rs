@@ -10,7 +10,7 @@
 //! in [`DbHealth::last_error`], and the flush is retried on later ticks with a capped
 //! exponential backoff (100 ms doubling to 5 s). Nothing accepted is dropped, except what is
 //! still unwritten when the actor stops and the final flush (three attempts) fails; that loss is
-//! logged with counts.
+//! logged with counts. The final flush gets at most 5 s.
 //!
 //! Shut it down with `drain_and_wait` (or `Flush` then `stop`): a plain `stop` discards messages
 //! still in the mailbox; `post_stop` flushes only what was already buffered.
@@ -67,6 +67,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTH_CACHE: Duration = Duration::from_secs(2);
 /// Flush attempts in `post_stop` before giving up on what is buffered.
 const FINAL_FLUSH_ATTEMPTS: u32 = 3;
+/// Longest `post_stop` spends on the final flush (stays inside the 10 s shutdown grace even
+/// when every attempt waits out SQLite's 5 s busy timeout).
+const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(5);
 
 /// The persistence actor (stateless handler; see [`PersistenceState`]).
 pub struct PersistenceActor;
@@ -219,15 +222,22 @@ impl Actor for PersistenceActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
-        let mut delay = INITIAL_BACKOFF;
-        for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
-            if state.flush().await.is_ok() {
-                return Ok(());
+        let final_flush = async {
+            let mut delay = INITIAL_BACKOFF;
+            for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
+                if state.flush().await.is_ok() {
+                    return true;
+                }
+                if attempt < FINAL_FLUSH_ATTEMPTS {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
             }
-            if attempt < FINAL_FLUSH_ATTEMPTS {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_BACKOFF);
-            }
+            false
+        };
+        // An interrupted transaction rolls back, so the counts below stay right.
+        if let Ok(true) = tokio::time::timeout(FINAL_FLUSH_BUDGET, final_flush).await {
+            return Ok(());
         }
         let batch = &state.buffer.batch;
         tracing::error!(
