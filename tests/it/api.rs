@@ -298,7 +298,9 @@ async fn history_is_newest_first_filtered_and_paged() {
 async fn invalid_parameters_answer_400_naming_the_parameter() {
     let app = TestApp::spawn().await;
     let history = "/api/v1/agent-status/history";
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (path, query, text the error must contain)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             history,
             &[("limit", "500")],
