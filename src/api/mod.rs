@@ -1,17 +1,476 @@
-//! REST API (STUB for the lead's compile; replaced by the wt-api branch).
-#![allow(missing_docs)]
-pub type ReadinessFn = std::sync::Arc<
-    dyn Fn() -> futures_util::future::BoxFuture<'static, Option<crate::health::HealthReport>>
-        + Send
-        + Sync,
->;
+//! The REST API (poem-openapi): transition history, current agents, alerts, liveness and
+//! readiness probes, Swagger UI at `/docs` and the spec at `/openapi.json` / `/openapi.yaml`.
+//!
+//! **API boundary:** the API reads the database and asks a [`ReadinessFn`] for the health
+//! report; it knows nothing about actors and never writes. Wire shapes live in [`dto`], separate
+//! from the storage entities. Every instant on the wire is RFC 3339 UTC with milliseconds.
+//!
+//! Every invalid query parameter is answered with 400 and `{"error": "…"}` naming the
+//! parameter; database failures with 500 and `{"error": "…"}` (details only in the log).
+
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
+use sea_orm::DatabaseConnection;
+
+use crate::db::{self, HistoryFilter};
+use crate::domain::{Kind, UserId};
+use crate::health::HealthReport;
+
+pub mod dto;
+
+use dto::{
+    AgentDto, AgentList, AlertDto, AlertPage, DEFAULT_LIMIT, ErrorBody, HistoryPage, KindParam,
+    LimitParam, Liveness, MAX_LIMIT, OffsetParam, Readiness, StatusRecord,
+};
+
+/// Asks the supervisor for its health report. `None` means it did not answer (in time); the
+/// implementation bounds its own wait (the API also gives up after [`READINESS_TIMEOUT`]).
+pub type ReadinessFn = Arc<dyn Fn() -> BoxFuture<'static, Option<HealthReport>> + Send + Sync>;
+
+/// Longest `/readyz` waits for the [`ReadinessFn`] before answering 503.
+pub const READINESS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the handlers need: a database to read and a way to ask for readiness.
+#[derive(Clone)]
 pub struct ApiState {
-    pub db: sea_orm::DatabaseConnection,
+    /// Read-only use: the persistence actor is the only writer.
+    pub db: DatabaseConnection,
+    /// Called once per `GET /readyz`.
     pub readiness: ReadinessFn,
 }
-pub fn routes(_state: ApiState) -> impl poem::Endpoint {
-    poem::Route::new()
+
+/// The whole HTTP surface: `/api/v1/…`, `/healthz`, `/readyz`, `/docs`, `/openapi.json`,
+/// `/openapi.yaml`. Serve it with `poem::Server`.
+pub fn routes(state: ApiState) -> impl Endpoint {
+    let service = service(state);
+    let docs = service.swagger_ui();
+    let spec_json = service.spec_endpoint();
+    let spec_yaml = service.spec_endpoint_yaml();
+    Route::new()
+        .nest("/docs", docs)
+        .at("/openapi.json", spec_json)
+        .at("/openapi.yaml", spec_yaml)
+        .nest("/", service)
+        .with(poem::middleware::Tracing)
 }
+
+/// The OpenAPI 3 spec as YAML: deterministic (no server URL, nothing from the environment but
+/// the crate version). Printed by `agent-monitor openapi`, checked in as `openapi.yaml`.
 pub fn spec_yaml() -> String {
-    String::new()
+    let placeholder = ApiState {
+        db: DatabaseConnection::default(),
+        readiness: Arc::new(|| Box::pin(async { None })),
+    };
+    service(placeholder).spec_yaml()
+}
+
+fn service(state: ApiState) -> OpenApiService<MonitorApi, ()> {
+    OpenApiService::new(
+        MonitorApi { state },
+        "agent-monitor",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Real-time monitor for Genesys Cloud agents: every presence and routing-status \
+         transition, the current state of each agent, idle alerts and their Slack delivery, \
+         and health probes.\n\n\
+         All instants are RFC 3339 in UTC with millisecond precision \
+         (`2024-05-01T10:15:30.123Z`); durations are in seconds. Lists are newest first. \
+         Invalid query parameters are answered with 400 and `{\"error\": \"...\"}` naming the \
+         parameter.",
+    )
+}
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Stored presence and routing-status transitions.
+    History,
+    /// Current state of every monitored agent.
+    Agents,
+    /// Alerts fired and how their delivery ended.
+    Alerts,
+    /// Liveness and readiness probes.
+    Probes,
+}
+
+/// Errors a handler can end in (mapped to 400 or 500 by the response types).
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    /// A query parameter is invalid; the message names it.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    CorruptRow(#[from] dto::CorruptRow),
+}
+
+impl ApiError {
+    fn body(&self) -> Json<ErrorBody> {
+        let error = match self {
+            ApiError::BadRequest(message) => message.clone(),
+            ApiError::Database(_) | ApiError::CorruptRow(_) => {
+                tracing::error!(error = %self, "API request failed");
+                "internal error reading the database; see the service log".to_owned()
+            }
+        };
+        Json(ErrorBody { error })
+    }
+}
+
+/// A parse error poem-openapi raised before the handler ran, in the API's error shape.
+fn parse_error_body(err: &poem::Error) -> Json<ErrorBody> {
+    let error = match err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        Some(p) => format!("invalid value for {}: {}", p.name, p.reason),
+        None => err.to_string(),
+    };
+    Json(ErrorBody { error })
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "history_bad_request")]
+enum HistoryResponse {
+    /// One page of transitions, newest first.
+    #[oai(status = 200)]
+    Ok(Json<HistoryPage>),
+    /// A query parameter is invalid; `error` names it.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The database could not be read.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+fn history_bad_request(err: poem::Error) -> HistoryResponse {
+    HistoryResponse::BadRequest(parse_error_body(&err))
+}
+
+impl From<ApiError> for HistoryResponse {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::BadRequest(_) => HistoryResponse::BadRequest(err.body()),
+            _ => HistoryResponse::Internal(err.body()),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum AgentsResponse {
+    /// Every agent's current state.
+    #[oai(status = 200)]
+    Ok(Json<AgentList>),
+    /// The database could not be read.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "alerts_bad_request")]
+enum AlertsResponse {
+    /// One page of alerts, newest first.
+    #[oai(status = 200)]
+    Ok(Json<AlertPage>),
+    /// A query parameter is invalid; `error` names it.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The database could not be read.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+fn alerts_bad_request(err: poem::Error) -> AlertsResponse {
+    AlertsResponse::BadRequest(parse_error_body(&err))
+}
+
+impl From<ApiError> for AlertsResponse {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::BadRequest(_) => AlertsResponse::BadRequest(err.body()),
+            _ => AlertsResponse::Internal(err.body()),
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+enum LiveResponse {
+    /// The process is running.
+    #[oai(status = 200)]
+    Ok(Json<Liveness>),
+}
+
+#[derive(ApiResponse)]
+enum ReadyResponse {
+    /// Ready: every channel connected and subscribed, database writable.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// Not ready (see `problems`), or the supervisor did not answer.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>),
+}
+
+struct MonitorApi {
+    state: ApiState,
+}
+
+#[OpenApi]
+impl MonitorApi {
+    /// Transition history
+    ///
+    /// Stored presence and routing-status transitions, newest `event_timestamp` first (ties:
+    /// highest `id` first), optionally filtered by user, state and kind. `total` counts every
+    /// matching row; `limit` and `offset` select the page.
+    #[oai(
+        path = "/api/v1/agent-status/history",
+        method = "get",
+        tag = "ApiTags::History",
+        operation_id = "getHistory"
+    )]
+    async fn history(
+        &self,
+        /// Only this user (Genesys user id; case-insensitive).
+        user_id: Query<Option<String>>,
+        /// Only this state, case-insensitive (`IDLE`, `on_queue`, …).
+        state: Query<Option<String>>,
+        /// Only `presence` or only `routing` transitions (case-insensitive).
+        kind: Query<Option<KindParam>>,
+        /// Page size: 1–100 rows, default 20.
+        limit: Query<Option<LimitParam>>,
+        /// Rows to skip, ≥ 0, default 0.
+        offset: Query<Option<OffsetParam>>,
+    ) -> HistoryResponse {
+        let result = async {
+            let filter = HistoryFilter {
+                user_id: parse_user_id(user_id.0.as_deref())?,
+                state: parse_state(state.0.as_deref())?,
+                kind: parse_kind(kind.0.as_ref())?,
+                limit: parse_limit(limit.0.as_ref())?,
+                offset: parse_offset(offset.0.as_ref())?,
+            };
+            let page = db::history(&self.state.db, &filter).await?;
+            let data = page
+                .rows
+                .into_iter()
+                .map(StatusRecord::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ApiError>(HistoryPage {
+                total: page.total,
+                data,
+            })
+        }
+        .await;
+        match result {
+            Ok(page) => HistoryResponse::Ok(Json(page)),
+            Err(err) => err.into(),
+        }
+    }
+
+    /// Current agents
+    ///
+    /// The current presence, routing status, active conversations and idle episode of every
+    /// monitored agent, ordered by `user_id`.
+    #[oai(
+        path = "/api/v1/agents",
+        method = "get",
+        tag = "ApiTags::Agents",
+        operation_id = "getAgents"
+    )]
+    async fn agents(&self) -> AgentsResponse {
+        match db::agents(&self.state.db).await {
+            Ok(rows) => AgentsResponse::Ok(Json(AgentList {
+                total: rows.len() as u64,
+                data: rows.into_iter().map(AgentDto::from).collect(),
+            })),
+            Err(err) => AgentsResponse::Internal(ApiError::from(err).body()),
+        }
+    }
+
+    /// Alerts
+    ///
+    /// Alerts fired, newest `fired_at` first, with the outcome of their Slack delivery.
+    #[oai(
+        path = "/api/v1/alerts",
+        method = "get",
+        tag = "ApiTags::Alerts",
+        operation_id = "getAlerts"
+    )]
+    async fn alerts(
+        &self,
+        /// Page size: 1–100 rows, default 20.
+        limit: Query<Option<LimitParam>>,
+        /// Rows to skip, ≥ 0, default 0.
+        offset: Query<Option<OffsetParam>>,
+    ) -> AlertsResponse {
+        let result = async {
+            let limit = parse_limit(limit.0.as_ref())?;
+            let offset = parse_offset(offset.0.as_ref())?;
+            let page = db::alerts(&self.state.db, limit, offset).await?;
+            let data = page
+                .rows
+                .into_iter()
+                .map(AlertDto::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ApiError>(AlertPage {
+                total: page.total,
+                data,
+            })
+        }
+        .await;
+        match result {
+            Ok(page) => AlertsResponse::Ok(Json(page)),
+            Err(err) => err.into(),
+        }
+    }
+
+    /// Liveness probe
+    ///
+    /// 200 `{"status":"ok"}` while the process runs; checks nothing else.
+    #[oai(
+        path = "/healthz",
+        method = "get",
+        tag = "ApiTags::Probes",
+        operation_id = "getLiveness"
+    )]
+    async fn healthz(&self) -> LiveResponse {
+        LiveResponse::Ok(Json(Liveness {
+            status: "ok".into(),
+        }))
+    }
+
+    /// Readiness probe
+    ///
+    /// 200 when every notification channel is connected and subscribed and the database is
+    /// writable; 503 otherwise, or when the supervisor does not answer within 5 seconds. The
+    /// body is the same in both cases: actors, connections, database, agent count and the
+    /// problems that make the service not ready.
+    #[oai(
+        path = "/readyz",
+        method = "get",
+        tag = "ApiTags::Probes",
+        operation_id = "getReadiness"
+    )]
+    async fn readyz(&self) -> ReadyResponse {
+        let report = tokio::time::timeout(READINESS_TIMEOUT, (self.state.readiness)())
+            .await
+            .ok()
+            .flatten();
+        match report {
+            Some(report) if report.ready => ReadyResponse::Ready(Json(Readiness::from(&report))),
+            Some(report) => ReadyResponse::NotReady(Json(Readiness::from(&report))),
+            None => ReadyResponse::NotReady(Json(Readiness::unanswered())),
+        }
+    }
+}
+
+fn parse_user_id(raw: Option<&str>) -> Result<Option<UserId>, ApiError> {
+    raw.map(|s| {
+        UserId::parse(s).map_err(|_| ApiError::BadRequest("user_id must not be empty".into()))
+    })
+    .transpose()
+}
+
+fn parse_state(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw.map(str::trim) {
+        None => Ok(None),
+        Some("") => Err(ApiError::BadRequest("state must not be empty".into())),
+        Some(s) => Ok(Some(s.to_uppercase())),
+    }
+}
+
+fn parse_kind(raw: Option<&KindParam>) -> Result<Option<Kind>, ApiError> {
+    raw.map(|k| {
+        Kind::parse(&k.0).ok_or_else(|| {
+            ApiError::BadRequest(format!("kind must be presence or routing, got {:?}", k.0))
+        })
+    })
+    .transpose()
+}
+
+fn parse_limit(raw: Option<&LimitParam>) -> Result<u64, ApiError> {
+    let Some(LimitParam(raw)) = raw else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    match raw.trim().parse::<i64>() {
+        Ok(n) if (1..=MAX_LIMIT as i64).contains(&n) => Ok(n as u64),
+        Ok(n) => Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}, got {n}"
+        ))),
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "limit must be an integer between 1 and {MAX_LIMIT}, got {raw:?}"
+        ))),
+    }
+}
+
+fn parse_offset(raw: Option<&OffsetParam>) -> Result<u64, ApiError> {
+    let Some(OffsetParam(raw)) = raw else {
+        return Ok(0);
+    };
+    match raw.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n as u64),
+        Ok(n) => Err(ApiError::BadRequest(format!(
+            "offset must be 0 or greater, got {n}"
+        ))),
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "offset must be an integer 0 or greater, got {raw:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(s: &str) -> Result<u64, String> {
+        parse_limit(Some(&LimitParam(s.into()))).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parameters_are_validated_with_messages_naming_them() {
+        assert_eq!(parse_limit(None).unwrap(), 20);
+        assert_eq!(limit("100"), Ok(100));
+        assert_eq!(
+            limit("500"),
+            Err("limit must be between 1 and 100, got 500".into())
+        );
+        assert_eq!(
+            limit("abc"),
+            Err("limit must be an integer between 1 and 100, got \"abc\"".into())
+        );
+        assert!(
+            parse_offset(Some(&OffsetParam("-1".into())))
+                .unwrap_err()
+                .to_string()
+                .starts_with("offset ")
+        );
+        assert_eq!(
+            parse_kind(Some(&KindParam("Presence".into()))).unwrap(),
+            Some(Kind::Presence)
+        );
+        assert!(
+            parse_kind(Some(&KindParam("both".into())))
+                .unwrap_err()
+                .to_string()
+                .starts_with("kind ")
+        );
+        assert_eq!(
+            parse_state(Some("on_queue")).unwrap().as_deref(),
+            Some("ON_QUEUE")
+        );
+        assert!(parse_user_id(Some(" ")).is_err());
+    }
+
+    #[test]
+    fn the_spec_is_deterministic_and_has_no_server() {
+        let a = spec_yaml();
+        assert_eq!(a, spec_yaml());
+        assert!(a.contains("servers: []"), "{a}");
+        assert!(a.contains("/api/v1/agent-status/history"));
+    }
 }

@@ -1,8 +1,423 @@
-//! Storage (STUB for the lead's compile; replaced by the wt-api branch).
-#![allow(missing_docs)]
+//! Storage: sea-orm entities, migrations, the queries the API runs and the batch write the
+//! persistence actor runs.
+//!
+//! Backend-neutral by design: the same code runs on SQLite (`sqlite://PATH`,
+//! `sqlite::memory:`) and PostgreSQL (`postgres://…`). No SQLite-only SQL is issued outside the
+//! connection options, which PostgreSQL ignores.
+//!
+//! **Architecture invariant:** only the persistence actor writes (through [`write_batch`] and
+//! [`probe_write`]); everything else reads.
+
+#![warn(missing_docs)]
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm_migration::MigratorTrait;
+
+pub mod entity;
+pub mod migration;
+mod query;
+mod write;
+
+pub use query::{AlertPage, HistoryFilter, HistoryPage, agents, alerts, count_agents, history};
+pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
+
+/// Errors of [`connect`]. Messages never contain the database URL's password.
 #[derive(Debug, thiserror::Error)]
-#[error("db error: {0}")]
-pub struct DbError(pub String);
-pub async fn connect(_url: &str) -> Result<sea_orm::DatabaseConnection, DbError> {
-    todo!()
+pub enum DbError {
+    /// The URL is not `sqlite://PATH`, `sqlite::memory:` or `postgres://…`.
+    #[error(
+        "unsupported database URL {url}: expected sqlite://PATH, sqlite::memory: or postgres://…"
+    )]
+    UnsupportedUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+    },
+    /// The SQLite file's directory could not be created.
+    #[error("cannot create the directory of the SQLite database {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting failed (network, authentication, file permissions).
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// The driver's message, password redacted.
+        reason: String,
+    },
+    /// A migration failed; the schema may be partly applied.
+    #[error("database migration failed: {reason}")]
+    Migrate {
+        /// The driver's message, password redacted.
+        reason: String,
+    },
+}
+
+/// Connection tuning; [`connect`] uses the defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DbOptions {
+    /// How long a SQLite writer waits for the lock before failing with "database is locked"
+    /// (default 5 s). Ignored by PostgreSQL.
+    pub busy_timeout: Duration,
+    /// Pool size (default 8; always 1 for `sqlite::memory:`, where each connection would be a
+    /// separate database).
+    pub max_connections: u32,
+    /// How long to wait for a free pooled connection (default 5 s).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions {
+            busy_timeout: Duration::from_secs(5),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connects with [`DbOptions::default`] and applies every pending migration.
+///
+/// Accepts `sqlite://PATH` (the file and its directory are created; WAL journal, busy timeout
+/// 5 s, `synchronous=NORMAL`), `sqlite::memory:` (one connection, gone at exit) and
+/// `postgres://…` / `postgresql://…`.
+///
+/// Errors: [`DbError`]; none of them contains the password.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbError> {
+    connect_with(url, DbOptions::default()).await
+}
+
+/// [`connect`] with explicit [`DbOptions`] (tests use a short busy timeout).
+pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConnection, DbError> {
+    let redacted = redact_url(url);
+    let mut connect_options = ConnectOptions::new(url.to_owned());
+    connect_options
+        .acquire_timeout(options.acquire_timeout)
+        .sqlx_logging(false);
+
+    if url.starts_with("sqlite:") {
+        let parsed = SqliteConnectOptions::from_str(url).map_err(|_| DbError::UnsupportedUrl {
+            url: redacted.clone(),
+        })?;
+        let in_memory = is_sqlite_memory(url);
+        if !in_memory {
+            create_parent_dir(parsed.get_filename())?;
+            connect_options.max_connections(options.max_connections);
+        } else {
+            // Every connection to `:memory:` is its own database: keep exactly one, forever.
+            connect_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let busy_timeout = options.busy_timeout;
+        connect_options.map_sqlx_sqlite_opts(move |o| {
+            let o = o
+                .create_if_missing(true)
+                .busy_timeout(busy_timeout)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true);
+            if in_memory {
+                o
+            } else {
+                o.journal_mode(SqliteJournalMode::Wal)
+            }
+        });
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        connect_options.max_connections(options.max_connections);
+    } else {
+        return Err(DbError::UnsupportedUrl { url: redacted });
+    }
+
+    let db = Database::connect(connect_options)
+        .await
+        .map_err(|e| DbError::Connect {
+            url: redacted.clone(),
+            reason: redact_message(&e.to_string(), url),
+        })?;
+    migration::Migrator::up(&db, None)
+        .await
+        .map_err(|e| DbError::Migrate {
+            reason: redact_message(&e.to_string(), url),
+        })?;
+    Ok(db)
+}
+
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+fn create_parent_dir(file: &std::path::Path) -> Result<(), DbError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The URL with its password (if any) replaced by `***`, safe for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Replaces the URL's password (raw and percent-decoded) in a driver message.
+fn redact_message(message: &str, url: &str) -> String {
+    let Some(password) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    else {
+        return message.to_owned();
+    };
+    // `Url::password` is percent-encoded; drivers may print either form.
+    let decoded: String = url::form_urlencoded::parse(format!("p={password}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let mut out = message.replace(&password, "***");
+    if !decoded.is_empty() {
+        out = out.replace(&decoded, "***");
+    }
+    out
+}
+
+/// Describes a database error for logs and `/readyz`: the driver's message only (sea-orm's
+/// errors carry SQL and driver text, never the connection URL).
+pub fn describe(err: &DbErr) -> String {
+    err.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_leave_redaction() {
+        let url = "postgres://monitor:s3cr%40t@db.example:5432/monitor";
+        assert_eq!(
+            redact_url(url),
+            "postgres://monitor:***@db.example:5432/monitor"
+        );
+        assert_eq!(
+            redact_message("auth failed for s3cr@t and s3cr%40t", url),
+            "auth failed for *** and ***"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[tokio::test]
+    async fn unsupported_urls_are_refused() {
+        let err = connect("mysql://u:pw@h/db").await.unwrap_err();
+        assert!(matches!(err, DbError::UnsupportedUrl { .. }));
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+
+    /// The same write and read checks on any backend: dedupe, upsert, outcome update,
+    /// newest-first order with id tie-break, millisecond UTC instants, filters.
+    async fn round_trip(db: &DatabaseConnection) {
+        use crate::domain::{
+            AgentCurrent, Alert, AlertOutcome, DeliveryStatus, Kind, Source, Transition, UserId,
+            parse_timestamp,
+        };
+        use sea_orm::EntityTrait;
+        let ts = |s: &str| parse_timestamp(s).unwrap();
+        entity::agent_status::Entity::delete_many()
+            .exec(db)
+            .await
+            .unwrap();
+        entity::agent::Entity::delete_many().exec(db).await.unwrap();
+        entity::alert::Entity::delete_many().exec(db).await.unwrap();
+
+        let t = |user: &str, kind: Kind, state: &str, at: &str| Transition {
+            user_id: UserId::parse(user).unwrap(),
+            user_name: None,
+            kind,
+            state: state.into(),
+            previous_state: None,
+            org_presence: None,
+            event_timestamp: ts(at),
+            ingested_at: ts(at),
+            source: Source::Bootstrap,
+        };
+        let agent = AgentCurrent {
+            user_id: UserId::parse("u1").unwrap(),
+            user_name: Some("Ann".into()),
+            presence: Some("AVAILABLE".into()),
+            org_presence: None,
+            presence_since: Some(ts("2024-05-01T10:00:00Z")),
+            routing_status: Some("OFF_QUEUE".into()),
+            routing_since: None,
+            active_conversations: 0,
+            idle_since: Some(ts("2024-05-01T10:00:00Z")),
+            updated_at: ts("2024-05-01T10:00:00Z"),
+        };
+        let alert = Alert {
+            alert_key: "idle:u1:1".into(),
+            rule: "idle".into(),
+            user_id: UserId::parse("u1").unwrap(),
+            user_name: None,
+            state: "routing IDLE".into(),
+            since: ts("2024-05-01T10:00:00Z"),
+            threshold: std::time::Duration::from_secs(60),
+            fired_at: ts("2024-05-01T10:01:00Z"),
+        };
+        let batch = Batch {
+            transitions: vec![
+                t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z"),
+                t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z"),
+                t("u2", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z"),
+                t(
+                    "u1",
+                    Kind::Presence,
+                    "AVAILABLE",
+                    "2024-05-01T10:00:00.123456Z",
+                ),
+                t("u1", Kind::Routing, "OFF_QUEUE", "2024-05-01T09:00:00Z"),
+            ],
+            agents: vec![agent.clone()],
+            alerts: vec![PendingAlert {
+                alert,
+                outcome: None,
+            }],
+            outcomes: vec![],
+        };
+        let summary = write_batch(db, &batch).await.unwrap();
+        assert_eq!(
+            (summary.transitions_inserted, summary.transitions_duplicate),
+            (4, 1)
+        );
+        let second = Batch {
+            transitions: vec![t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z")],
+            agents: vec![AgentCurrent {
+                routing_status: Some("IDLE".into()),
+                ..agent
+            }],
+            alerts: vec![],
+            outcomes: vec![AlertOutcome {
+                alert_key: "idle:u1:1".into(),
+                status: DeliveryStatus::NotConfigured,
+                error: None,
+                attempts: 0,
+                finished_at: ts("2024-05-01T10:01:00Z"),
+            }],
+        };
+        let summary = write_batch(db, &second).await.unwrap();
+        assert_eq!(summary.transitions_inserted, 0);
+        assert_eq!(summary.outcomes_applied, 1);
+
+        let all = history(
+            db,
+            &HistoryFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(all.total, 4);
+        let order: Vec<(String, String)> = all
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.user_id.clone(),
+                    crate::domain::format_timestamp(r.event_timestamp),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("u2".into(), "2024-05-01T10:00:00.500Z".into()),
+                ("u1".into(), "2024-05-01T10:00:00.500Z".into()),
+                ("u1".into(), "2024-05-01T10:00:00.123Z".into()),
+                ("u1".into(), "2024-05-01T09:00:00.000Z".into()),
+            ]
+        );
+        let filtered = history(
+            db,
+            &HistoryFilter {
+                user_id: Some(UserId::parse("U1").unwrap()),
+                state: Some("idle".into()),
+                kind: Some(Kind::Routing),
+                limit: 10,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(filtered.total, 1);
+        let agents = agents(db).await.unwrap();
+        assert_eq!(agents[0].routing_status.as_deref(), Some("IDLE"));
+        let alerts = alerts(db, 10, 0).await.unwrap();
+        assert_eq!(alerts.rows[0].delivery_status, "not_configured");
+        probe_write(db).await.unwrap();
+        probe_write(db).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_round_trip() {
+        let path = std::env::temp_dir().join(format!(
+            "agent-monitor-db-rt-{}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let db = connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        round_trip(&db).await;
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    /// Runs the same checks on PostgreSQL when `AGENT_MONITOR_TEST_POSTGRES_URL` names a
+    /// throwaway database (its tables are emptied); without it there is nothing to check.
+    #[tokio::test]
+    async fn postgres_round_trip_when_configured() {
+        let Ok(url) = std::env::var("AGENT_MONITOR_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let db = connect(&url).await.unwrap();
+        round_trip(&db).await;
+    }
+
+    #[tokio::test]
+    async fn memory_and_file_databases_migrate() {
+        let db = connect("sqlite::memory:").await.unwrap();
+        assert_eq!(count_agents(&db).await.unwrap(), 0);
+
+        let path = std::env::temp_dir().join(format!(
+            "agent-monitor-db-{}-{}/nested/m.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let url = format!("sqlite://{}", path.display());
+        let db = connect(&url).await.unwrap();
+        assert!(path.exists());
+        drop(db);
+        // Migrations are idempotent on reconnect.
+        let db = connect(&url).await.unwrap();
+        assert_eq!(count_agents(&db).await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap());
+    }
 }

@@ -71,10 +71,17 @@ async fn slack_hook(inner: Data<&Arc<Mutex<SlackInner>>>, body: String) -> Respo
     let reply = {
         let mut inner = inner.lock().unwrap();
         let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
-        inner.received.push(SlackRequest { body, at: Instant::now() });
+        inner.received.push(SlackRequest {
+            body,
+            at: Instant::now(),
+        });
         inner.script.pop_front()
     };
-    let reply = reply.unwrap_or(SlackReply { status: 200, retry_after: None, body: "ok".into() });
+    let reply = reply.unwrap_or(SlackReply {
+        status: 200,
+        retry_after: None,
+        body: "ok".into(),
+    });
     let mut response = Response::builder().status(StatusCode::from_u16(reply.status).unwrap());
     if let Some(secs) = reply.retry_after {
         response = response.header("Retry-After", secs.to_string());
@@ -85,13 +92,21 @@ async fn slack_hook(inner: Data<&Arc<Mutex<SlackInner>>>, body: String) -> Respo
 impl SlackReceiver {
     pub async fn start() -> SlackReceiver {
         let inner = Arc::new(Mutex::new(SlackInner::default()));
-        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.unwrap();
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap();
         let addr: SocketAddr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
-        let app = Route::new().at("/services/T000/B000/XXXX", poem::post(slack_hook)).data(inner.clone());
+        let app = Route::new()
+            .at("/services/T000/B000/XXXX", poem::post(slack_hook))
+            .data(inner.clone());
         tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
         });
-        SlackReceiver { url: format!("http://{addr}/services/T000/B000/XXXX"), inner }
+        SlackReceiver {
+            url: format!("http://{addr}/services/T000/B000/XXXX"),
+            inner,
+        }
     }
 
     /// Queue replies for the next requests.

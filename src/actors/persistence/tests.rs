@@ -1,0 +1,381 @@
+//! Tests against real SQLite files in the temp directory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use ractor::{Actor, ActorRef, call_t, cast};
+use sea_orm::{EntityTrait, PaginatorTrait, TransactionTrait};
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::db::entity::{agent, agent_status, alert};
+use crate::db::{DbOptions, HistoryFilter};
+use crate::domain::{DeliveryStatus, Kind, Source, UserId};
+
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh SQLite file URL under the temp directory.
+fn temp_db_url(test: &str) -> (String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "agent-monitor-persist-{}-{}-{}",
+        std::process::id(),
+        test,
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = format!("sqlite://{}", dir.join("monitor.db").display());
+    (url, dir)
+}
+
+fn at(second: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 5, 1, 10, 0, second).unwrap()
+}
+
+fn transition(user: &str, second: u32, state: &str) -> Transition {
+    Transition {
+        user_id: UserId::parse(user).unwrap(),
+        user_name: Some(format!("Name {user}")),
+        kind: Kind::Routing,
+        state: state.into(),
+        previous_state: None,
+        org_presence: None,
+        event_timestamp: at(second),
+        ingested_at: at(second),
+        source: Source::Stream,
+    }
+}
+
+fn alert(key: &str) -> Alert {
+    Alert {
+        alert_key: key.into(),
+        rule: "idle".into(),
+        user_id: UserId::parse("u1").unwrap(),
+        user_name: None,
+        state: "routing IDLE".into(),
+        since: at(0),
+        threshold: Duration::from_secs(900),
+        fired_at: at(30),
+    }
+}
+
+fn outcome(key: &str, status: DeliveryStatus) -> AlertOutcome {
+    AlertOutcome {
+        alert_key: key.into(),
+        status,
+        error: None,
+        attempts: 1,
+        finished_at: at(31),
+    }
+}
+
+async fn start(
+    db: DatabaseConnection,
+    batch_rows: usize,
+    flush_interval: Duration,
+) -> ActorRef<PersistMsg> {
+    let config = PersistenceConfig {
+        batch_rows,
+        flush_interval,
+        max_in_flight: 1000,
+    };
+    let (actor, _) = Actor::spawn(None, PersistenceActor, PersistenceArgs { db, config })
+        .await
+        .unwrap();
+    actor
+}
+
+async fn rows(db: &DatabaseConnection) -> u64 {
+    agent_status::Entity::find().count(db).await.unwrap()
+}
+
+async fn health(actor: &ActorRef<PersistMsg>) -> DbHealth {
+    call_t!(actor, PersistMsg::Health, 10_000).unwrap()
+}
+
+async fn flush(actor: &ActorRef<PersistMsg>) -> Result<(), String> {
+    call_t!(actor, PersistMsg::Flush, 10_000).unwrap()
+}
+
+/// Polls `cond` every 20 ms until it holds or `deadline` passes.
+async fn wait_until<F, Fut>(deadline: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const NEVER: Duration = Duration::from_secs(3600);
+
+#[tokio::test]
+async fn flushes_at_batch_rows_in_one_go() {
+    let (url, dir) = temp_db_url("batch");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 3, NEVER).await;
+
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
+    )
+    .unwrap();
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 2, "INTERACTING"), None)
+    )
+    .unwrap();
+    // Health is handled after the casts: two rows wait in the buffer, none is stored.
+    assert_eq!(health(&actor).await.buffered, 2);
+    assert_eq!(rows(&db).await, 0);
+
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 3, "IDLE"), None)
+    )
+    .unwrap();
+    let h = health(&actor).await;
+    assert_eq!((h.buffered, h.writable), (0, true));
+    assert_eq!(rows(&db).await, 3);
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_timer_flushes_a_partial_batch() {
+    let (url, dir) = temp_db_url("timer");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, Duration::from_millis(20)).await;
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || async { rows(&db).await == 1 }).await);
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn duplicates_insert_nothing_within_and_across_batches() {
+    let (url, dir) = temp_db_url("dedupe");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, NEVER).await;
+
+    for _ in 0..2 {
+        cast!(
+            actor,
+            PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
+        )
+        .unwrap();
+    }
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u2", 1, "IDLE"), None)
+    )
+    .unwrap();
+    flush(&actor).await.unwrap();
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
+    )
+    .unwrap();
+    // Same instant, other kind: a different row.
+    let mut presence = transition("u1", 1, "AVAILABLE");
+    presence.kind = Kind::Presence;
+    cast!(actor, PersistMsg::Transition(presence, None)).unwrap();
+    flush(&actor).await.unwrap();
+
+    assert_eq!(rows(&db).await, 3);
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn credits_are_released_only_after_the_commit() {
+    let (url, dir) = temp_db_url("credits");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, NEVER).await;
+    let semaphore = Arc::new(Semaphore::new(2));
+
+    for second in [1, 2] {
+        let credit = Credit::new(semaphore.clone().try_acquire_owned().unwrap());
+        cast!(
+            actor,
+            PersistMsg::Transition(transition("u1", second, "IDLE"), Some(credit))
+        )
+        .unwrap();
+    }
+    assert_eq!(health(&actor).await.buffered, 2);
+    assert_eq!(semaphore.available_permits(), 0);
+
+    flush(&actor).await.unwrap();
+    assert_eq!(semaphore.available_permits(), 2);
+    assert_eq!(rows(&db).await, 2);
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn latest_agent_state_wins_and_outcomes_reach_alerts() {
+    let (url, dir) = temp_db_url("agents-alerts");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, NEVER).await;
+
+    let mut current = AgentCurrent {
+        user_id: UserId::parse("u1").unwrap(),
+        user_name: Some("Ann".into()),
+        presence: Some("AVAILABLE".into()),
+        org_presence: Some("Available".into()),
+        presence_since: Some(at(1)),
+        routing_status: Some("IDLE".into()),
+        routing_since: Some(at(1)),
+        active_conversations: 0,
+        idle_since: Some(at(1)),
+        updated_at: at(1),
+    };
+    cast!(actor, PersistMsg::Agent(current.clone())).unwrap();
+    current.routing_status = Some("INTERACTING".into());
+    current.idle_since = None;
+    current.active_conversations = 1;
+    current.updated_at = at(2);
+    cast!(actor, PersistMsg::Agent(current.clone())).unwrap();
+
+    // Outcome folded into the buffered alert.
+    cast!(actor, PersistMsg::AlertFired(alert("idle:u1:1"))).unwrap();
+    cast!(
+        actor,
+        PersistMsg::AlertOutcome(outcome("idle:u1:1", DeliveryStatus::Delivered))
+    )
+    .unwrap();
+    // Outcome for an alert committed earlier: applied as an update.
+    cast!(actor, PersistMsg::AlertFired(alert("idle:u1:2"))).unwrap();
+    flush(&actor).await.unwrap();
+    let mut failed = outcome("idle:u1:2", DeliveryStatus::Failed);
+    failed.error = Some("invalid_payload".into());
+    failed.attempts = 4;
+    cast!(actor, PersistMsg::AlertOutcome(failed)).unwrap();
+    // The second update of the same user in a later batch.
+    current.user_name = Some("Ann B".into());
+    cast!(actor, PersistMsg::Agent(current.clone())).unwrap();
+    flush(&actor).await.unwrap();
+
+    let agents = db::agents(&db).await.unwrap();
+    assert_eq!(agents.len(), 1);
+    let a: &agent::Model = &agents[0];
+    assert_eq!(a.routing_status.as_deref(), Some("INTERACTING"));
+    assert_eq!(a.user_name.as_deref(), Some("Ann B"));
+    assert_eq!((a.active_conversations, a.idle_since), (1, None));
+
+    let page = db::alerts(&db, 10, 0).await.unwrap();
+    assert_eq!(page.total, 2);
+    let by_key =
+        |k: &str| -> alert::Model { page.rows.iter().find(|r| r.alert_key == k).unwrap().clone() };
+    let delivered = by_key("idle:u1:1");
+    assert_eq!(delivered.delivery_status, "delivered");
+    assert_eq!(delivered.delivered_at, Some(at(31)));
+    assert_eq!(delivered.threshold_seconds, 900);
+    let failed = by_key("idle:u1:2");
+    assert_eq!(failed.delivery_status, "failed");
+    assert_eq!(failed.delivery_error.as_deref(), Some("invalid_payload"));
+    assert_eq!((failed.attempts, failed.delivered_at), (4, None));
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Another connection holds SQLite's write lock, so the actor's writes fail with "database is
+/// locked" after its (short) busy timeout; when the lock goes away the timer-driven retry
+/// commits everything, and only then are the credits released.
+#[tokio::test]
+async fn a_locked_database_is_retried_without_losing_rows_or_credits() {
+    let (url, dir) = temp_db_url("retry");
+    let short = DbOptions {
+        busy_timeout: Duration::from_millis(50),
+        ..DbOptions::default()
+    };
+    let db = db::connect_with(&url, short).await.unwrap();
+    let blocker = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, Duration::from_millis(20)).await;
+    let semaphore = Arc::new(Semaphore::new(3));
+
+    let lock = blocker.begin().await.unwrap();
+    db::probe_write(&lock).await.unwrap(); // takes the write lock until commit/rollback
+
+    for second in [1, 2, 3] {
+        let credit = Credit::new(semaphore.clone().try_acquire_owned().unwrap());
+        cast!(
+            actor,
+            PersistMsg::Transition(transition("u1", second, "IDLE"), Some(credit))
+        )
+        .unwrap();
+    }
+    let err = flush(&actor).await.unwrap_err();
+    assert!(err.contains("locked") || err.contains("busy"), "{err}");
+    let h = health(&actor).await;
+    assert!(!h.writable);
+    assert_eq!(h.buffered, 3);
+    assert!(h.last_error.is_some());
+    assert_eq!(semaphore.available_permits(), 0);
+
+    lock.rollback().await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || async { rows(&db).await == 3 }).await,
+        "the retry never committed"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            semaphore.available_permits() == 3
+        })
+        .await
+    );
+    let h = health(&actor).await;
+    assert!(h.writable && h.last_error.is_none(), "{h:?}");
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let page = db::history(
+        &db,
+        &HistoryFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.total, 3);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn stopping_flushes_what_is_buffered() {
+    let (url, dir) = temp_db_url("stop");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, NEVER).await;
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
+    )
+    .unwrap();
+    assert_eq!(health(&actor).await.buffered, 1);
+    actor.stop_and_wait(None, None).await.unwrap();
+    assert_eq!(rows(&db).await, 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn backoff_doubles_and_caps() {
+    assert_eq!(backoff(1), Duration::from_millis(100));
+    assert_eq!(backoff(2), Duration::from_millis(200));
+    assert_eq!(backoff(7), Duration::from_secs(5));
+    assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
+}

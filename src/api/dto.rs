@@ -1,0 +1,526 @@
+//! Wire shapes of the REST API: serializable twins of the storage rows and the health report.
+//! Nothing here is stored; nothing in `db` or `domain` is serialized by the API directly.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{
+    ParseError, ParseFromJSON, ParseFromParameter, ParseResult, ToJSON, Type,
+};
+use poem_openapi::{Enum, Object};
+use serde_json::{Value, json};
+
+use crate::db::entity::{agent, agent_status, alert};
+use crate::domain::{format_timestamp, parse_timestamp};
+use crate::health::{ActorStatus, ConnectionStatus, HealthReport};
+
+/// An instant on the wire: RFC 3339, UTC, millisecond precision (`2024-05-01T10:15:30.123Z`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub DateTime<Utc>);
+
+impl Type for Timestamp {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some("RFC 3339 instant in UTC with milliseconds"),
+            example: Some(json!("2024-05-01T10:15:30.123Z")),
+            ..MetaSchema::new_with_format("string", "date-time")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ToJSON for Timestamp {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(format_timestamp(self.0)))
+    }
+}
+
+impl ParseFromJSON for Timestamp {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::String(s) => parse_timestamp(&s)
+                .map(Timestamp)
+                .map_err(|e| ParseError::custom(e.to_string())),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+/// Declares a query parameter type that accepts any text (so the handler can answer a bad
+/// value with its own `{"error": …}` naming the parameter) while the spec documents the
+/// real schema.
+macro_rules! raw_query_param {
+    ($(#[$doc:meta])* $name:ident, $schema:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(pub String);
+
+        impl Type for $name {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                MetaSchemaRef::Inline(Box::new($schema))
+            }
+
+            fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(
+                &'a self,
+            ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
+        }
+
+        impl ParseFromParameter for $name {
+            fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+                Ok($name(value.to_owned()))
+            }
+        }
+    };
+}
+
+/// Largest page the API serves.
+pub const MAX_LIMIT: u64 = 100;
+/// Page size when `limit` is absent.
+pub const DEFAULT_LIMIT: u64 = 20;
+
+raw_query_param!(
+    /// `limit`: page size, an integer 1–100 (default 20).
+    LimitParam,
+    MetaSchema {
+        minimum: Some(1.0),
+        maximum: Some(MAX_LIMIT as f64),
+        default: Some(json!(DEFAULT_LIMIT)),
+        ..MetaSchema::new_with_format("integer", "int64")
+    }
+);
+
+raw_query_param!(
+    /// `offset`: rows to skip, an integer ≥ 0 (default 0).
+    OffsetParam,
+    MetaSchema {
+        minimum: Some(0.0),
+        default: Some(json!(0)),
+        ..MetaSchema::new_with_format("integer", "int64")
+    }
+);
+
+raw_query_param!(
+    /// `kind`: `presence` or `routing` (case-insensitive).
+    KindParam,
+    MetaSchema {
+        enum_items: vec![json!("presence"), json!("routing")],
+        ..MetaSchema::new("string")
+    }
+);
+
+/// Error body of every 4xx/5xx answer.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Error")]
+pub struct ErrorBody {
+    /// What went wrong; for a 400 it names the offending parameter
+    /// (`limit must be between 1 and 100, got 500`).
+    pub error: String,
+}
+
+/// The dimension of a transition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "Kind", rename_all = "lowercase")]
+pub enum KindDto {
+    /// System presence (with the org presence label).
+    Presence,
+    /// Routing status.
+    Routing,
+}
+
+/// One stored presence or routing-status transition.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "StatusRecord")]
+pub struct StatusRecord {
+    /// Row id; increases with insertion order.
+    pub id: i64,
+    /// Genesys user id (lowercase GUID).
+    pub user_id: String,
+    /// Display name at the time, if known.
+    pub user_name: Option<String>,
+    /// `presence` or `routing`.
+    pub kind: KindDto,
+    /// Normalized state, uppercase: a system presence (`AVAILABLE`, `ON_QUEUE`, …) or a
+    /// routing status (`IDLE`, `INTERACTING`, …).
+    pub state: String,
+    /// The state this one replaced, if known.
+    pub previous_state: Option<String>,
+    /// Org presence label (`Lunch`) for presence transitions.
+    pub org_presence: Option<String>,
+    /// Genesys's timestamp of the transition (presence `modifiedDate`, routing `startTime`),
+    /// UTC, milliseconds.
+    pub event_timestamp: Timestamp,
+    /// When agent-monitor received the event, UTC, milliseconds.
+    pub ingested_at: Timestamp,
+    /// Where the row came from: `stream` (WebSocket), `bootstrap` (snapshot after
+    /// subscribing) or `backfill`.
+    pub source: String,
+}
+
+/// A page of transitions, newest `event_timestamp` first (ties: highest `id` first).
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "HistoryPage")]
+pub struct HistoryPage {
+    /// Rows matching the filters over all pages.
+    pub total: u64,
+    /// At most `limit` rows, starting at `offset`.
+    pub data: Vec<StatusRecord>,
+}
+
+/// The current state of one agent.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Agent")]
+pub struct AgentDto {
+    /// Genesys user id (lowercase GUID).
+    pub user_id: String,
+    /// Display name, if known.
+    pub user_name: Option<String>,
+    /// Normalized system presence (`AVAILABLE`, `ON_QUEUE`, …).
+    pub presence: Option<String>,
+    /// Org presence label (`Lunch`).
+    pub org_presence: Option<String>,
+    /// Start of the current presence, UTC.
+    pub presence_since: Option<Timestamp>,
+    /// Normalized routing status (`IDLE`, `OFF_QUEUE`, …).
+    pub routing_status: Option<String>,
+    /// Start of the current routing status, UTC.
+    pub routing_since: Option<Timestamp>,
+    /// Active conversations over all media types.
+    pub active_conversations: u32,
+    /// Start of the current idle episode; absent when not idle. UTC.
+    pub idle_since: Option<Timestamp>,
+    /// When this state last changed, UTC.
+    pub updated_at: Timestamp,
+}
+
+/// Every monitored agent, ordered by `user_id`.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "AgentList")]
+pub struct AgentList {
+    /// Number of agents.
+    pub total: u64,
+    /// The agents.
+    pub data: Vec<AgentDto>,
+}
+
+/// How delivery of an alert ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "DeliveryStatus", rename_all = "snake_case")]
+pub enum DeliveryStatusDto {
+    /// Not attempted yet (or still retrying).
+    Pending,
+    /// Slack accepted it.
+    Delivered,
+    /// Slack refused it or retries ran out; see `delivery_error`.
+    Failed,
+    /// No Slack webhook configured: stored only.
+    NotConfigured,
+}
+
+/// One alert and its delivery outcome.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Alert")]
+pub struct AlertDto {
+    /// Row id; increases with insertion order.
+    pub id: i64,
+    /// Unique per episode: `<rule>:<user_id>:<episode start in ms since the epoch>`.
+    pub alert_key: String,
+    /// Rule name (`idle`).
+    pub rule: String,
+    /// Genesys user id (lowercase GUID).
+    pub user_id: String,
+    /// Display name, if known.
+    pub user_name: Option<String>,
+    /// The state held, for humans (`routing IDLE`).
+    pub state: String,
+    /// Episode start (Genesys timestamp), UTC.
+    pub since: Timestamp,
+    /// The threshold that was passed, in seconds.
+    pub threshold_seconds: u64,
+    /// When the alert fired, UTC.
+    pub fired_at: Timestamp,
+    /// How delivery ended so far.
+    pub delivery_status: DeliveryStatusDto,
+    /// Slack's error or the transport error, when delivery failed.
+    pub delivery_error: Option<String>,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// When Slack accepted it, UTC.
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// A page of alerts, newest `fired_at` first.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "AlertPage")]
+pub struct AlertPage {
+    /// All alerts over all pages.
+    pub total: u64,
+    /// At most `limit` alerts, starting at `offset`.
+    pub data: Vec<AlertDto>,
+}
+
+/// Liveness.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Liveness")]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// One supervised actor.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ActorReport")]
+pub struct ActorReport {
+    /// Actor name (`persistence`, `slack`, `connection-0`, …).
+    pub name: String,
+    /// `running`, `restarting` or `stopped`.
+    pub status: String,
+    /// Restarts since the service started.
+    pub restarts: u32,
+    /// Last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// One notification channel and its WebSocket.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "ConnectionReport")]
+pub struct ConnectionReport {
+    /// Connection actor name (`connection-0`).
+    pub name: String,
+    /// Genesys notification channel id, once created.
+    pub channel_id: Option<String>,
+    /// The WebSocket is open.
+    pub connected: bool,
+    /// The topic subscription succeeded.
+    pub subscribed: bool,
+    /// Topics requested on this channel.
+    pub topics: u64,
+    /// Seconds since the last message of any kind (heartbeat, pong, event); absent before the
+    /// first.
+    pub last_message_age_seconds: Option<f64>,
+    /// Reconnects since start.
+    pub reconnects: u32,
+    /// User events routed to agent actors since start.
+    pub events: u64,
+    /// Frames that could not be used (logged, counted and skipped) since start.
+    pub malformed_messages: u64,
+    /// Events for users outside the monitored set (counted and dropped) since start.
+    pub unknown_user_events: u64,
+    /// Channel expiry reported by Genesys, UTC.
+    pub expires: Option<Timestamp>,
+}
+
+/// The database as seen by the persistence actor.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "DatabaseReport")]
+pub struct DatabaseReport {
+    /// The last write check or batch commit succeeded.
+    pub writable: bool,
+    /// Last write error, if failing.
+    pub error: Option<String>,
+}
+
+/// Readiness: served with 200 when `ready`, else 503.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Readiness")]
+pub struct Readiness {
+    /// True when every channel is connected and subscribed and the database is writable.
+    pub ready: bool,
+    /// Every supervised actor.
+    pub actors: Vec<ActorReport>,
+    /// Every notification channel.
+    pub connections: Vec<ConnectionReport>,
+    /// Whether the database accepts writes.
+    pub database: DatabaseReport,
+    /// Monitored agents.
+    pub agents: u64,
+    /// Why the service is not ready, one line per reason; empty when ready.
+    pub problems: Vec<String>,
+}
+
+/// A stored row that the API cannot represent (a value no writer produces).
+#[derive(Debug, thiserror::Error)]
+#[error("stored {table}.{column} has unexpected value {value:?}")]
+pub struct CorruptRow {
+    /// Table name.
+    pub table: &'static str,
+    /// Column name.
+    pub column: &'static str,
+    /// The value found.
+    pub value: String,
+}
+
+impl TryFrom<agent_status::Model> for StatusRecord {
+    type Error = CorruptRow;
+
+    fn try_from(row: agent_status::Model) -> Result<Self, CorruptRow> {
+        let kind = match row.kind.as_str() {
+            "presence" => KindDto::Presence,
+            "routing" => KindDto::Routing,
+            _ => {
+                return Err(CorruptRow {
+                    table: "agent_status",
+                    column: "kind",
+                    value: row.kind,
+                });
+            }
+        };
+        Ok(StatusRecord {
+            id: row.id,
+            user_id: row.user_id,
+            user_name: row.user_name,
+            kind,
+            state: row.state,
+            previous_state: row.previous_state,
+            org_presence: row.org_presence,
+            event_timestamp: Timestamp(row.event_timestamp),
+            ingested_at: Timestamp(row.ingested_at),
+            source: row.source,
+        })
+    }
+}
+
+impl From<agent::Model> for AgentDto {
+    fn from(row: agent::Model) -> Self {
+        AgentDto {
+            user_id: row.user_id,
+            user_name: row.user_name,
+            presence: row.presence,
+            org_presence: row.org_presence,
+            presence_since: row.presence_since.map(Timestamp),
+            routing_status: row.routing_status,
+            routing_since: row.routing_since.map(Timestamp),
+            active_conversations: u32::try_from(row.active_conversations).unwrap_or(0),
+            idle_since: row.idle_since.map(Timestamp),
+            updated_at: Timestamp(row.updated_at),
+        }
+    }
+}
+
+impl TryFrom<alert::Model> for AlertDto {
+    type Error = CorruptRow;
+
+    fn try_from(row: alert::Model) -> Result<Self, CorruptRow> {
+        let delivery_status = match row.delivery_status.as_str() {
+            "pending" => DeliveryStatusDto::Pending,
+            "delivered" => DeliveryStatusDto::Delivered,
+            "failed" => DeliveryStatusDto::Failed,
+            "not_configured" => DeliveryStatusDto::NotConfigured,
+            _ => {
+                return Err(CorruptRow {
+                    table: "alerts",
+                    column: "delivery_status",
+                    value: row.delivery_status,
+                });
+            }
+        };
+        Ok(AlertDto {
+            id: row.id,
+            alert_key: row.alert_key,
+            rule: row.rule,
+            user_id: row.user_id,
+            user_name: row.user_name,
+            state: row.state,
+            since: Timestamp(row.since),
+            threshold_seconds: u64::try_from(row.threshold_seconds).unwrap_or(0),
+            fired_at: Timestamp(row.fired_at),
+            delivery_status,
+            delivery_error: row.delivery_error,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            delivered_at: row.delivered_at.map(Timestamp),
+        })
+    }
+}
+
+impl From<&ActorStatus> for ActorReport {
+    fn from(a: &ActorStatus) -> Self {
+        ActorReport {
+            name: a.name.clone(),
+            status: a.status.clone(),
+            restarts: a.restarts,
+            last_error: a.last_error.clone(),
+        }
+    }
+}
+
+impl From<&ConnectionStatus> for ConnectionReport {
+    fn from(c: &ConnectionStatus) -> Self {
+        ConnectionReport {
+            name: c.name.clone(),
+            channel_id: c.channel_id.clone(),
+            connected: c.connected,
+            subscribed: c.subscribed,
+            topics: c.topics as u64,
+            last_message_age_seconds: c.last_message_age_seconds,
+            reconnects: c.reconnects,
+            events: c.events,
+            malformed_messages: c.malformed_messages,
+            unknown_user_events: c.unknown_user_events,
+            expires: c.expires.map(Timestamp),
+        }
+    }
+}
+
+impl From<&HealthReport> for Readiness {
+    fn from(r: &HealthReport) -> Self {
+        Readiness {
+            ready: r.ready,
+            actors: r.actors.iter().map(ActorReport::from).collect(),
+            connections: r.connections.iter().map(ConnectionReport::from).collect(),
+            database: DatabaseReport {
+                writable: r.database_writable,
+                error: r.database_error.clone(),
+            },
+            agents: r.agents as u64,
+            problems: r.problems.clone(),
+        }
+    }
+}
+
+impl Readiness {
+    /// The report served when the supervisor did not answer in time.
+    pub fn unanswered() -> Self {
+        Readiness {
+            ready: false,
+            actors: Vec::new(),
+            connections: Vec::new(),
+            database: DatabaseReport {
+                writable: false,
+                error: Some("unknown: the supervisor did not answer".into()),
+            },
+            agents: 0,
+            problems: vec!["the supervisor did not answer the health request".into()],
+        }
+    }
+}

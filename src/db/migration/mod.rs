@@ -1,0 +1,16 @@
+//! Schema migrations, applied at startup by [`crate::db::connect`]. One file per migration:
+//! `DeriveMigrationName` records the file stem as the version in `seaql_migrations`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261129_000001_initial;
+
+/// Every migration of the service, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261129_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,249 @@
+//! The persistence actor's writes. Each [`write_batch`] is one transaction: it either commits
+//! every buffered row or none, so the caller can keep its buffer and retry after an error.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
+
+use super::entity::{agent, agent_status, alert, health_probe};
+use crate::domain::{
+    AgentCurrent, Alert, AlertOutcome, DeliveryStatus, Transition, truncate_to_millis,
+};
+
+/// Bind parameters per statement we allow ourselves: well under SQLite's limit (32,766 since
+/// 3.32; bundled SQLite is newer) and PostgreSQL's (65,535).
+const MAX_BIND_PARAMS: usize = 10_000;
+/// Columns bound per `agent_status` row (all but `id`).
+const AGENT_STATUS_COLUMNS: usize = 9;
+/// Columns bound per `agents` row.
+const AGENT_COLUMNS: usize = 10;
+/// Columns bound per `alerts` row (all but `id`).
+const ALERT_COLUMNS: usize = 12;
+
+/// An alert waiting to be inserted, with its delivery outcome if that arrived before the
+/// insert was committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingAlert {
+    /// The alert as fired.
+    pub alert: Alert,
+    /// Its delivery outcome, if already known (else it is stored as `pending`).
+    pub outcome: Option<AlertOutcome>,
+}
+
+/// Everything one flush writes, in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Inserted with ON CONFLICT (`user_id`, `kind`, `event_timestamp`) DO NOTHING.
+    pub transitions: Vec<Transition>,
+    /// Upserted by `user_id`; must hold at most one row per user (PostgreSQL refuses to update
+    /// a row twice in one statement).
+    pub agents: Vec<AgentCurrent>,
+    /// Inserted with ON CONFLICT (`alert_key`) DO NOTHING, status `pending` unless an outcome
+    /// is attached.
+    pub alerts: Vec<PendingAlert>,
+    /// Applied as updates by `alert_key` after the inserts, in order.
+    pub outcomes: Vec<AlertOutcome>,
+}
+
+impl Batch {
+    /// Rows (of every table) in the batch.
+    pub fn len(&self) -> usize {
+        self.transitions.len() + self.agents.len() + self.alerts.len() + self.outcomes.len()
+    }
+
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a committed [`write_batch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// New `agent_status` rows.
+    pub transitions_inserted: u64,
+    /// Transitions that were already stored (duplicate deliveries).
+    pub transitions_duplicate: u64,
+    /// `agents` rows inserted or updated.
+    pub agents_upserted: u64,
+    /// New `alerts` rows.
+    pub alerts_inserted: u64,
+    /// Outcomes that matched an alert.
+    pub outcomes_applied: u64,
+    /// Outcomes whose `alert_key` is unknown (logged and dropped by the caller).
+    pub outcomes_unmatched: u64,
+}
+
+/// Writes `batch` in one transaction. On `Err` nothing was committed and the batch can be
+/// retried as is. Errors: the database's (busy/locked, connection lost, …).
+pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<BatchSummary, DbErr> {
+    let mut summary = BatchSummary::default();
+    if batch.is_empty() {
+        return Ok(summary);
+    }
+    let txn = db.begin().await?;
+
+    for chunk in batch
+        .transitions
+        .chunks(MAX_BIND_PARAMS / AGENT_STATUS_COLUMNS)
+    {
+        let inserted = agent_status::Entity::insert_many(chunk.iter().map(transition_row))
+            .on_conflict_do_nothing_on([
+                agent_status::Column::UserId,
+                agent_status::Column::Kind,
+                agent_status::Column::EventTimestamp,
+            ])
+            .exec_without_returning(&txn)
+            .await?;
+        let inserted = inserted_rows(inserted);
+        summary.transitions_inserted += inserted;
+        summary.transitions_duplicate += chunk.len() as u64 - inserted;
+    }
+
+    for chunk in batch.agents.chunks(MAX_BIND_PARAMS / AGENT_COLUMNS) {
+        summary.agents_upserted += agent::Entity::insert_many(chunk.iter().map(agent_row))
+            .on_conflict(
+                OnConflict::column(agent::Column::UserId)
+                    .update_columns([
+                        agent::Column::UserName,
+                        agent::Column::Presence,
+                        agent::Column::OrgPresence,
+                        agent::Column::PresenceSince,
+                        agent::Column::RoutingStatus,
+                        agent::Column::RoutingSince,
+                        agent::Column::ActiveConversations,
+                        agent::Column::IdleSince,
+                        agent::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+    }
+
+    for chunk in batch.alerts.chunks(MAX_BIND_PARAMS / ALERT_COLUMNS) {
+        let inserted = alert::Entity::insert_many(chunk.iter().map(alert_row))
+            .on_conflict_do_nothing_on([alert::Column::AlertKey])
+            .exec_without_returning(&txn)
+            .await?;
+        summary.alerts_inserted += inserted_rows(inserted);
+    }
+
+    for outcome in &batch.outcomes {
+        let (status, error, attempts, delivered_at) = outcome_columns(outcome);
+        let updated = alert::Entity::update_many()
+            .col_expr(alert::Column::DeliveryStatus, Expr::value(status))
+            .col_expr(alert::Column::DeliveryError, Expr::value(error))
+            .col_expr(alert::Column::Attempts, Expr::value(attempts))
+            .col_expr(alert::Column::DeliveredAt, Expr::value(delivered_at))
+            .filter(alert::Column::AlertKey.eq(outcome.alert_key.as_str()))
+            .exec(&txn)
+            .await?;
+        if updated.rows_affected > 0 {
+            summary.outcomes_applied += 1;
+        } else {
+            summary.outcomes_unmatched += 1;
+        }
+    }
+
+    txn.commit().await?;
+    Ok(summary)
+}
+
+/// A real write: upserts the single `health_probe` row with the current time. Cheap (one row)
+/// and fails exactly when a flush would (locked, read-only, disk full, connection lost).
+pub async fn probe_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
+    health_probe::Entity::insert(health_probe::ActiveModel {
+        id: Set(1),
+        checked_at: Set(truncate_to_millis(Utc::now())),
+    })
+    .on_conflict(
+        OnConflict::column(health_probe::Column::Id)
+            .update_column(health_probe::Column::CheckedAt)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+fn inserted_rows(result: sea_orm::TryInsertResult<u64>) -> u64 {
+    match result {
+        sea_orm::TryInsertResult::Inserted(n) => n,
+        sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
+    truncate_to_millis(t)
+}
+
+fn transition_row(t: &Transition) -> agent_status::ActiveModel {
+    agent_status::ActiveModel {
+        id: NotSet,
+        user_id: Set(t.user_id.as_str().to_owned()),
+        user_name: Set(t.user_name.clone()),
+        kind: Set(t.kind.as_str().to_owned()),
+        state: Set(t.state.clone()),
+        previous_state: Set(t.previous_state.clone()),
+        org_presence: Set(t.org_presence.clone()),
+        event_timestamp: Set(ms(t.event_timestamp)),
+        ingested_at: Set(ms(t.ingested_at)),
+        source: Set(t.source.as_str().to_owned()),
+    }
+}
+
+fn agent_row(a: &AgentCurrent) -> agent::ActiveModel {
+    agent::ActiveModel {
+        user_id: Set(a.user_id.as_str().to_owned()),
+        user_name: Set(a.user_name.clone()),
+        presence: Set(a.presence.clone()),
+        org_presence: Set(a.org_presence.clone()),
+        presence_since: Set(a.presence_since.map(ms)),
+        routing_status: Set(a.routing_status.clone()),
+        routing_since: Set(a.routing_since.map(ms)),
+        active_conversations: Set(i32::try_from(a.active_conversations).unwrap_or(i32::MAX)),
+        idle_since: Set(a.idle_since.map(ms)),
+        updated_at: Set(ms(a.updated_at)),
+    }
+}
+
+fn alert_row(pending: &PendingAlert) -> alert::ActiveModel {
+    let a = &pending.alert;
+    let (status, error, attempts, delivered_at) = match &pending.outcome {
+        Some(outcome) => outcome_columns(outcome),
+        None => (DeliveryStatus::Pending.as_str(), None, 0, None),
+    };
+    alert::ActiveModel {
+        id: NotSet,
+        alert_key: Set(a.alert_key.clone()),
+        rule: Set(a.rule.clone()),
+        user_id: Set(a.user_id.as_str().to_owned()),
+        user_name: Set(a.user_name.clone()),
+        state: Set(a.state.clone()),
+        since: Set(ms(a.since)),
+        threshold_seconds: Set(i64::try_from(a.threshold.as_secs()).unwrap_or(i64::MAX)),
+        fired_at: Set(ms(a.fired_at)),
+        delivery_status: Set(status.to_owned()),
+        delivery_error: Set(error),
+        attempts: Set(attempts),
+        delivered_at: Set(delivered_at),
+    }
+}
+
+fn outcome_columns(
+    outcome: &AlertOutcome,
+) -> (&'static str, Option<String>, i32, Option<DateTime<Utc>>) {
+    let delivered_at =
+        (outcome.status == DeliveryStatus::Delivered).then(|| ms(outcome.finished_at));
+    (
+        outcome.status.as_str(),
+        outcome.error.clone(),
+        i32::try_from(outcome.attempts).unwrap_or(i32::MAX),
+        delivered_at,
+    )
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary so it links once. Each module drives the real service (or a
+//! real part of it) over loopback.
+
+mod api;
+mod helpers;
+mod openapi;
+// mod process;
+// mod service;
