@@ -361,3 +361,6 @@ pub enum ProblemKind {
         first_line: usize,
     },
 }
+
+#[cfg(test)]
+mod tests;
