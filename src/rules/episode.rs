@@ -1,11 +1,13 @@
 //! The per-(rule, agent) episode state machine: Normal → Pending → Firing → Resolved.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::model::Rule;
+use super::RuleSet;
+use super::model::{AgentView, Rule};
 
 /// One (rule, agent) pair's alert episode. Pure: the caller feeds it the rule's match result on
 /// every state change ([`Episode::on_match_change`]) and calls [`Episode::on_tick`] when
@@ -312,4 +314,102 @@ fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| t.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// An episode action together with the rule it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleAction {
+    /// The rule's name.
+    pub rule: String,
+    /// What happened.
+    pub action: EpisodeAction,
+}
+
+/// All episodes of one agent, one per rule (keyed by rule name): what an agent actor holds.
+/// Serializable like [`Episode`], for the episode log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentEpisodes {
+    episodes: BTreeMap<String, Episode>,
+}
+
+impl AgentEpisodes {
+    /// No episodes.
+    pub fn new() -> AgentEpisodes {
+        AgentEpisodes::default()
+    }
+
+    /// After any change of the agent's state: evaluates every rule of `rules` against `agent`
+    /// and feeds each episode ([`Episode::on_match_change`]). Episodes of rules that are no
+    /// longer in `rules` are dropped without actions, and so are episodes back in Normal.
+    pub fn on_agent_change(
+        &mut self,
+        rules: &RuleSet,
+        now: DateTime<Utc>,
+        agent: &AgentView,
+    ) -> Vec<RuleAction> {
+        let mut out = Vec::new();
+        for rule in rules.rules() {
+            let matched = rule.evaluate(agent);
+            if matched.is_none() && !self.episodes.contains_key(&rule.name) {
+                continue;
+            }
+            let episode = self.episodes.entry(rule.name.clone()).or_default();
+            out.extend(
+                episode
+                    .on_match_change(rule, now, matched)
+                    .into_iter()
+                    .map(|action| RuleAction {
+                        rule: rule.name.clone(),
+                        action,
+                    }),
+            );
+        }
+        self.prune(rules);
+        out
+    }
+
+    /// At (or after) [`AgentEpisodes::next_deadline`]: ticks every episode
+    /// ([`Episode::on_tick`]).
+    pub fn on_tick(&mut self, rules: &RuleSet, now: DateTime<Utc>) -> Vec<RuleAction> {
+        let mut out = Vec::new();
+        for rule in rules.rules() {
+            if let Some(episode) = self.episodes.get_mut(&rule.name) {
+                out.extend(
+                    episode
+                        .on_tick(rule, now)
+                        .into_iter()
+                        .map(|action| RuleAction {
+                            rule: rule.name.clone(),
+                            action,
+                        }),
+                );
+            }
+        }
+        self.prune(rules);
+        out
+    }
+
+    /// The earliest deadline of all episodes (UTC), if any.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.episodes
+            .values()
+            .filter_map(Episode::next_deadline)
+            .min()
+    }
+
+    /// The episode of one rule, if there is one.
+    pub fn get(&self, rule: &str) -> Option<&Episode> {
+        self.episodes.get(rule)
+    }
+
+    /// Every episode, by rule name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Episode)> {
+        self.episodes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn prune(&mut self, rules: &RuleSet) {
+        self.episodes.retain(|name, e| {
+            rules.get(name).is_some() && !matches!(e.phase(), EpisodePhase::Normal)
+        });
+    }
 }

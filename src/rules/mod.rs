@@ -4,7 +4,7 @@
 //! Pure code: no actors, no clock, no I/O except [`RuleSet::load`] reading the rules file.
 //! The agent actors evaluate rules ([`Rule::evaluate`]) on every state change and feed the
 //! result to that (rule, agent)'s [`Episode`]; a timer calls [`Episode::on_tick`] at
-//! [`Episode::next_deadline`]. The semantics follow `shared/alerting.md` §2–4 (Grafana's
+//! [`Episode::next_deadline`]. [`AgentEpisodes`] does both for all rules of one agent. The semantics follow `shared/alerting.md` §2–4 (Grafana's
 //! Normal → Pending → Firing → Resolved with a pending period and keep-firing-for,
 //! Alertmanager's `repeat_interval` / `send_resolved` / time intervals).
 //!
@@ -37,6 +37,8 @@
 //! A bare "idle" without its dimension is refused: presence IDLE is a locked screen, routing
 //! IDLE is waiting on queue (`shared/genesys-cloud-protocol.md` §10).
 
+#![warn(missing_docs)]
+
 mod episode;
 mod model;
 mod parse;
@@ -46,7 +48,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use episode::{Episode, EpisodeAction, EpisodePhase, MatchEnd};
+pub use episode::{AgentEpisodes, Episode, EpisodeAction, EpisodePhase, MatchEnd, RuleAction};
 pub use model::{
     AgentView, BUILTIN_IDLE_RULE, ConditionGroup, DEFAULT_FLAP_TOLERANCE, Matcher, Rule, Scope,
     Severity,

@@ -353,6 +353,15 @@ impl Cx {
     }
 
     fn matcher(&mut self, value: &Value<'_>) -> Option<Matcher> {
+        if mentions_bare_idle(value.get_ref()) {
+            self.report(
+                value.span(),
+                ProblemKind::BareIdle {
+                    key: "match".into(),
+                },
+            );
+            return None;
+        }
         let table = self.table(value, "match", "a table ([rules.match])")?;
         let Some((any_of_key, any_of)) = table.get_key_value("any_of") else {
             return self

@@ -435,6 +435,7 @@ fn bare_idle_is_rejected_with_both_meanings_explained() {
         "[[rules]]\nname = \"x\"\nthreshold = \"1m\"\nstate = \"idle\"\nmatch.routing_status = \"IDLE\"\n",
         "[[rules]]\nname = \"x\"\nthreshold = \"1m\"\n[rules.match]\nstatus = [\"IDLE\"]\n",
         "[[rules]]\nname = \"x\"\nthreshold = \"1m\"\n[[rules.match.any_of]]\npresence = \"Idle\"\n",
+        "[[rules]]\nname = \"x\"\nthreshold = \"1m\"\nmatch = \"IDLE\"\n",
     ] {
         let found = problems(text);
         let idle = found
@@ -1104,4 +1105,64 @@ fn alert_key_matches_the_domain_form() {
         r.alert_key(&user, ts(T0)),
         format!("r:abc:{}", ts(T0).timestamp_millis())
     );
+}
+
+#[test]
+fn agent_episodes_track_every_rule_of_one_agent() {
+    let rules = RuleSet::parse(
+        r#"[[rules]]
+name = "idle"
+threshold = "10m"
+repeat_interval = "30m"
+match.routing_status = "IDLE"
+
+[[rules]]
+name = "on-queue"
+threshold = "1h"
+match.system_presence = "ON_QUEUE"
+"#,
+    )
+    .unwrap();
+    let t0 = ts(T0);
+    let mut view = agent(
+        Some(("ON_QUEUE", None, T0)),
+        Some(("IDLE", "2026-05-04T09:02:00Z")),
+        0,
+    );
+    let mut all = AgentEpisodes::new();
+    assert!(all.on_agent_change(&rules, t0 + min(3), &view).is_empty());
+    assert_eq!(all.next_deadline(), Some(t0 + min(12)));
+    assert_eq!(
+        all.on_tick(&rules, t0 + min(12)),
+        [RuleAction {
+            rule: "idle".into(),
+            action: fire(t0 + min(2), 0)
+        }]
+    );
+    assert_eq!(all.next_deadline(), Some(t0 + min(42)));
+
+    // The agent takes a call: idle ends, on-queue goes on.
+    view.routing = Some(RoutingState {
+        status: "INTERACTING".into(),
+        since: t0 + min(20),
+    });
+    assert!(all.on_agent_change(&rules, t0 + min(20), &view).is_empty());
+    assert_eq!(all.next_deadline(), Some(t0 + min(20) + secs(5)));
+    let resolved = all.on_tick(&rules, t0 + min(21));
+    assert!(
+        matches!(&resolved[..], [RuleAction { rule, action: EpisodeAction::Resolve { .. } }] if rule == "idle")
+    );
+    assert_eq!(all.next_deadline(), Some(t0 + min(60)));
+
+    // Persisted and restored, then the rules file loses "on-queue": its episode is dropped.
+    let mut all: AgentEpisodes =
+        serde_json::from_str(&serde_json::to_string(&all).unwrap()).unwrap();
+    assert!(all.get("on-queue").is_some());
+    let fewer = RuleSet::parse(
+        "[[rules]]\nname = \"idle\"\nthreshold = \"10m\"\nmatch.routing_status = \"IDLE\"\n",
+    )
+    .unwrap();
+    assert!(all.on_tick(&fewer, t0 + min(22)).is_empty());
+    assert!(all.get("on-queue").is_none());
+    assert_eq!(all.next_deadline(), None);
 }
