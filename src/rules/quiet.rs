@@ -15,8 +15,9 @@ pub type Minutes = u16;
 /// end: with `days = ["fri"]`, `22:00-06:00` covers Friday 22:00 to Saturday 06:00 (so
 /// Saturday 03:00 is quiet) but not Thursday night. Windows are half-open: start included, end
 /// excluded. Times are wall-clock times in the zone, so DST is honoured (a window `18:00-08:00`
-/// ends at 08:00 local time on both sides of a DST change); a window start or end that does
-/// not exist on a spring-forward day simply is not reached by the clock.
+/// ends at 08:00 local time on both sides of a DST change). On a spring-forward day a window
+/// starting in the skipped hour begins when the clock jumps past its start; on a fall-back
+/// day a repeated hour inside a window is quiet both times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuietHours {
     /// IANA time zone (e.g. `Europe/Paris`).
