@@ -275,7 +275,10 @@ impl Cx {
                 .filter(|n| !n.is_empty())
                 .map_or(RuleLabel::Index(index), |n| RuleLabel::Named(n.to_string())),
         );
-        let table = self.table(value, "rules", "a table ([[rules]])")?;
+        let Some(table) = self.table(value, "rules", "a table ([[rules]])") else {
+            self.rule = None;
+            return None;
+        };
         let line = self.lines.line(value.span().start);
 
         let mut name = None;

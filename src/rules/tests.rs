@@ -364,6 +364,12 @@ fn top_level_problems_have_no_rule() {
 
     let found = problems("rules = \"idle\"\n");
     assert!(matches!(found[0].kind, ProblemKind::WrongType { .. }));
+
+    // A rule that is not a table is labelled by position; the next problem is not.
+    let found = problems("rules = [\"a\"]\ntail = 1\n");
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].rule, Some(RuleLabel::Index(1)));
+    assert_eq!(found[1].rule, None);
 }
 
 #[test]
