@@ -28,6 +28,7 @@ pub mod health;
 pub mod notification;
 pub mod presence;
 pub mod protocol;
+pub mod rules;
 pub mod secret;
 pub mod sim;
 pub mod slack;

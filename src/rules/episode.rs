@@ -1,0 +1,415 @@
+//! The per-(rule, agent) episode state machine: Normal → Pending → Firing → Resolved.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::RuleSet;
+use super::model::{AgentView, Rule};
+
+/// One (rule, agent) pair's alert episode. Pure: the caller feeds it the rule's match result on
+/// every state change ([`Episode::on_match_change`]) and calls [`Episode::on_tick`] when
+/// [`Episode::next_deadline`] is reached; both return what happened.
+///
+/// Semantics (`shared/alerting.md` §4):
+/// - **Normal → Pending** when the rule starts matching. The episode start is the Genesys
+///   instant at which the match became true (`matched_since`), so a restart does not reset
+///   the timer; an instant in the future is taken as `now`.
+/// - **Pending → Firing** once `start + threshold` is reached: one [`EpisodeAction::Fire`]
+///   with `repeat: 0`.
+/// - **Firing**: while still matching, another `Fire` (`repeat: 1, 2, …`) every
+///   `repeat_interval`, driven by ticks alone. A tick that comes late fires once, not once per
+///   missed interval.
+/// - **Flaps**: when the match ends (Pending or Firing), the episode waits `flap_tolerance`
+///   (Grafana's "keep firing for"); if the rule matches again meanwhile, the same episode goes
+///   on with the same start, and nothing is sent. Only after the tolerance does it end.
+/// - **→ Resolved**: a Firing episode whose match ended more than `flap_tolerance` ago
+///   resolves with one [`EpisodeAction::Resolve`] carrying the total duration (start → end of
+///   the match). A Pending episode that ends goes back to Normal silently: Resolve is only
+///   reported after a Fire.
+/// - **Resolved → Pending** on the next match: a new episode with a new start.
+/// - **Quiet hours** change nothing in the transitions: actions carry `send: false` while the
+///   rule is quiet ([`Rule::is_quiet`]) and a fire muted by quiet hours is not sent later
+///   (only its repeats, if any, are).
+///
+/// The episode takes the rule on every call for its timings (threshold, repeat interval, flap
+/// tolerance, quiet hours, `send_resolved`) and stores the resulting deadlines as absolute UTC
+/// instants, so that serialized (serde) and restored it neither fires twice nor forgets the
+/// next repeat. If the rule's timings change, deadlines already scheduled are kept.
+///
+/// Continuity is as reported by the caller: a change of `matched_since` while the rule keeps
+/// matching (e.g. the built-in idle rule going from routing IDLE to available-off-queue) keeps
+/// the episode; a match end must be reported with `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Episode {
+    phase: EpisodePhase,
+}
+
+/// Where an episode is. Instants are UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum EpisodePhase {
+    /// Not matching, no episode.
+    #[default]
+    Normal,
+    /// Matching (or within the flap tolerance after a match end), threshold not reached.
+    Pending {
+        /// Episode start: when the match became true (Genesys timestamp).
+        start: DateTime<Utc>,
+        /// `start + threshold`: when it fires if still matching.
+        fire_at: DateTime<Utc>,
+        /// Set while the match is interrupted.
+        ended: Option<MatchEnd>,
+    },
+    /// The threshold was passed and a Fire was reported.
+    Firing {
+        /// Episode start.
+        start: DateTime<Utc>,
+        /// When the first Fire was reported.
+        fired_at: DateTime<Utc>,
+        /// How many repeats were reported after the first Fire.
+        repeats: u32,
+        /// When the next repeat is due (`None`: the rule does not repeat).
+        next_repeat_at: Option<DateTime<Utc>>,
+        /// Whether any Fire of this episode had `send: true` (decides whether the resolve
+        /// may be sent).
+        sent: bool,
+        /// Set while the match is interrupted.
+        ended: Option<MatchEnd>,
+    },
+    /// The last episode fired and has ended; the next match starts a new one.
+    Resolved {
+        /// Episode start.
+        start: DateTime<Utc>,
+        /// When the match ended.
+        ended_at: DateTime<Utc>,
+        /// When the episode resolved (`ended_at + flap_tolerance`, or later if ticked late).
+        resolved_at: DateTime<Utc>,
+    },
+}
+
+/// A match interruption being tolerated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchEnd {
+    /// When the match ended (the `now` of the call that reported it).
+    pub at: DateTime<Utc>,
+    /// `at + flap_tolerance`: when the episode ends unless the rule matches again.
+    pub resolve_at: DateTime<Utc>,
+}
+
+/// What an episode transition asks the caller to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpisodeAction {
+    /// The episode fires (`repeat: 0`) or repeats (`repeat: n`, the n-th repeat).
+    Fire {
+        /// Episode start (Genesys timestamp, UTC): with rule and user, the dedupe key.
+        episode_start: DateTime<Utc>,
+        /// 0 for the first fire, then 1, 2, …
+        repeat: u32,
+        /// Whether to send a message: false during quiet hours.
+        send: bool,
+    },
+    /// A fired episode has ended.
+    Resolve {
+        /// Episode start (UTC).
+        episode_start: DateTime<Utc>,
+        /// When the match ended (UTC).
+        ended_at: DateTime<Utc>,
+        /// Total duration of the episode, `ended_at - episode_start` (flaps included).
+        duration: Duration,
+        /// Whether to send a message: the rule has `send_resolved`, a Fire of this episode
+        /// was sent, and it is not quiet hours.
+        send: bool,
+    },
+}
+
+impl Episode {
+    /// A new episode in [`EpisodePhase::Normal`].
+    pub fn new() -> Episode {
+        Episode::default()
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> &EpisodePhase {
+        &self.phase
+    }
+
+    /// The start of the current or last episode (`None` in Normal).
+    pub fn episode_start(&self) -> Option<DateTime<Utc>> {
+        match &self.phase {
+            EpisodePhase::Normal => None,
+            EpisodePhase::Pending { start, .. }
+            | EpisodePhase::Firing { start, .. }
+            | EpisodePhase::Resolved { start, .. } => Some(*start),
+        }
+    }
+
+    /// Whether the episode is firing (including during a tolerated interruption).
+    pub fn is_firing(&self) -> bool {
+        matches!(self.phase, EpisodePhase::Firing { .. })
+    }
+
+    /// When the caller must call [`Episode::on_tick`] next (UTC): the threshold, the next
+    /// repeat, or the end of the flap tolerance. `None`: nothing scheduled.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        match &self.phase {
+            EpisodePhase::Normal | EpisodePhase::Resolved { .. } => None,
+            EpisodePhase::Pending { fire_at, ended, .. } => {
+                Some(ended.map_or(*fire_at, |e| e.resolve_at))
+            }
+            EpisodePhase::Firing {
+                next_repeat_at,
+                ended,
+                ..
+            } => match ended {
+                Some(e) => Some(e.resolve_at),
+                None => *next_repeat_at,
+            },
+        }
+    }
+
+    /// Reports the rule's current match result: `Some(since)` from [`Rule::evaluate`] while
+    /// the agent matches, `None` when it does not. Idempotent: calling it again with the same
+    /// result does nothing. Due deadlines (up to `now`) are processed first, so the actions
+    /// may include a Fire or a Resolve.
+    pub fn on_match_change(
+        &mut self,
+        rule: &Rule,
+        now: DateTime<Utc>,
+        matched_since: Option<DateTime<Utc>>,
+    ) -> Vec<EpisodeAction> {
+        let mut actions = self.on_tick(rule, now);
+        match matched_since {
+            Some(since) => {
+                let since = since.min(now);
+                match &mut self.phase {
+                    EpisodePhase::Normal | EpisodePhase::Resolved { .. } => {
+                        self.phase = EpisodePhase::Pending {
+                            start: since,
+                            fire_at: add(since, rule.threshold),
+                            ended: None,
+                        };
+                    }
+                    EpisodePhase::Pending {
+                        start,
+                        fire_at,
+                        ended,
+                    } => {
+                        *ended = None;
+                        if since < *start {
+                            // A more accurate (earlier) Genesys timestamp for the same match.
+                            *start = since;
+                            *fire_at = add(since, rule.threshold);
+                        }
+                    }
+                    EpisodePhase::Firing { ended, .. } => *ended = None,
+                }
+                actions.extend(self.on_tick(rule, now));
+            }
+            None => match &mut self.phase {
+                EpisodePhase::Pending { ended, .. } | EpisodePhase::Firing { ended, .. }
+                    if ended.is_none() =>
+                {
+                    *ended = Some(MatchEnd {
+                        at: now,
+                        resolve_at: add(now, rule.flap_tolerance),
+                    });
+                }
+                _ => {}
+            },
+        }
+        actions
+    }
+
+    /// Processes the deadlines due at `now` (UTC): fire at the threshold, repeat, or end the
+    /// episode after the flap tolerance. Calling it early or twice does nothing.
+    pub fn on_tick(&mut self, rule: &Rule, now: DateTime<Utc>) -> Vec<EpisodeAction> {
+        let mut actions = Vec::new();
+        let quiet = rule.is_quiet(now);
+        match &mut self.phase {
+            EpisodePhase::Normal | EpisodePhase::Resolved { .. } => {}
+            EpisodePhase::Pending {
+                start,
+                fire_at,
+                ended,
+            } => match ended {
+                Some(end) => {
+                    if now >= end.resolve_at {
+                        self.phase = EpisodePhase::Normal;
+                    }
+                }
+                None => {
+                    if now >= *fire_at {
+                        let start = *start;
+                        actions.push(EpisodeAction::Fire {
+                            episode_start: start,
+                            repeat: 0,
+                            send: !quiet,
+                        });
+                        self.phase = EpisodePhase::Firing {
+                            start,
+                            fired_at: now,
+                            repeats: 0,
+                            next_repeat_at: rule.repeat_interval.map(|i| add(now, i)),
+                            sent: !quiet,
+                            ended: None,
+                        };
+                    }
+                }
+            },
+            EpisodePhase::Firing {
+                start,
+                repeats,
+                next_repeat_at,
+                sent,
+                ended,
+                ..
+            } => match ended {
+                Some(end) => {
+                    if now >= end.resolve_at {
+                        let (start, ended_at) = (*start, end.at);
+                        actions.push(EpisodeAction::Resolve {
+                            episode_start: start,
+                            ended_at,
+                            duration: (ended_at - start).to_std().unwrap_or_default(),
+                            send: rule.send_resolved && *sent && !quiet,
+                        });
+                        self.phase = EpisodePhase::Resolved {
+                            start,
+                            ended_at,
+                            resolved_at: now,
+                        };
+                    }
+                }
+                None => {
+                    if let Some(due) = *next_repeat_at
+                        && now >= due
+                    {
+                        *repeats += 1;
+                        *sent |= !quiet;
+                        actions.push(EpisodeAction::Fire {
+                            episode_start: *start,
+                            repeat: *repeats,
+                            send: !quiet,
+                        });
+                        // Keep the cadence when a tick is a little late; after a long gap
+                        // (e.g. downtime), repeat once and start over from now.
+                        *next_repeat_at = rule.repeat_interval.map(|i| {
+                            let next = add(due, i);
+                            if next > now { next } else { add(now, i) }
+                        });
+                    }
+                }
+            },
+        }
+        actions
+    }
+}
+
+/// `t + d`, saturating far in the future instead of overflowing.
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// An episode action together with the rule it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleAction {
+    /// The rule's name.
+    pub rule: String,
+    /// What happened.
+    pub action: EpisodeAction,
+}
+
+/// All episodes of one agent, one per rule (keyed by rule name): what an agent actor holds.
+/// Serializable like [`Episode`], for the episode log.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AgentEpisodes {
+    episodes: BTreeMap<String, Episode>,
+}
+
+impl AgentEpisodes {
+    /// No episodes.
+    pub fn new() -> AgentEpisodes {
+        AgentEpisodes::default()
+    }
+
+    /// After any change of the agent's state: evaluates every rule of `rules` against `agent`
+    /// and feeds each episode ([`Episode::on_match_change`]). Episodes of rules that are no
+    /// longer in `rules` are dropped without actions, and so are episodes back in Normal.
+    pub fn on_agent_change(
+        &mut self,
+        rules: &RuleSet,
+        now: DateTime<Utc>,
+        agent: &AgentView,
+    ) -> Vec<RuleAction> {
+        let mut out = Vec::new();
+        for rule in rules.rules() {
+            let matched = rule.evaluate(agent);
+            if matched.is_none() && !self.episodes.contains_key(&rule.name) {
+                continue;
+            }
+            let episode = self.episodes.entry(rule.name.clone()).or_default();
+            out.extend(
+                episode
+                    .on_match_change(rule, now, matched)
+                    .into_iter()
+                    .map(|action| RuleAction {
+                        rule: rule.name.clone(),
+                        action,
+                    }),
+            );
+        }
+        self.prune(rules);
+        out
+    }
+
+    /// At (or after) [`AgentEpisodes::next_deadline`]: ticks every episode
+    /// ([`Episode::on_tick`]).
+    pub fn on_tick(&mut self, rules: &RuleSet, now: DateTime<Utc>) -> Vec<RuleAction> {
+        let mut out = Vec::new();
+        for rule in rules.rules() {
+            if let Some(episode) = self.episodes.get_mut(&rule.name) {
+                out.extend(
+                    episode
+                        .on_tick(rule, now)
+                        .into_iter()
+                        .map(|action| RuleAction {
+                            rule: rule.name.clone(),
+                            action,
+                        }),
+                );
+            }
+        }
+        self.prune(rules);
+        out
+    }
+
+    /// The earliest deadline of all episodes (UTC), if any.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        self.episodes
+            .values()
+            .filter_map(Episode::next_deadline)
+            .min()
+    }
+
+    /// The episode of one rule, if there is one.
+    pub fn get(&self, rule: &str) -> Option<&Episode> {
+        self.episodes.get(rule)
+    }
+
+    /// Every episode, by rule name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Episode)> {
+        self.episodes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    fn prune(&mut self, rules: &RuleSet) {
+        self.episodes.retain(|name, e| {
+            rules.get(name).is_some() && !matches!(e.phase(), EpisodePhase::Normal)
+        });
+    }
+}
