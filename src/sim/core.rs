@@ -282,7 +282,16 @@ impl Core {
             .requests
             .entry((method.to_ascii_uppercase(), path.to_string()))
             .or_default() += 1;
+        if path == "/oauth/token" && method.eq_ignore_ascii_case("POST") {
+            self.token_requests += 1;
+        }
         if let Some(reply) = self.faults.take(method, path) {
+            tracing::debug!(
+                method,
+                path,
+                status = reply.status,
+                "simulator: injected fault"
+            );
             return Some(reply);
         }
         if path.starts_with("/api/") && !self.token_is_valid(bearer) {
@@ -315,11 +324,6 @@ impl Core {
         self.tokens
             .insert(token.clone(), Instant::now() + self.cfg.token_lifetime);
         token
-    }
-
-    /// Counts one `POST /oauth/token`.
-    pub fn count_token_request(&mut self) {
-        self.token_requests += 1;
     }
 
     /// Every issued token answers 401 from now on.
@@ -441,6 +445,7 @@ impl Core {
         let previous = self.channels[i].socket.replace(socket_id);
         self.channels[i].connects += 1;
         if let Some(old) = previous {
+            tracing::debug!(channel_id, "simulator: second socket replaces the first");
             self.close_socket(old, Outgoing::close("another socket connected"));
         }
         self.sockets.insert(

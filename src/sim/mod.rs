@@ -16,7 +16,9 @@
 //!   `HEAD /api/v2/notifications/channels/{id}`;
 //!   `GET|PUT|POST|DELETE /api/v2/notifications/channels/{id}/subscriptions`;
 //!   `GET /api/v2/users`; `GET /api/v2/users/{id}/routingstatus`;
-//!   `GET /api/v2/users/{id}/presences/purecloud`; `GET /api/v2/presence/definitions`;
+//!   `GET /api/v2/users/{id}/presences/purecloud`;
+//!   `GET /api/v2/users/presences/purecloud/bulk?id=a,b` (at most 50 ids);
+//!   `GET /api/v2/presence/definitions`;
 //!   `GET /api/v2/presencedefinitions`. Every `/api/` path needs a bearer token it issued.
 //! - `GET /channels/{id}`: the channel's WebSocket (no token needed: the URI is the capability).
 //!
@@ -107,6 +109,30 @@ impl Default for SimConfig {
     }
 }
 
+impl SimConfig {
+    /// Checks the values [`Simulator::start`] cannot honour.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.speed.is_finite() && self.speed > 0.0,
+            "simulator speed must be a positive number, not {}",
+            self.speed
+        );
+        anyhow::ensure!(
+            !self.heartbeat_interval.is_zero(),
+            "simulator heartbeat interval must not be zero"
+        );
+        anyhow::ensure!(
+            !self.token_lifetime.is_zero(),
+            "simulator token lifetime must not be zero"
+        );
+        anyhow::ensure!(
+            !self.client_id.is_empty(),
+            "simulator client id must not be empty"
+        );
+        Ok(())
+    }
+}
+
 /// The current state of one simulated user, as the simulator knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserSnapshot {
@@ -155,7 +181,11 @@ pub struct Simulator {
 
 impl Simulator {
     /// Binds `listen` (port 0 picks a free port) and starts serving.
+    ///
+    /// Refuses a configuration it cannot honour (speed not a positive number, zero heartbeat
+    /// interval or token lifetime, empty client id).
     pub async fn start(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<Simulator> {
+        cfg.validate()?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot bind the simulator to {listen}"))?;

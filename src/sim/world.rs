@@ -268,8 +268,10 @@ impl World {
     }
 
     /// How long agent `i` holds its starting state before the autopilot moves it (wall clock).
+    /// An idler's first IDLE stretch is always a long one, so a demo shows an idle alert early.
     pub fn first_hold(&mut self, i: usize) -> Duration {
         match self.agents[i].phase {
+            Phase::Idle if self.agents[i].idler => self.long_idle(),
             Phase::Idle => self.idle_hold(i),
             Phase::Interacting => self.scaled(30..300),
             _ => self.scaled(10..300),
@@ -284,11 +286,16 @@ impl World {
 
     fn idle_hold(&mut self, i: usize) -> Duration {
         if self.agents[i].idler && self.rng.random_bool(0.6) {
-            // Deliberately not compressed: long enough for a 2-minute idle alert at any speed.
-            Duration::from_secs(self.rng.random_range(150..330))
+            self.long_idle()
         } else {
             self.scaled(5..90)
         }
+    }
+
+    /// 150–330 s of wall clock, deliberately not compressed by `speed`: long enough for a
+    /// 2-minute idle alert at any speed.
+    fn long_idle(&mut self) -> Duration {
+        Duration::from_secs(self.rng.random_range(150..330))
     }
 
     /// Moves agent `i` one step along its shift; returns the changes and how long to hold the
@@ -332,9 +339,10 @@ impl World {
             let meal = !agent.had_meal && agent.breaks_taken >= 1;
             let shift_over = agent.had_meal && agent.breaks_taken >= 3;
             self.agents[i].interactions_since_break = 0;
-            changes.extend(self.set_routing(i, "OFF_QUEUE", now));
+            // The agent picks a presence; Genesys then takes them off queue.
             if shift_over {
                 changes.extend(self.set_presence(i, OFFLINE_ID, now));
+                changes.extend(self.set_routing(i, "OFF_QUEUE", now));
                 let agent = &mut self.agents[i];
                 agent.phase = Phase::Offline;
                 agent.breaks_taken = 0;
@@ -343,12 +351,14 @@ impl World {
             }
             if meal {
                 changes.extend(self.set_presence(i, LUNCH_ID, now));
+                changes.extend(self.set_routing(i, "OFF_QUEUE", now));
                 self.agents[i].phase = Phase::Meal;
                 self.agents[i].had_meal = true;
                 return self.scaled(1800..2700);
             }
             let break_id = resolve_presence("BREAK").map_or(ON_QUEUE_ID, |d| d.id);
             changes.extend(self.set_presence(i, break_id, now));
+            changes.extend(self.set_routing(i, "OFF_QUEUE", now));
             self.agents[i].phase = Phase::Break;
             self.agents[i].breaks_taken += 1;
             return self.scaled(600..900);

@@ -1089,3 +1089,67 @@ async fn autopilot_moves_agents_through_their_shift() {
     assert_eq!(names[1], "Pat & Sam <QA>");
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn bulk_presences_answer_known_users() {
+    let h = start(quiet()).await;
+    let ids = h.sim.agent_ids().await.unwrap();
+    let bulk = h
+        .get_json(&format!(
+            "/api/v2/users/presences/purecloud/bulk?id={},{},unknown",
+            ids[0], ids[2]
+        ))
+        .await;
+    let users: Vec<&str> = bulk
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, [ids[0].as_str(), ids[2].as_str()]);
+    let too_many: Vec<String> = (0..51).map(|i| format!("u{i}")).collect();
+    let response = h
+        .get(&format!(
+            "/api/v2/users/presences/purecloud/bulk?id={}",
+            too_many.join(",")
+        ))
+        .await;
+    assert_eq!(response.status(), 400);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_21st_channel_evicts_an_unconnected_one() {
+    let h = start(quiet()).await;
+    let (connected, _ws) = h.channel_with(&[]).await;
+    let mut created = Vec::new();
+    for _ in 0..20 {
+        created.push(h.create_channel().await.id);
+    }
+    let channels = h.sim.channels().await.unwrap();
+    assert_eq!(channels.len(), agent_monitor::sim::MAX_CHANNELS);
+    assert_eq!(h.head_channel(&connected.id).await, 200);
+    assert_eq!(h.head_channel(&created[0]).await, 404);
+    assert_eq!(h.head_channel(&created[19]).await, 200);
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_configurations_are_refused() {
+    for cfg in [
+        SimConfig {
+            speed: 0.0,
+            ..quiet()
+        },
+        SimConfig {
+            speed: f64::NAN,
+            ..quiet()
+        },
+        SimConfig {
+            heartbeat_interval: Duration::ZERO,
+            ..quiet()
+        },
+    ] {
+        assert!(Simulator::start(loopback(), cfg).await.is_err());
+    }
+}
