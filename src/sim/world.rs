@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::domain::normalize_system_presence;
+use crate::domain::{normalize_system_presence, truncate_to_millis};
 
 /// System presence definition ids. Available, On Queue and Offline are the fixed ids quoted in
 /// the protocol reference (§5); the others are invented but stable.
@@ -214,6 +214,7 @@ impl World {
     }
 
     fn push_agent(&mut self, name: String, now: DateTime<Utc>) -> usize {
+        let now = truncate_to_millis(now);
         let id = guid(&mut self.rng);
         let idler = self.agents.len() % 5 == 2;
         self.agents.push(Agent {
@@ -247,7 +248,8 @@ impl World {
     }
 
     fn randomize_start(&mut self, i: usize, now: DateTime<Utc>) {
-        let since = now - chrono::Duration::milliseconds(self.rng.random_range(0..10_000));
+        let since = truncate_to_millis(now)
+            - chrono::Duration::milliseconds(self.rng.random_range(0..10_000));
         let roll: f64 = self.rng.random();
         let agent = &mut self.agents[i];
         agent.presence_modified = since;
@@ -374,7 +376,8 @@ impl World {
         self.scaled(60..480)
     }
 
-    /// Sets the presence of agent `i` to definition `definition_id`, as of `at`.
+    /// Sets the presence of agent `i` to definition `definition_id`, as of `at` (truncated to
+    /// milliseconds, the precision served).
     pub fn set_presence(
         &mut self,
         i: usize,
@@ -382,6 +385,7 @@ impl World {
         at: DateTime<Utc>,
     ) -> Option<Change> {
         let def = presence_def_by_id(definition_id)?;
+        let at = truncate_to_millis(at);
         let agent = &mut self.agents[i];
         agent.presence_id = def.id.into();
         agent.presence_system = def.system.into();
@@ -394,8 +398,9 @@ impl World {
         })
     }
 
-    /// Sets the routing status of agent `i`, as of `at`.
+    /// Sets the routing status of agent `i`, as of `at` (truncated to milliseconds).
     pub fn set_routing(&mut self, i: usize, status: &str, at: DateTime<Utc>) -> Option<Change> {
+        let at = truncate_to_millis(at);
         let agent = &mut self.agents[i];
         agent.routing = status.into();
         agent.routing_start = at;

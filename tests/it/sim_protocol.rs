@@ -784,6 +784,13 @@ async fn events_reach_only_subscribed_users_and_topics() {
         event["eventBody"]["routingStatus"]["status"],
         "NOT_RESPONDING"
     );
+    let start = event["eventBody"]["routingStatus"]["startTime"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        agent_monitor::domain::parse_timestamp(start).unwrap(),
+        h.sim.user(&ids[0]).await.unwrap().unwrap().routing_start
+    );
 
     h.sim.set_presence(&ids[1], "BREAK").await.unwrap();
     h.sim.set_presence(&ids[2], LUNCH_ID).await.unwrap();
