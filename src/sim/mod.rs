@@ -27,6 +27,8 @@
 //! - Timestamps are always wall-clock now (or the explicit instant a test gives); `speed` only
 //!   compresses how long the autopilot holds each state.
 
+#![warn(missing_docs)]
+
 mod core;
 mod faults;
 mod http;
@@ -138,6 +140,7 @@ impl SimConfig {
 pub struct UserSnapshot {
     /// Lowercase GUID-like id.
     pub id: String,
+    /// Display name (`Agent 0001`).
     pub name: String,
     /// Presence definition id (a system one, or an org one such as [`LUNCH_ID`]).
     pub presence_definition_id: String,
