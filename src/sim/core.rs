@@ -157,7 +157,7 @@ pub struct Core {
     requests: HashMap<(String, String), u64>,
     pub faults: Faults,
     pub duplicate: bool,
-    pub silent: bool,
+    silent: bool,
     /// Frames dropped because a socket queue was full.
     pub dropped_frames: u64,
     autopilot: bool,
@@ -448,6 +448,9 @@ impl Core {
             tracing::debug!(channel_id, "simulator: second socket replaces the first");
             self.close_socket(old, Outgoing::close("another socket connected"));
         }
+        if self.silent {
+            let _ = tx.try_send(Outgoing::Pause(true));
+        }
         self.sockets.insert(
             socket_id,
             SocketState {
@@ -512,6 +515,18 @@ impl Core {
         }
         for id in self.socket_ids() {
             self.send(id, frame.to_string());
+        }
+    }
+
+    /// While silent, nothing is written to any socket and no socket reads its client's frames
+    /// (so no pong of any kind goes out); events are lost.
+    pub fn set_silent(&mut self, on: bool) {
+        if self.silent == on {
+            return;
+        }
+        self.silent = on;
+        for socket in self.sockets.values() {
+            let _ = socket.tx.try_send(Outgoing::Pause(on));
         }
     }
 

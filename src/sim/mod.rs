@@ -479,9 +479,11 @@ impl Simulator {
     }
 
     /// While on, nothing is sent on any socket (no heartbeats, pongs or events; events are
-    /// lost) but sockets stay open.
+    /// lost) but sockets stay open. The sockets also stop reading, so not even the automatic
+    /// answer to an RFC 6455 ping goes out: the connection looks black-holed. Frames the client
+    /// sent meanwhile are read when silence ends.
     pub async fn set_silent(&self, on: bool) -> anyhow::Result<()> {
-        self.core.call(move |c| c.silent = on).await
+        self.core.call(move |c| c.set_silent(on)).await
     }
 
     /// Deletes a channel: `HEAD` answers 404 and its socket is closed. `false` if unknown.

@@ -29,6 +29,10 @@ pub enum Outgoing {
     Close(CloseCode, String),
     /// End without a close frame: the TCP connection is simply dropped (the client sees 1006).
     Drop,
+    /// Stop (`true`) or resume (`false`) reading the client's frames. While paused nothing is
+    /// read, so not even the automatic answer to an RFC 6455 ping goes out: the connection
+    /// looks black-holed.
+    Pause(bool),
 }
 
 impl Outgoing {
@@ -53,9 +57,11 @@ pub async fn serve(socket: WebSocketStream, channel_id: String, core: CoreHandle
             .await;
         return;
     };
+    let mut paused = false;
     loop {
         tokio::select! {
             out = rx.recv() => match out {
+                Some(Outgoing::Pause(on)) => paused = on,
                 Some(Outgoing::Text(text)) => {
                     if sink.send(Message::Text(text)).await.is_err() {
                         break;
@@ -72,11 +78,16 @@ pub async fn serve(socket: WebSocketStream, channel_id: String, core: CoreHandle
                 }
                 Some(Outgoing::Drop) | None => break,
             },
-            incoming = stream.next() => match incoming {
+            incoming = stream.next(), if !paused => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     core.cast(move |c| c.socket_text(socket_id, &text)).await;
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) => {
+                    // Flushes the close reply tungstenite queued for the client.
+                    let _ = sink.close().await;
+                    break;
+                }
+                Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
         }
