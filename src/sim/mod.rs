@@ -327,8 +327,17 @@ impl Simulator {
     // -----------------------------------------------------------------------------------------
 
     /// Sets a routing status (`IDLE`, `INTERACTING`, … any spelling) as of now and notifies.
+    /// Changes in quick succession get strictly increasing `startTime`s (1 ms apart at least).
     pub async fn set_routing_status(&self, user: &str, status: &str) -> anyhow::Result<()> {
-        self.set_routing_status_at(user, status, Utc::now()).await
+        let (user, status) = (user.to_string(), normalize_routing_status(status));
+        self.core
+            .call(move |c| {
+                let i = c.world.index_of(&user).context("unknown user")?;
+                let change = c.world.set_routing_now(i, &status, Utc::now());
+                c.emit_all(change.into_iter().collect());
+                Ok(())
+            })
+            .await?
     }
 
     /// Sets a routing status with an explicit (possibly past) `startTime` and notifies.
@@ -351,9 +360,20 @@ impl Simulator {
 
     /// Sets a presence as of now and notifies. `presence` is a presence definition id (e.g.
     /// [`LUNCH_ID`]) or a system presence in any spelling (`ON_QUEUE`, `On Queue`, `Break`),
-    /// which selects its System definition.
+    /// which selects its System definition. Changes in quick succession get strictly
+    /// increasing `modifiedDate`s.
     pub async fn set_presence(&self, user: &str, presence: &str) -> anyhow::Result<()> {
-        self.set_presence_at(user, presence, Utc::now()).await
+        let def =
+            resolve_presence(presence).with_context(|| format!("unknown presence {presence:?}"))?;
+        let user = user.to_string();
+        self.core
+            .call(move |c| {
+                let i = c.world.index_of(&user).context("unknown user")?;
+                let change = c.world.set_presence_now(i, def.id, Utc::now());
+                c.emit_all(change.into_iter().collect());
+                Ok(())
+            })
+            .await?
     }
 
     /// Like [`Simulator::set_presence`] with an explicit (possibly past) `modifiedDate`.

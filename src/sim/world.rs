@@ -307,25 +307,25 @@ impl World {
         let phase = self.agents[i].phase;
         let hold = match phase {
             Phase::Offline => {
-                changes.extend(self.set_presence(i, AVAILABLE_ID, now));
+                changes.extend(self.set_presence_now(i, AVAILABLE_ID, now));
                 self.agents[i].phase = Phase::LoggingIn;
                 self.scaled(5..30)
             }
             Phase::LoggingIn | Phase::Break | Phase::Meal => {
-                changes.extend(self.set_presence(i, ON_QUEUE_ID, now));
-                changes.extend(self.set_routing(i, "IDLE", now));
+                changes.extend(self.set_presence_now(i, ON_QUEUE_ID, now));
+                changes.extend(self.set_routing_now(i, "IDLE", now));
                 self.agents[i].phase = Phase::Idle;
                 self.idle_hold(i)
             }
             Phase::Interacting => {
                 changes.extend(self.set_conversations(i, 0));
-                changes.extend(self.set_routing(i, "IDLE", now));
+                changes.extend(self.set_routing_now(i, "IDLE", now));
                 self.agents[i].phase = Phase::Idle;
                 self.agents[i].interactions_since_break += 1;
                 self.idle_hold(i)
             }
             Phase::NotResponding => {
-                changes.extend(self.set_routing(i, "IDLE", now));
+                changes.extend(self.set_routing_now(i, "IDLE", now));
                 self.agents[i].phase = Phase::Idle;
                 self.idle_hold(i)
             }
@@ -343,8 +343,8 @@ impl World {
             self.agents[i].interactions_since_break = 0;
             // The agent picks a presence; Genesys then takes them off queue.
             if shift_over {
-                changes.extend(self.set_presence(i, OFFLINE_ID, now));
-                changes.extend(self.set_routing(i, "OFF_QUEUE", now));
+                changes.extend(self.set_presence_now(i, OFFLINE_ID, now));
+                changes.extend(self.set_routing_now(i, "OFF_QUEUE", now));
                 let agent = &mut self.agents[i];
                 agent.phase = Phase::Offline;
                 agent.breaks_taken = 0;
@@ -352,28 +352,53 @@ impl World {
                 return self.scaled(600..1800);
             }
             if meal {
-                changes.extend(self.set_presence(i, LUNCH_ID, now));
-                changes.extend(self.set_routing(i, "OFF_QUEUE", now));
+                changes.extend(self.set_presence_now(i, LUNCH_ID, now));
+                changes.extend(self.set_routing_now(i, "OFF_QUEUE", now));
                 self.agents[i].phase = Phase::Meal;
                 self.agents[i].had_meal = true;
                 return self.scaled(1800..2700);
             }
             let break_id = resolve_presence("BREAK").map_or(ON_QUEUE_ID, |d| d.id);
-            changes.extend(self.set_presence(i, break_id, now));
-            changes.extend(self.set_routing(i, "OFF_QUEUE", now));
+            changes.extend(self.set_presence_now(i, break_id, now));
+            changes.extend(self.set_routing_now(i, "OFF_QUEUE", now));
             self.agents[i].phase = Phase::Break;
             self.agents[i].breaks_taken += 1;
             return self.scaled(600..900);
         }
         if self.rng.random_bool(0.06) {
-            changes.extend(self.set_routing(i, "NOT_RESPONDING", now));
+            changes.extend(self.set_routing_now(i, "NOT_RESPONDING", now));
             self.agents[i].phase = Phase::NotResponding;
             return self.scaled(10..60);
         }
-        changes.extend(self.set_routing(i, "INTERACTING", now));
+        changes.extend(self.set_routing_now(i, "INTERACTING", now));
         changes.extend(self.set_conversations(i, 1));
         self.agents[i].phase = Phase::Interacting;
         self.scaled(60..480)
+    }
+
+    /// Sets the presence as of `now`, or 1 ms after the current presence's `modifiedDate` if
+    /// that is not earlier: two changes in the same millisecond must not share a timestamp,
+    /// since clients deduplicate on (user, dimension, timestamp).
+    pub fn set_presence_now(
+        &mut self,
+        i: usize,
+        definition_id: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Change> {
+        let at = after(self.agents[i].presence_modified, now);
+        self.set_presence(i, definition_id, at)
+    }
+
+    /// Sets the routing status as of `now`, or 1 ms after the current `startTime` (see
+    /// [`World::set_presence_now`]).
+    pub fn set_routing_now(
+        &mut self,
+        i: usize,
+        status: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Change> {
+        let at = after(self.agents[i].routing_start, now);
+        self.set_routing(i, status, at)
     }
 
     /// Sets the presence of agent `i` to definition `definition_id`, as of `at` (truncated to
@@ -419,6 +444,16 @@ impl World {
             user: agent.id.clone(),
             active,
         })
+    }
+}
+
+/// `now` (to the millisecond), or 1 ms after `previous` if `now` is not later.
+fn after(previous: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let now = truncate_to_millis(now);
+    if now > previous {
+        now
+    } else {
+        previous + chrono::Duration::milliseconds(1)
     }
 }
 

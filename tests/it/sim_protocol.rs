@@ -1179,3 +1179,30 @@ async fn invalid_configurations_are_refused() {
         assert!(Simulator::start(loopback(), cfg).await.is_err());
     }
 }
+
+#[tokio::test]
+async fn quick_changes_get_strictly_increasing_timestamps() {
+    let h = start(quiet()).await;
+    let user = h.sim.agent_ids().await.unwrap()[0].clone();
+    let (_channel, mut ws) = h.channel_with(&[user_topic(&user)]).await;
+    for status in ["INTERACTING", "IDLE", "INTERACTING", "OFF_QUEUE"] {
+        h.sim.set_routing_status(&user, status).await.unwrap();
+    }
+    for presence in ["BREAK", "ON_QUEUE", "MEAL"] {
+        h.sim.set_presence(&user, presence).await.unwrap();
+    }
+    let mut routing = Vec::new();
+    let mut presence = Vec::new();
+    while routing.len() < 4 || presence.len() < 3 {
+        let event = ws.next_event().await;
+        let body = &event["eventBody"];
+        if let Some(start) = body["routingStatus"]["startTime"].as_str() {
+            routing.push(agent_monitor::domain::parse_timestamp(start).unwrap());
+        } else if let Some(modified) = body["modifiedDate"].as_str() {
+            presence.push(agent_monitor::domain::parse_timestamp(modified).unwrap());
+        }
+    }
+    assert!(routing.windows(2).all(|w| w[0] < w[1]), "{routing:?}");
+    assert!(presence.windows(2).all(|w| w[0] < w[1]), "{presence:?}");
+    h.sim.shutdown().await;
+}
