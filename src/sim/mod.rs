@@ -62,9 +62,10 @@ pub struct SimConfig {
     /// [`ESCAPE_TEST_NAME`] (`Pat & Sam <QA>`).
     pub agents: usize,
     /// Autopilot time compression: a simulated holding time of `t` lasts `t / speed` of wall
-    /// clock (default 1.0). Timestamps are always real wall-clock instants. Some "idler" agents
-    /// (every fifth, starting with the third) hold IDLE for 150–330 s of wall clock regardless
-    /// of speed, so a 2-minute idle alert fires within the first minutes of a demo.
+    /// clock (default 1.0). Timestamps are always real wall-clock instants. "Idler" agents
+    /// (every fifth, starting with the second, [`ESCAPE_TEST_NAME`]) start IDLE and hold it for
+    /// 150–330 s of wall clock whatever the speed, and often do so again later, so a 2-minute
+    /// idle alert fires within the first minutes of a demo (and shows the escaping name).
     pub speed: f64,
     /// Interval between `{"topicName":"channel.metadata","eventBody":{"message":"WebSocket Heartbeat"}}`
     /// frames on every socket (default 30 s).

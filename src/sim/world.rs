@@ -216,7 +216,7 @@ impl World {
     fn push_agent(&mut self, name: String, now: DateTime<Utc>) -> usize {
         let now = truncate_to_millis(now);
         let id = guid(&mut self.rng);
-        let idler = self.agents.len() % 5 == 2;
+        let idler = self.agents.len() % 5 == 1;
         self.agents.push(Agent {
             id,
             name,
@@ -493,6 +493,22 @@ mod tests {
         }
         assert_eq!(a.agents[0].name, "Agent 0001");
         assert_eq!(a.agents[1].name, ESCAPE_TEST_NAME);
+    }
+
+    #[test]
+    fn idlers_start_with_a_long_idle_stretch_whatever_the_speed() {
+        let now = Utc::now();
+        let mut world = World::new(10, StdRng::seed_from_u64(3), 10.0, true, now);
+        for i in 0..10 {
+            let hold = world.first_hold(i);
+            if i % 5 == 1 {
+                assert_eq!(world.agents[i].routing, "IDLE");
+                assert!(hold >= Duration::from_secs(150), "agent {i}: {hold:?}");
+            } else {
+                assert!(hold <= Duration::from_secs(30), "agent {i}: {hold:?}");
+            }
+        }
+        assert_eq!(world.agents[1].name, ESCAPE_TEST_NAME);
     }
 
     #[test]
