@@ -35,7 +35,7 @@ mod http;
 mod world;
 mod ws;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -193,7 +193,7 @@ impl Simulator {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot bind the simulator to {listen}"))?;
-        let addr = listener.local_addr()?;
+        let addr = reachable(listener.local_addr()?);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let client_id = cfg.client_id.clone();
         let client_secret = cfg.client_secret.clone();
@@ -224,12 +224,13 @@ impl Simulator {
     }
 
     /// `http://127.0.0.1:PORT`: the login host and the API host (append `/oauth/token`,
-    /// `/api/v2/...`). `connectUri`s point to `ws://127.0.0.1:PORT/channels/<id>`.
+    /// `/api/v2/...`). `connectUri`s point to `ws://127.0.0.1:PORT/channels/<id>`. When bound to
+    /// an unspecified address (`0.0.0.0`, `::`), the URLs use the loopback address instead.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// The bound address.
+    /// The bound address (loopback in place of an unspecified one), as used in the URLs.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
@@ -550,5 +551,14 @@ impl Simulator {
     /// Every token issued so far answers 401 from now on (new ones can be requested).
     pub async fn revoke_tokens(&self) -> anyhow::Result<()> {
         self.core.call(|c| c.revoke_tokens()).await
+    }
+}
+
+/// The address clients can reach: loopback in place of an unspecified bind address.
+fn reachable(bound: SocketAddr) -> SocketAddr {
+    match bound.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, bound.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, bound.port()).into(),
+        _ => bound,
     }
 }

@@ -1206,3 +1206,29 @@ async fn quick_changes_get_strictly_increasing_timestamps() {
     assert!(presence.windows(2).all(|w| w[0] < w[1]), "{presence:?}");
     h.sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_unspecified_bind_address_is_advertised_as_loopback() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let sim = Simulator::start("0.0.0.0:0".parse().unwrap(), quiet())
+        .await
+        .unwrap();
+    assert!(
+        sim.base_url().starts_with("http://127.0.0.1:"),
+        "{}",
+        sim.base_url()
+    );
+    let http = reqwest::Client::new();
+    let token = request_token(&sim, &http).await;
+    let channel: Channel = http
+        .post(format!("{}/api/v2/notifications/channels", sim.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(channel.connect_uri.starts_with("ws://127.0.0.1:"));
+    sim.shutdown().await;
+}
