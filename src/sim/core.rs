@@ -208,8 +208,12 @@ impl Core {
 
     fn schedule(&mut self, after: Duration, timer: Timer) {
         self.timer_seq += 1;
-        self.timers
-            .push(Reverse((Instant::now() + after, self.timer_seq, timer)));
+        let now = Instant::now();
+        // A duration too large to add means "never" in practice: a century.
+        let at = now
+            .checked_add(after)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        self.timers.push(Reverse((at, self.timer_seq, timer)));
     }
 
     fn fire_due_timers(&mut self) {
@@ -320,9 +324,13 @@ impl Core {
 
     /// Issues a bearer token valid for `token_lifetime`.
     pub fn issue_token(&mut self) -> String {
+        let now = Instant::now();
+        self.tokens.retain(|_, expiry| *expiry > now);
         let token = Alphanumeric.sample_string(&mut self.id_rng, 64);
-        self.tokens
-            .insert(token.clone(), Instant::now() + self.cfg.token_lifetime);
+        let expiry = now
+            .checked_add(self.cfg.token_lifetime)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        self.tokens.insert(token.clone(), expiry);
         token
     }
 
