@@ -548,6 +548,20 @@ impl Simulator {
         self.core.call(|c| c.faults.clear()).await
     }
 
+    /// Switches [`SimConfig::presence_definitions_404`] at run time.
+    pub async fn set_presence_definitions_404(&self, on: bool) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.cfg.presence_definitions_404 = on)
+            .await
+    }
+
+    /// Changes [`SimConfig::omit_expand_every`] at run time (0: every user fully expanded).
+    pub async fn set_omit_expand_every(&self, every: usize) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.cfg.omit_expand_every = every)
+            .await
+    }
+
     /// Every token issued so far answers 401 from now on (new ones can be requested).
     pub async fn revoke_tokens(&self) -> anyhow::Result<()> {
         self.core.call(|c| c.revoke_tokens()).await

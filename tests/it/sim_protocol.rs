@@ -547,6 +547,18 @@ async fn best_effort_expand_omits_some_users() {
         .map(|(i, _)| i)
         .collect();
     assert_eq!(missing, vec![2, 5]);
+    h.sim.set_omit_expand_every(0).await.unwrap();
+    let full: UserEntityListing = h
+        .get("/api/v2/users?expand=presence,routingStatus&pageSize=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        full.entities
+            .iter()
+            .all(|u| u.presence.is_some() && u.routing_status.is_some())
+    );
     for i in missing {
         let id = &page.entities[i].id;
         let routing = h
@@ -613,6 +625,8 @@ async fn presence_definitions_list_system_and_org_presences_and_can_404() {
     .await;
     assert_eq!(h.get("/api/v2/presence/definitions").await.status(), 404);
     assert_eq!(h.get("/api/v2/presencedefinitions").await.status(), 200);
+    h.sim.set_presence_definitions_404(false).await.unwrap();
+    assert_eq!(h.get("/api/v2/presence/definitions").await.status(), 200);
     h.sim.shutdown().await;
 }
 
