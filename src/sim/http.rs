@@ -88,14 +88,19 @@ async fn admission<E: Endpoint>(
                 .eq_ignore_ascii_case("bearer")
                 .then(|| value.trim().to_string())
         });
-    match core
+    let mut response = match core
         .call(move |c| c.admit(&method, &path, bearer.as_deref()))
         .await
     {
-        Ok(Some(reply)) => Ok(respond(reply)),
-        Ok(None) => ep.call(req).await.map(IntoResponse::into_response),
-        Err(_) => Ok(shut_down()),
+        Ok(Some(reply)) => respond(reply),
+        Ok(None) => ep.call(req).await.map(IntoResponse::into_response)?,
+        Err(_) => shut_down(),
+    };
+    // Genesys tags every response with a correlation id (quoted in support requests).
+    if let Ok(value) = super::world::guid(&mut rand::rng()).parse() {
+        response.headers_mut().insert("ININ-Correlation-Id", value);
     }
+    Ok(response)
 }
 
 /// Renders a [`Reply`].

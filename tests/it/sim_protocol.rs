@@ -343,7 +343,17 @@ async fn http_outputs_have_the_fixture_shapes() {
         .await;
     assert_same_shape("user_presence.json", &presence);
 
-    let date = h.get_json("/api/v2/date").await;
+    let date = h.get("/api/v2/date").await;
+    assert_eq!(
+        date.headers()
+            .get("inin-correlation-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .len(),
+        36
+    );
+    let date: Value = date.json().await.unwrap();
     assert_same_shape("date.json", &date);
 
     h.sim
