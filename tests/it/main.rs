@@ -2,7 +2,9 @@
 //! real part of it) over loopback.
 
 mod api;
+mod fixtures;
 mod helpers;
 mod openapi;
-// mod process;
-// mod service;
+mod process;
+mod service;
+mod sim_protocol;

@@ -21,18 +21,45 @@ fn run_with_env(env: &[(&str, &str)]) -> (i32, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn bad_configuration_exits_2_with_one_clear_line() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[], "GENESYS_REGION"),
-        (&[("GENESYS_REGION", "mars-1"), ("GENESYS_CLIENT_ID", "id"), ("GENESYS_CLIENT_SECRET", "topsecret")], "GENESYS_REGION"),
-        (&[("GENESYS_REGION", "mypurecloud.ie"), ("GENESYS_CLIENT_SECRET", "topsecret")], "GENESYS_CLIENT_ID"),
-        (&[("GENESYS_REGION", "mypurecloud.ie"), ("GENESYS_CLIENT_ID", "id")], "GENESYS_CLIENT_SECRET"),
         (
-            &[("GENESYS_REGION", "mypurecloud.ie"), ("GENESYS_CLIENT_ID", "id"), ("GENESYS_CLIENT_SECRET", "topsecret"), ("IDLE_THRESHOLD", "soon")],
+            &[
+                ("GENESYS_REGION", "mars-1"),
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET", "topsecret"),
+            ],
+            "GENESYS_REGION",
+        ),
+        (
+            &[
+                ("GENESYS_REGION", "mypurecloud.ie"),
+                ("GENESYS_CLIENT_SECRET", "topsecret"),
+            ],
+            "GENESYS_CLIENT_ID",
+        ),
+        (
+            &[
+                ("GENESYS_REGION", "mypurecloud.ie"),
+                ("GENESYS_CLIENT_ID", "id"),
+            ],
+            "GENESYS_CLIENT_SECRET",
+        ),
+        (
+            &[
+                ("GENESYS_REGION", "mypurecloud.ie"),
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET", "topsecret"),
+                ("IDLE_THRESHOLD", "soon"),
+            ],
             "IDLE_THRESHOLD",
         ),
         (
@@ -45,15 +72,29 @@ fn bad_configuration_exits_2_with_one_clear_line() {
             "SLACK_WEBHOOK_URL",
         ),
         (
-            &[("GENESYS_REGION", "mypurecloud.ie"), ("GENESYS_CLIENT_ID", "id"), ("GENESYS_CLIENT_SECRET", "topsecret"), ("DATABASE_URL", "mysql://u:topsecret@h/db")],
+            &[
+                ("GENESYS_REGION", "mypurecloud.ie"),
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET", "topsecret"),
+                ("DATABASE_URL", "mysql://u:topsecret@h/db"),
+            ],
             "DATABASE_URL",
         ),
         (
-            &[("GENESYS_REGION", "mypurecloud.ie"), ("GENESYS_CLIENT_ID", "id"), ("GENESYS_CLIENT_SECRET", "topsecret"), ("LISTEN_ADDR", "everywhere")],
+            &[
+                ("GENESYS_REGION", "mypurecloud.ie"),
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET", "topsecret"),
+                ("LISTEN_ADDR", "everywhere"),
+            ],
             "LISTEN_ADDR",
         ),
         (
-            &[("GENESYS_REGION", "mypurecloud.ie"), ("GENESYS_CLIENT_ID", "id"), ("GENESYS_CLIENT_SECRET_FILE", "/nonexistent/secret")],
+            &[
+                ("GENESYS_REGION", "mypurecloud.ie"),
+                ("GENESYS_CLIENT_ID", "id"),
+                ("GENESYS_CLIENT_SECRET_FILE", "/nonexistent/secret"),
+            ],
             "GENESYS_CLIENT_SECRET_FILE",
         ),
     ];
@@ -62,8 +103,14 @@ fn bad_configuration_exits_2_with_one_clear_line() {
         assert_eq!(code, 2, "{env:?}: {stderr}");
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "one line for {env:?}: {stderr}");
-        assert!(lines[0].contains(variable), "{variable} named in {stderr:?}");
-        assert!(!stderr.contains("topsecret"), "a secret was echoed: {stderr}");
+        assert!(
+            lines[0].contains(variable),
+            "{variable} named in {stderr:?}"
+        );
+        assert!(
+            !stderr.contains("topsecret"),
+            "a secret was echoed: {stderr}"
+        );
     }
 }
 
@@ -73,26 +120,44 @@ async fn rejected_credentials_exit_2_pointing_at_region_and_credentials() {
     let db = temp_db_path();
     let base = sim.base_url();
     let db_url = format!("sqlite://{}", db.display());
-    let env = vec![
-        ("GENESYS_API_URL", base.as_str()),
-        ("GENESYS_LOGIN_URL", base.as_str()),
-        ("GENESYS_CLIENT_ID", sim.client_id()),
-        ("GENESYS_CLIENT_SECRET", "wrong-secret-value"),
-        ("DATABASE_URL", db_url.as_str()),
-        ("LISTEN_ADDR", "127.0.0.1:0"),
+    let env: Vec<(String, String)> = vec![
+        ("GENESYS_API_URL".into(), base.clone()),
+        ("GENESYS_LOGIN_URL".into(), base.clone()),
+        ("GENESYS_CLIENT_ID".into(), sim.client_id().to_string()),
+        ("GENESYS_CLIENT_SECRET".into(), "wrong-secret-value".into()),
+        ("DATABASE_URL".into(), db_url),
+        ("LISTEN_ADDR".into(), "127.0.0.1:0".into()),
     ];
-    let (code, stderr) = tokio::task::spawn_blocking(move || run_with_env(&env)).await.unwrap();
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_with_env(&env)
+    })
+    .await
+    .unwrap();
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("invalid_client") || stderr.contains("credentials"), "{stderr}");
-    assert!(!stderr.contains("wrong-secret-value"), "secret echoed: {stderr}");
+    assert!(
+        stderr.contains("invalid_client") || stderr.contains("credentials"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-secret-value"),
+        "secret echoed: {stderr}"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -124,23 +189,33 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
         .unwrap();
     let http = reqwest::Client::new();
     let readyz = format!("http://127.0.0.1:{port}/readyz");
-    wait_for("the binary to be ready", Duration::from_secs(30), || async {
-        let r = http.get(&readyz).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
+    wait_for(
+        "the binary to be ready",
+        Duration::from_secs(30),
+        || async {
+            let r = http.get(&readyz).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
     .await;
     let statuses = ["INTERACTING", "IDLE", "NOT_RESPONDING", "OFF_QUEUE"];
     for i in 0..CHANGES {
-        sim.set_routing_status(&ids[i % AGENTS], statuses[i % statuses.len()]).await.unwrap();
+        sim.set_routing_status(&ids[i % AGENTS], statuses[i % statuses.len()])
+            .await
+            .unwrap();
         // Distinct Genesys timestamps for the same user.
         if i % AGENTS == AGENTS - 1 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    wait_for("every event routed to its agent", Duration::from_secs(30), || async {
-        let body: serde_json::Value = http.get(&readyz).send().await.ok()?.json().await.ok()?;
-        (body["connections"][0]["events"].as_u64() == Some(CHANGES as u64)).then_some(())
-    })
+    wait_for(
+        "every event routed to its agent",
+        Duration::from_secs(30),
+        || async {
+            let body: serde_json::Value = http.get(&readyz).send().await.ok()?.json().await.ok()?;
+            (body["connections"][0]["events"].as_u64() == Some(CHANGES as u64)).then_some(())
+        },
+    )
     .await;
 
     let stopped = Instant::now();
@@ -149,26 +224,50 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
         let status = child.wait().unwrap();
         let mut stderr = String::new();
         use std::io::Read;
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         (status, stderr)
     })
     .await
     .unwrap();
-    assert_eq!(status.0.code(), Some(0), "exit status; stderr: {}", status.1);
-    assert!(stopped.elapsed() < Duration::from_secs(10), "stopped within 10 s");
+    assert_eq!(
+        status.0.code(),
+        Some(0),
+        "exit status; stderr: {}",
+        status.1
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "stopped within 10 s"
+    );
 
-    let conn = Database::connect(format!("sqlite://{}", db.display())).await.unwrap();
+    let conn = Database::connect(format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
     let count = |sql: &'static str| {
         let conn = conn.clone();
         async move {
             let row = conn
-                .query_one_raw(Statement::from_string(conn.get_database_backend(), sql.to_string()))
+                .query_one_raw(Statement::from_string(
+                    conn.get_database_backend(),
+                    sql.to_string(),
+                ))
                 .await
                 .unwrap()
                 .unwrap();
             row.try_get_by_index::<i64>(0).unwrap()
         }
     };
-    assert_eq!(count("SELECT COUNT(*) FROM agent_status WHERE source = 'stream'").await, CHANGES as i64);
-    assert_eq!(count("SELECT COUNT(*) FROM agent_status WHERE source = 'bootstrap'").await, 2 * AGENTS as i64);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM agent_status WHERE source = 'stream'").await,
+        CHANGES as i64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM agent_status WHERE source = 'bootstrap'").await,
+        2 * AGENTS as i64
+    );
 }

@@ -70,15 +70,26 @@ pub async fn start_sim(agents: usize) -> Simulator {
         socket_closing_grace: Duration::from_secs(5),
         ..SimConfig::default()
     };
-    Simulator::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap()
+    Simulator::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .unwrap()
 }
 
 /// The configuration pointing the service at `sim` and `slack`.
-pub fn config_for(sim: &Simulator, slack: &SlackReceiver, db: &std::path::Path, opts: &Opts) -> Config {
+pub fn config_for(
+    sim: &Simulator,
+    slack: &SlackReceiver,
+    db: &std::path::Path,
+    opts: &Opts,
+) -> Config {
     let base = url::Url::parse(&sim.base_url()).unwrap();
     Config {
         genesys: GenesysConfig {
-            endpoints: GenesysEndpoints { api_base: base.clone(), login_base: base, region: None },
+            endpoints: GenesysEndpoints {
+                api_base: base.clone(),
+                login_base: base,
+                region: None,
+            },
             credentials: Credentials {
                 client_id: sim.client_id().to_string(),
                 client_secret: Secret::new(sim.client_secret()),
@@ -115,10 +126,19 @@ impl Harness {
     /// Starts the service on an already prepared simulator and waits until it is ready.
     pub async fn start_on(sim: Simulator, opts: Opts) -> Harness {
         let slack = SlackReceiver::start().await;
-        let app = App::start(config_for(&sim, &slack, &temp_db_path(), &opts)).await.unwrap();
+        let app = App::start(config_for(&sim, &slack, &temp_db_path(), &opts))
+            .await
+            .unwrap();
         let base = format!("http://{}", app.api_addr());
         let ids = sim.agent_ids().await.unwrap();
-        let h = Harness { sim, slack, app, base, http: reqwest::Client::new(), ids };
+        let h = Harness {
+            sim,
+            slack,
+            app,
+            base,
+            http: reqwest::Client::new(),
+            ids,
+        };
         h.wait_ready().await;
         h
     }
@@ -129,7 +149,12 @@ impl Harness {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         let body = resp.json().await.unwrap_or(Value::Null);
         (status, body)
@@ -145,30 +170,45 @@ impl Harness {
 
     /// History rows of one user and kind, newest first.
     pub async fn history(&self, user: &str, kind: &str) -> Vec<Value> {
-        let (status, body) =
-            self.get(&format!("/api/v1/agent-status/history?user_id={user}&kind={kind}&limit=100")).await;
+        let (status, body) = self
+            .get(&format!(
+                "/api/v1/agent-status/history?user_id={user}&kind={kind}&limit=100"
+            ))
+            .await;
         assert_eq!(status, 200, "{body}");
         body["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// Waits until the newest `kind` row of `user` has `state`.
     pub async fn wait_state(&self, user: &str, kind: &str, state: &str) -> Value {
-        wait_for(&format!("{user} {kind} {state} in history"), DEADLINE, || async {
-            let rows = self.history(user, kind).await;
-            rows.into_iter().find(|r| r["state"] == state)
-        })
+        wait_for(
+            &format!("{user} {kind} {state} in history"),
+            DEADLINE,
+            || async {
+                let rows = self.history(user, kind).await;
+                rows.into_iter().find(|r| r["state"] == state)
+            },
+        )
         .await
     }
 
     /// Slack requests that mention `user`.
     pub fn alerts_for(&self, user: &str) -> Vec<Value> {
-        self.slack.received().into_iter().map(|r| r.body).filter(|b| b.to_string().contains(user)).collect()
+        self.slack
+            .received()
+            .into_iter()
+            .map(|r| r.body)
+            .filter(|b| b.to_string().contains(user))
+            .collect()
     }
 
     pub async fn sql_count(&self, sql: &str) -> i64 {
         let db = self.app.db();
         let row = db
-            .query_one_raw(Statement::from_string(db.get_database_backend(), sql.to_string()))
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                sql.to_string(),
+            ))
             .await
             .unwrap()
             .unwrap();
@@ -183,17 +223,26 @@ impl Harness {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transitions_reach_rows_and_the_history_api() {
-    let h = Harness::start(Opts { agents: 2, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 2,
+        ..Opts::default()
+    })
+    .await;
     let user = h.ids[0].clone();
     // The snapshot taken after subscribing is stored with source = bootstrap.
     h.wait_state(&user, "routing", "IDLE").await;
     h.wait_state(&user, "presence", "ON_QUEUE").await;
     let bootstrap = h
-        .sql_count(&format!("SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}' AND source = 'bootstrap'"))
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}' AND source = 'bootstrap'"
+        ))
         .await;
     assert_eq!(bootstrap, 2);
 
-    h.sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
     let row = h.wait_state(&user, "routing", "INTERACTING").await;
     let truth = h.sim.user(&user).await.unwrap().unwrap();
     assert_eq!(row["previous_state"], "IDLE");
@@ -201,23 +250,36 @@ async fn transitions_reach_rows_and_the_history_api() {
     assert_eq!(row["kind"], "routing");
     assert_eq!(
         row["event_timestamp"],
-        truth.routing_start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        truth
+            .routing_start
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "Genesys's own timestamp is stored"
     );
     let stream = h
-        .sql_count(&format!("SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}' AND source = 'stream'"))
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}' AND source = 'stream'"
+        ))
         .await;
     assert_eq!(stream, 1);
 
     // An org presence is stored with its label.
-    h.sim.set_presence(&user, agent_monitor::sim::LUNCH_ID).await.unwrap();
+    h.sim
+        .set_presence(&user, agent_monitor::sim::LUNCH_ID)
+        .await
+        .unwrap();
     let lunch = h.wait_state(&user, "presence", "MEAL").await;
     assert_eq!(lunch["org_presence"], "Lunch");
     assert_eq!(lunch["previous_state"], "ON_QUEUE");
 
     let (status, agents) = h.get("/api/v1/agents").await;
     assert_eq!(status, 200);
-    let me = agents.as_array().unwrap().iter().find(|a| a["user_id"] == user.as_str()).cloned().unwrap();
+    let me = agents["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["user_id"] == user.as_str())
+        .cloned()
+        .unwrap();
     assert_eq!(me["routing_status"], "INTERACTING");
     h.app.shutdown().await;
 }
@@ -230,7 +292,15 @@ async fn idle_alert_reaches_slack_with_blocks_and_not_before_the_threshold() {
         sim.set_routing_status(id, "INTERACTING").await.unwrap();
     }
     let threshold = Duration::from_secs(2);
-    let h = Harness::start_on(sim, Opts { agents: 2, idle_threshold: threshold, ..Opts::default() }).await;
+    let h = Harness::start_on(
+        sim,
+        Opts {
+            agents: 2,
+            idle_threshold: threshold,
+            ..Opts::default()
+        },
+    )
+    .await;
     let (stays_idle, resumes) = (h.ids[0].clone(), h.ids[1].clone());
     h.wait_state(&stays_idle, "routing", "INTERACTING").await;
 
@@ -238,31 +308,53 @@ async fn idle_alert_reaches_slack_with_blocks_and_not_before_the_threshold() {
     h.sim.set_routing_status(&stays_idle, "IDLE").await.unwrap();
     h.sim.set_routing_status(&resumes, "IDLE").await.unwrap();
     h.wait_state(&resumes, "routing", "IDLE").await;
-    h.sim.set_routing_status(&resumes, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&resumes, "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&resumes, "routing", "INTERACTING").await;
 
-    let alert = wait_for("idle alert in Slack", DEADLINE, || async { h.alerts_for(&stays_idle).pop() }).await;
-    assert!(went_idle.elapsed() >= threshold - Duration::from_millis(150), "alerted before the threshold");
-    assert!(alert["text"].as_str().unwrap().len() > 10, "a useful fallback text: {alert}");
+    let alert = wait_for("idle alert in Slack", DEADLINE, || async {
+        h.alerts_for(&stays_idle).pop()
+    })
+    .await;
+    assert!(
+        went_idle.elapsed() >= threshold - Duration::from_millis(150),
+        "alerted before the threshold"
+    );
+    assert!(
+        alert["text"].as_str().unwrap().len() > 10,
+        "a useful fallback text: {alert}"
+    );
     let blocks = alert["blocks"].as_array().expect("Block Kit blocks");
     assert_eq!(blocks[0]["type"], "header");
-    let section = blocks.iter().find(|b| b["type"] == "section").expect("a section");
+    let section = blocks
+        .iter()
+        .find(|b| b["type"] == "section")
+        .expect("a section");
     let fields = section["fields"].to_string();
-    assert!(fields.contains(&stays_idle), "user id in the fields: {fields}");
+    assert!(
+        fields.contains(&stays_idle),
+        "user id in the fields: {fields}"
+    );
     assert!(fields.contains("IDLE"), "state in the fields: {fields}");
 
     // The agent who went back to work before the threshold is never alerted; its deadline
     // passed before the other agent's alert was sent.
-    assert!(h.alerts_for(&resumes).is_empty(), "no alert for an episode that ended early");
+    assert!(
+        h.alerts_for(&resumes).is_empty(),
+        "no alert for an episode that ended early"
+    );
     // One alert per episode.
-    let (_, alerts) = h.get("/api/v1/alerts").await;
     let recorded = wait_for("alert delivered in /api/v1/alerts", DEADLINE, || async {
         let (_, alerts) = h.get("/api/v1/alerts").await;
         let rows = alerts["data"].as_array().cloned().unwrap_or_default();
-        rows.into_iter().find(|a| a["user_id"] == stays_idle.as_str() && a["delivery_status"] == "delivered")
+        rows.into_iter()
+            .find(|a| a["user_id"] == stays_idle.as_str() && a["delivery_status"] == "delivered")
     })
     .await;
     assert_eq!(recorded["rule"], "idle");
+    let (_, alerts) = h.get("/api/v1/alerts").await;
     assert_eq!(alerts["total"], 1, "{alerts}");
     assert_eq!(h.alerts_for(&stays_idle).len(), 1);
     h.app.shutdown().await;
@@ -272,32 +364,62 @@ async fn idle_alert_reaches_slack_with_blocks_and_not_before_the_threshold() {
 async fn an_agent_already_idle_at_start_is_alerted_at_once() {
     let sim = start_sim(2).await;
     let ids = sim.agent_ids().await.unwrap();
-    sim.set_routing_status_at(&ids[0], "IDLE", Utc::now() - chrono::Duration::minutes(20)).await.unwrap();
-    sim.set_routing_status(&ids[1], "INTERACTING").await.unwrap();
+    sim.set_routing_status_at(&ids[0], "IDLE", Utc::now() - chrono::Duration::minutes(20))
+        .await
+        .unwrap();
+    sim.set_routing_status(&ids[1], "INTERACTING")
+        .await
+        .unwrap();
     let started = Instant::now();
-    let h = Harness::start_on(sim, Opts { agents: 2, idle_threshold: Duration::from_secs(15 * 60), ..Opts::default() })
-        .await;
-    let alert = wait_for("alert for the agent idle 20 minutes", DEADLINE, || async { h.alerts_for(&h.ids[0]).pop() })
-        .await;
-    assert!(started.elapsed() < Duration::from_secs(60), "alerted at once, not after 15 minutes");
-    assert!(alert.to_string().contains("20m"), "idle for 20 minutes: {alert}");
+    let h = Harness::start_on(
+        sim,
+        Opts {
+            agents: 2,
+            idle_threshold: Duration::from_secs(15 * 60),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let alert = wait_for("alert for the agent idle 20 minutes", DEADLINE, || async {
+        h.alerts_for(&h.ids[0]).pop()
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "alerted at once, not after 15 minutes"
+    );
+    assert!(
+        alert.to_string().contains("20m"),
+        "idle for 20 minutes: {alert}"
+    );
     assert!(h.alerts_for(&h.ids[1]).is_empty());
     h.app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_deliveries_are_stored_once() {
-    let h = Harness::start(Opts { agents: 1, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
     let user = h.ids[0].clone();
     h.wait_state(&user, "routing", "IDLE").await;
     h.sim.duplicate_deliveries(true).await.unwrap();
-    h.sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
     h.sim.set_presence(&user, "BREAK").await.unwrap();
     // The second change is delivered after both copies of the first.
     h.sim.set_routing_status(&user, "OFF_QUEUE").await.unwrap();
     h.wait_state(&user, "routing", "OFF_QUEUE").await;
     h.wait_state(&user, "presence", "BREAK").await;
-    let rows = h.sql_count(&format!("SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}'")).await;
+    let rows = h
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}'"
+        ))
+        .await;
     // bootstrap presence + routing, then INTERACTING, BREAK, OFF_QUEUE once each.
     assert_eq!(rows, 5);
     h.app.shutdown().await;
@@ -305,14 +427,27 @@ async fn duplicate_deliveries_are_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_order_event_is_stored_but_does_not_change_the_current_state() {
-    let h = Harness::start(Opts { agents: 1, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
     let user = h.ids[0].clone();
-    h.sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&user, "routing", "INTERACTING").await;
     let older = Utc::now() - chrono::Duration::seconds(30);
-    h.sim.inject_routing_event(&user, "NOT_RESPONDING", older).await.unwrap();
+    h.sim
+        .inject_routing_event(&user, "NOT_RESPONDING", older)
+        .await
+        .unwrap();
     let stale = h.wait_state(&user, "routing", "NOT_RESPONDING").await;
-    assert!(stale["previous_state"].is_null(), "no previous state for an out-of-order event: {stale}");
+    assert!(
+        stale["previous_state"].is_null(),
+        "no previous state for an out-of-order event: {stale}"
+    );
     // Newest first is by Genesys's timestamp: the stale row sorts below INTERACTING.
     let rows = h.history(&user, "routing").await;
     assert_eq!(rows[0]["state"], "INTERACTING");
@@ -320,9 +455,11 @@ async fn an_out_of_order_event_is_stored_but_does_not_change_the_current_state()
     h.wait_state(&user, "presence", "BREAK").await;
     let agent = wait_for("agents row updated", DEADLINE, || async {
         let (_, agents) = h.get("/api/v1/agents").await;
-        agents
-            .as_array()
-            .and_then(|a| a.iter().find(|a| a["user_id"] == user.as_str() && a["presence"] == "BREAK").cloned())
+        agents["data"].as_array().and_then(|a| {
+            a.iter()
+                .find(|a| a["user_id"] == user.as_str() && a["presence"] == "BREAK")
+                .cloned()
+        })
     })
     .await;
     assert_eq!(agent["routing_status"], "INTERACTING");
@@ -331,7 +468,11 @@ async fn an_out_of_order_event_is_stored_but_does_not_change_the_current_state()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_are_counted_and_the_stream_goes_on() {
-    let h = Harness::start(Opts { agents: 1, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
     let user = h.ids[0].clone();
     for junk in [
         "{not json",
@@ -340,7 +481,10 @@ async fn malformed_frames_are_counted_and_the_stream_goes_on() {
     ] {
         h.sim.send_raw_frame(junk).await.unwrap();
     }
-    h.sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&user, "routing", "INTERACTING").await;
     let conn = wait_for("malformed count", DEADLINE, || async {
         let c = h.connection(0).await;
@@ -369,7 +513,10 @@ async fn silence_past_the_timeout_leads_to_a_reconnect() {
     })
     .await;
     h.sim.set_silent(false).await.unwrap();
-    h.sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&user, "routing", "INTERACTING").await;
     let conn = h.connection(0).await;
     assert!(conn["reconnects"].as_u64().unwrap() >= 1, "{conn}");
@@ -378,7 +525,11 @@ async fn silence_past_the_timeout_leads_to_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_closing_leads_to_a_new_socket_and_no_lost_event() {
-    let h = Harness::start(Opts { agents: 2, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 2,
+        ..Opts::default()
+    })
+    .await;
     let (a, b) = (h.ids[0].clone(), h.ids[1].clone());
     let channel_before = h.sim.channels().await.unwrap()[0].clone();
     h.sim.send_socket_closing().await.unwrap();
@@ -400,7 +551,11 @@ async fn socket_closing_leads_to_a_new_socket_and_no_lost_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_leads_to_a_renewed_token() {
-    let h = Harness::start(Opts { agents: 1, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
     let user = h.ids[0].clone();
     let tokens_before = h.sim.token_requests().await.unwrap();
     h.sim.revoke_tokens().await.unwrap();
@@ -411,7 +566,10 @@ async fn a_401_leads_to_a_renewed_token() {
     })
     .await;
     h.wait_ready().await;
-    h.sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&user, "routing", "INTERACTING").await;
     h.app.shutdown().await;
 }
@@ -419,17 +577,36 @@ async fn a_401_leads_to_a_renewed_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_waits_the_retry_after() {
     let sim = start_sim(1).await;
-    sim.fail_next("GET", "/api/v2/users", 429, Some(2), 1).await.unwrap();
+    sim.fail_next("GET", "/api/v2/users", 429, Some(2), 1)
+        .await
+        .unwrap();
     let started = Instant::now();
-    let h = Harness::start_on(sim, Opts { agents: 1, ..Opts::default() }).await;
-    assert!(h.sim.request_count("GET", "/api/v2/users").await.unwrap() >= 2, "retried after the 429");
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited the Retry-After of 2 s");
+    let h = Harness::start_on(
+        sim,
+        Opts {
+            agents: 1,
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert!(
+        h.sim.request_count("GET", "/api/v2/users").await.unwrap() >= 2,
+        "retried after the 429"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited the Retry-After of 2 s"
+    );
     h.app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_thousand_and_one_users_use_two_channels() {
-    let h = Harness::start(Opts { agents: 1001, ..Opts::default() }).await;
+    let h = Harness::start(Opts {
+        agents: 1001,
+        ..Opts::default()
+    })
+    .await;
     let channels = h.sim.channels().await.unwrap();
     let mut topics: Vec<usize> = channels.iter().map(|c| c.topics).collect();
     topics.sort();
@@ -438,7 +615,10 @@ async fn one_thousand_and_one_users_use_two_channels() {
     let (_, ready) = h.get("/readyz").await;
     assert_eq!(ready["connections"].as_array().unwrap().len(), 2);
     let last = h.ids.last().unwrap().clone();
-    h.sim.set_routing_status(&last, "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&last, "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&last, "routing", "INTERACTING").await;
     h.app.shutdown().await;
 }

@@ -1,0 +1,672 @@
+//! The core task: the single owner of the simulator's state.
+//!
+//! HTTP handlers, sockets and the control API never share memory with it: they send a job (a
+//! closure run on the core task against `&mut Core`) over an mpsc channel and get the result
+//! back on a oneshot. Timers (autopilot steps, heartbeats, forced socket closes) live in a heap
+//! inside the same loop, so every change happens in one place and in one order.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::SeedableRng;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::rngs::StdRng;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::SimConfig;
+use super::faults::{Faults, Reply};
+use super::world::{Change, World, guid};
+use super::ws::{self, Outgoing};
+use crate::domain::format_timestamp;
+
+/// Genesys allows this many topics per channel (protocol reference §3).
+pub const MAX_TOPICS_PER_CHANNEL: usize = 1000;
+/// Genesys allows this many channels per OAuth client; a 21st evicts an old one.
+pub const MAX_CHANNELS: usize = 20;
+/// A combined topic may be at most this long.
+pub const MAX_TOPIC_LEN: usize = 200;
+
+/// Capacity of each socket's outgoing queue; frames beyond it are dropped (and counted), as a
+/// slow consumer would lose them.
+pub const SOCKET_QUEUE_CAPACITY: usize = 65_536;
+
+type Job = Box<dyn FnOnce(&mut Core) + Send>;
+
+/// A cloneable handle to the core task.
+#[derive(Clone)]
+pub struct CoreHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl CoreHandle {
+    /// Runs `f` on the core task and returns its result.
+    pub async fn call<R, F>(&self, f: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Core) -> R + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.tx
+            .send(Box::new(move |core: &mut Core| {
+                let _ = reply_tx.send(f(core));
+            }))
+            .await
+            .map_err(|_| anyhow::anyhow!("the simulator has shut down"))?;
+        reply_rx
+            .await
+            .map_err(|_| anyhow::anyhow!("the simulator has shut down"))
+    }
+
+    /// Runs `f` on the core task without waiting for it.
+    pub async fn cast<F>(&self, f: F)
+    where
+        F: FnOnce(&mut Core) + Send + 'static,
+    {
+        let _ = self.tx.send(Box::new(f)).await;
+    }
+}
+
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Send a heartbeat to every socket.
+    Heartbeat,
+    /// Move agent `.0` along its shift, if the autopilot generation `.1` is still current.
+    Autopilot(usize, u64),
+    /// Close socket `.0` if it is still open (end of the socket_closing grace).
+    ForceClose(u64),
+}
+
+/// Bit flags of the per-user topics a channel listens to.
+pub const PRESENCE: u8 = 1;
+pub const ROUTING: u8 = 2;
+pub const SUMMARY: u8 = 4;
+
+/// One notification channel.
+pub struct ChannelState {
+    pub id: String,
+    pub expires: DateTime<Utc>,
+    /// Topics as subscribed (combined topics count once).
+    pub topics: Vec<String>,
+    /// Lowercase user id → topic bits, derived from `topics`.
+    pub interest: HashMap<String, u8>,
+    /// The socket currently connected, if any.
+    pub socket: Option<u64>,
+    /// Sockets accepted on this channel so far.
+    pub connects: u64,
+}
+
+impl ChannelState {
+    fn recompute_interest(&mut self) {
+        self.interest.clear();
+        for topic in &self.topics {
+            if let Some((user, bits)) = parse_user_topic(topic) {
+                *self.interest.entry(user).or_default() |= bits;
+            }
+        }
+    }
+}
+
+/// `v2.users.<id>.presence` or the combined `v2.users.<id>?presence&routingStatus&…` → the
+/// lowercase user id and the topic bits it asks for.
+pub fn parse_user_topic(topic: &str) -> Option<(String, u8)> {
+    let rest = topic.strip_prefix("v2.users.")?;
+    let (id, parts): (&str, Vec<&str>) = if let Some((id, query)) = rest.split_once('?') {
+        (id, query.split('&').collect())
+    } else {
+        let (id, suffix) = rest.rsplit_once('.')?;
+        (id, vec![suffix])
+    };
+    if id.is_empty() || id.contains('.') {
+        return None;
+    }
+    let mut bits = 0;
+    for part in parts {
+        bits |= match part {
+            "presence" => PRESENCE,
+            "routingStatus" => ROUTING,
+            "conversationsummary" => SUMMARY,
+            _ => 0,
+        };
+    }
+    Some((id.to_ascii_lowercase(), bits))
+}
+
+struct SocketState {
+    channel_id: String,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+/// The simulator's whole state; only the core task touches it.
+pub struct Core {
+    pub cfg: SimConfig,
+    pub world: World,
+    /// `ws://127.0.0.1:PORT`, the base of every `connectUri`.
+    pub ws_base: String,
+    /// Issued, unrevoked tokens and their expiry.
+    tokens: HashMap<String, Instant>,
+    pub token_requests: u64,
+    /// Channels in creation order.
+    pub channels: Vec<ChannelState>,
+    sockets: HashMap<u64, SocketState>,
+    next_socket_id: u64,
+    /// (method, path) → requests received.
+    requests: HashMap<(String, String), u64>,
+    pub faults: Faults,
+    pub duplicate: bool,
+    silent: bool,
+    /// Frames dropped because a socket queue was full.
+    pub dropped_frames: u64,
+    autopilot: bool,
+    autopilot_generation: u64,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    timer_seq: u64,
+    /// Non-deterministic ids (tokens, channels, correlation ids).
+    id_rng: StdRng,
+}
+
+impl Core {
+    fn new(cfg: SimConfig, ws_base: String) -> Core {
+        let now = Utc::now();
+        let world = World::new(
+            cfg.agents,
+            StdRng::seed_from_u64(cfg.seed),
+            cfg.speed,
+            cfg.autopilot,
+            now,
+        );
+        let mut core = Core {
+            autopilot: false,
+            cfg,
+            world,
+            ws_base,
+            tokens: HashMap::new(),
+            token_requests: 0,
+            channels: Vec::new(),
+            sockets: HashMap::new(),
+            next_socket_id: 1,
+            requests: HashMap::new(),
+            faults: Faults::default(),
+            duplicate: false,
+            silent: false,
+            dropped_frames: 0,
+            autopilot_generation: 0,
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            id_rng: StdRng::from_os_rng(),
+        };
+        let heartbeat = core.cfg.heartbeat_interval;
+        core.schedule(heartbeat, Timer::Heartbeat);
+        if core.cfg.autopilot {
+            core.set_autopilot(true);
+        }
+        core
+    }
+
+    fn schedule(&mut self, after: Duration, timer: Timer) {
+        self.timer_seq += 1;
+        let now = Instant::now();
+        // A duration too large to add means "never" in practice: a century.
+        let at = now
+            .checked_add(after)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        self.timers.push(Reverse((at, self.timer_seq, timer)));
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Heartbeat => {
+                    let frame = ws::heartbeat_frame();
+                    self.broadcast_all(&frame);
+                    let every = self.cfg.heartbeat_interval.max(Duration::from_millis(10));
+                    self.schedule(every, Timer::Heartbeat);
+                }
+                Timer::Autopilot(i, generation) => {
+                    if generation != self.autopilot_generation || i >= self.world.agents.len() {
+                        continue;
+                    }
+                    let (changes, hold) = self.world.autopilot_step(i, Utc::now());
+                    self.emit_all(changes);
+                    self.schedule(hold, Timer::Autopilot(i, generation));
+                }
+                Timer::ForceClose(socket_id) => {
+                    self.close_socket(socket_id, Outgoing::close("socket closing"));
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Autopilot
+    // -----------------------------------------------------------------------------------------
+
+    /// Turns the autopilot on (every agent gets a fresh timer) or off (pending steps are void).
+    pub fn set_autopilot(&mut self, on: bool) {
+        self.autopilot_generation += 1;
+        self.autopilot = on;
+        if on {
+            for i in 0..self.world.agents.len() {
+                self.schedule_agent(i);
+            }
+        }
+    }
+
+    fn schedule_agent(&mut self, i: usize) {
+        let hold = self.world.first_hold(i);
+        let generation = self.autopilot_generation;
+        self.schedule(hold, Timer::Autopilot(i, generation));
+    }
+
+    /// Adds a user (ON_QUEUE, IDLE, now) and returns its id.
+    pub fn add_user(&mut self, name: String) -> String {
+        let i = self.world.add_user(name, Utc::now());
+        if self.autopilot {
+            self.schedule_agent(i);
+        }
+        self.world.agents[i].id.clone()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // HTTP admission: counting, injected faults, bearer tokens
+    // -----------------------------------------------------------------------------------------
+
+    /// Counts the request, then answers it with an injected fault or a 401 if needed; `None`
+    /// lets the real handler run.
+    pub fn admit(&mut self, method: &str, path: &str, bearer: Option<&str>) -> Option<Reply> {
+        *self
+            .requests
+            .entry((method.to_ascii_uppercase(), path.to_string()))
+            .or_default() += 1;
+        if path == "/oauth/token" && method.eq_ignore_ascii_case("POST") {
+            self.token_requests += 1;
+        }
+        if let Some(reply) = self.faults.take(method, path) {
+            tracing::debug!(
+                method,
+                path,
+                status = reply.status,
+                "simulator: injected fault"
+            );
+            return Some(reply);
+        }
+        if path.starts_with("/api/") && !self.token_is_valid(bearer) {
+            return Some(Reply::unauthorized());
+        }
+        None
+    }
+
+    fn token_is_valid(&self, bearer: Option<&str>) -> bool {
+        bearer
+            .and_then(|t| self.tokens.get(t))
+            .is_some_and(|expiry| *expiry > Instant::now())
+    }
+
+    /// Requests received whose method matches (`*` for any) and whose path starts with
+    /// `path_prefix`.
+    pub fn request_count(&self, method: &str, path_prefix: &str) -> u64 {
+        self.requests
+            .iter()
+            .filter(|((m, p), _)| {
+                (method == "*" || m.eq_ignore_ascii_case(method)) && p.starts_with(path_prefix)
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Issues a bearer token valid for `token_lifetime`.
+    pub fn issue_token(&mut self) -> String {
+        let now = Instant::now();
+        self.tokens.retain(|_, expiry| *expiry > now);
+        let token = Alphanumeric.sample_string(&mut self.id_rng, 64);
+        let expiry = now
+            .checked_add(self.cfg.token_lifetime)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        self.tokens.insert(token.clone(), expiry);
+        token
+    }
+
+    /// Every issued token answers 401 from now on.
+    pub fn revoke_tokens(&mut self) {
+        self.tokens.clear();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Channels and subscriptions
+    // -----------------------------------------------------------------------------------------
+
+    /// Creates a channel (evicting an old one past [`MAX_CHANNELS`]) and returns its index.
+    pub fn create_channel(&mut self) -> usize {
+        if self.channels.len() >= MAX_CHANNELS {
+            let victim = self
+                .channels
+                .iter()
+                .position(|c| c.socket.is_none())
+                .unwrap_or(0);
+            let id = self.channels[victim].id.clone();
+            self.delete_channel(&id);
+        }
+        let suffix: String = Alphanumeric
+            .sample_string(&mut self.id_rng, 26)
+            .to_ascii_lowercase();
+        self.channels.push(ChannelState {
+            id: format!("streaming-0-{suffix}"),
+            expires: Utc::now() + chrono::Duration::hours(24),
+            topics: Vec::new(),
+            interest: HashMap::new(),
+            socket: None,
+            connects: 0,
+        });
+        self.channels.len() - 1
+    }
+
+    pub fn channel_index(&self, id: &str) -> Option<usize> {
+        self.channels.iter().position(|c| c.id == id)
+    }
+
+    /// Removes a channel and closes its socket; `false` if it did not exist.
+    pub fn delete_channel(&mut self, id: &str) -> bool {
+        let Some(i) = self.channel_index(id) else {
+            return false;
+        };
+        let channel = self.channels.remove(i);
+        if let Some(socket_id) = channel.socket {
+            self.close_socket(socket_id, Outgoing::close("channel deleted"));
+        }
+        true
+    }
+
+    /// Replaces (`replace`) or extends a channel's topics. Refuses to go over
+    /// [`MAX_TOPICS_PER_CHANNEL`]. Returns the topics with their states (`Permitted`, or
+    /// `Rejected` for malformed topics when `ignore_errors`).
+    pub fn subscribe(
+        &mut self,
+        channel: usize,
+        topics: Vec<String>,
+        replace: bool,
+        ignore_errors: bool,
+    ) -> Result<Vec<(String, bool)>, Reply> {
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for topic in topics {
+            let valid = topic.starts_with("v2.")
+                && topic.len() <= MAX_TOPIC_LEN
+                && (!topic.starts_with("v2.users.") || parse_user_topic(&topic).is_some());
+            if valid {
+                accepted.push(topic);
+            } else if ignore_errors {
+                rejected.push(topic);
+            } else {
+                return Err(Reply::bad_request(&format!("Invalid topic {topic}")));
+            }
+        }
+        let state = &mut self.channels[channel];
+        let mut next: Vec<String> = if replace {
+            Vec::new()
+        } else {
+            state.topics.clone()
+        };
+        for topic in accepted {
+            if !next.contains(&topic) {
+                next.push(topic);
+            }
+        }
+        if next.len() > MAX_TOPICS_PER_CHANNEL {
+            return Err(Reply::bad_request(&format!(
+                "A channel may have at most {MAX_TOPICS_PER_CHANNEL} topics; this request would make it {}",
+                next.len()
+            )));
+        }
+        state.topics = next;
+        state.recompute_interest();
+        let mut listing: Vec<(String, bool)> =
+            state.topics.iter().map(|t| (t.clone(), true)).collect();
+        listing.extend(rejected.into_iter().map(|t| (t, false)));
+        Ok(listing)
+    }
+
+    /// Removes every topic of a channel.
+    pub fn unsubscribe_all(&mut self, channel: usize) {
+        let state = &mut self.channels[channel];
+        state.topics.clear();
+        state.interest.clear();
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sockets
+    // -----------------------------------------------------------------------------------------
+
+    /// Registers a socket on a channel, closing the one already there (one socket per channel).
+    /// `None` if the channel does not exist.
+    pub fn socket_opened(&mut self, channel_id: &str, tx: mpsc::Sender<Outgoing>) -> Option<u64> {
+        let i = self.channel_index(channel_id)?;
+        let socket_id = self.next_socket_id;
+        self.next_socket_id += 1;
+        let previous = self.channels[i].socket.replace(socket_id);
+        self.channels[i].connects += 1;
+        if let Some(old) = previous {
+            tracing::debug!(channel_id, "simulator: second socket replaces the first");
+            self.close_socket(old, Outgoing::close("another socket connected"));
+        }
+        if self.silent {
+            let _ = tx.try_send(Outgoing::Pause(true));
+        }
+        self.sockets.insert(
+            socket_id,
+            SocketState {
+                channel_id: channel_id.to_string(),
+                tx,
+            },
+        );
+        Some(socket_id)
+    }
+
+    /// A socket went away (either side closed it).
+    pub fn socket_closed(&mut self, socket_id: u64) {
+        if let Some(state) = self.sockets.remove(&socket_id) {
+            if let Some(i) = self.channel_index(&state.channel_id) {
+                if self.channels[i].socket == Some(socket_id) {
+                    self.channels[i].socket = None;
+                }
+            }
+        }
+    }
+
+    /// A text frame from a client: `{"message":"ping"}` gets a pong (unless silent).
+    pub fn socket_text(&mut self, socket_id: u64, text: &str) {
+        let is_ping = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .is_some_and(|v| v.get("message").and_then(|m| m.as_str()) == Some("ping"));
+        if is_ping && !self.silent {
+            self.send(socket_id, ws::pong_frame());
+        }
+    }
+
+    fn send(&mut self, socket_id: u64, frame: String) {
+        let Some(socket) = self.sockets.get(&socket_id) else {
+            return;
+        };
+        if socket.tx.try_send(Outgoing::Text(frame)).is_err() {
+            self.dropped_frames += 1;
+        }
+    }
+
+    fn close_socket(&mut self, socket_id: u64, how: Outgoing) {
+        if let Some(socket) = self.sockets.remove(&socket_id) {
+            let _ = socket.tx.try_send(how);
+            if let Some(i) = self.channel_index(&socket.channel_id) {
+                if self.channels[i].socket == Some(socket_id) {
+                    self.channels[i].socket = None;
+                }
+            }
+        }
+    }
+
+    fn socket_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.sockets.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Sends a frame to every connected socket (unless silent).
+    pub fn broadcast_all(&mut self, frame: &str) {
+        if self.silent {
+            return;
+        }
+        for id in self.socket_ids() {
+            self.send(id, frame.to_string());
+        }
+    }
+
+    /// While silent, nothing is written to any socket and no socket reads its client's frames
+    /// (so no pong of any kind goes out); events are lost.
+    pub fn set_silent(&mut self, on: bool) {
+        if self.silent == on {
+            return;
+        }
+        self.silent = on;
+        for socket in self.sockets.values() {
+            let _ = socket.tx.try_send(Outgoing::Pause(on));
+        }
+    }
+
+    /// Closes every socket's TCP connection without a close frame.
+    pub fn drop_sockets(&mut self) {
+        for id in self.socket_ids() {
+            self.close_socket(id, Outgoing::Drop);
+        }
+    }
+
+    /// Sends `v2.system.socket_closing` to every socket and closes each one after the grace
+    /// period if it is still open.
+    pub fn send_socket_closing(&mut self) {
+        let grace = self.cfg.socket_closing_grace;
+        for id in self.socket_ids() {
+            let channel_id = self.sockets[&id].channel_id.clone();
+            let frame =
+                ws::socket_closing_frame(&channel_id, &self.cfg.client_id, &guid(&mut self.id_rng));
+            self.send(id, frame);
+            self.schedule(grace, Timer::ForceClose(id));
+        }
+    }
+
+    /// Closes every socket with a close frame (shutdown).
+    fn close_all(&mut self) {
+        for id in self.socket_ids() {
+            self.close_socket(id, Outgoing::close("simulator shutting down"));
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Events
+    // -----------------------------------------------------------------------------------------
+
+    /// Broadcasts each change to the sockets of the channels subscribed to it.
+    pub fn emit_all(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            self.emit(&change);
+        }
+    }
+
+    /// Sends one notification to every socket whose channel listens to its user and topic.
+    pub fn emit(&mut self, change: &Change) {
+        if self.silent {
+            return;
+        }
+        let (user, bit) = match change {
+            Change::Presence { user, .. } => (user, PRESENCE),
+            Change::Routing { user, .. } => (user, ROUTING),
+            Change::Conversations { user, .. } => (user, SUMMARY),
+        };
+        let user = user.to_ascii_lowercase();
+        let targets: Vec<u64> = self
+            .channels
+            .iter()
+            .filter(|c| c.interest.get(&user).is_some_and(|bits| bits & bit != 0))
+            .filter_map(|c| c.socket)
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let correlation = guid(&mut self.id_rng);
+        let frame = ws::event_frame(change, &correlation);
+        for id in targets {
+            self.send(id, frame.clone());
+            if self.duplicate {
+                self.send(id, frame.clone());
+            }
+        }
+    }
+
+    /// `expires` of a channel as served (RFC 3339 UTC, milliseconds).
+    pub fn channel_expires(&self, i: usize) -> String {
+        format_timestamp(self.channels[i].expires)
+    }
+}
+
+/// Spawns the core task. It stops when `shutdown` flips to `true` or its sender is dropped,
+/// closing every socket on the way out.
+pub fn spawn(
+    cfg: SimConfig,
+    ws_base: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> (CoreHandle, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Job>(1024);
+    let handle = CoreHandle { tx };
+    let join = tokio::spawn(async move {
+        let mut core = Core::new(cfg, ws_base);
+        loop {
+            let next = core.timers.peek().map(|Reverse((at, _, _))| *at);
+            let sleep = tokio::time::sleep_until(
+                next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                job = rx.recv() => match job {
+                    Some(job) => job(&mut core),
+                    None => break,
+                },
+                _ = sleep => core.fire_due_timers(),
+            }
+        }
+        core.close_all();
+        tracing::debug!("simulator core stopped");
+    });
+    (handle, join)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_topics_parse() {
+        assert_eq!(
+            parse_user_topic("v2.users.ABC?presence&routingStatus&conversationsummary"),
+            Some(("abc".into(), PRESENCE | ROUTING | SUMMARY))
+        );
+        assert_eq!(
+            parse_user_topic("v2.users.abc.routingStatus"),
+            Some(("abc".into(), ROUTING))
+        );
+        assert_eq!(
+            parse_user_topic("v2.users.abc.activity"),
+            Some(("abc".into(), 0))
+        );
+        assert_eq!(parse_user_topic("v2.users..presence"), None);
+        assert_eq!(parse_user_topic("v2.routing.queues.q.users"), None);
+    }
+}
