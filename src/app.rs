@@ -77,6 +77,7 @@ impl App {
     /// `config.listen_addr` (port 0 picks a free port; see [`App::api_addr`]).
     pub async fn start(config: Config) -> Result<App, AppError> {
         install_crypto_provider();
+        crate::metrics::install();
         let db = crate::db::connect(config.database_url.expose())
             .await
             .map_err(|e| AppError::Database(redact(&e.to_string(), &[&config.database_url])))?;

@@ -25,6 +25,7 @@ pub mod db;
 pub mod domain;
 pub mod genesys;
 pub mod health;
+pub mod metrics;
 pub mod notification;
 pub mod presence;
 pub mod protocol;

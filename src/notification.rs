@@ -69,6 +69,22 @@ fn body<T: DeserializeOwned>(raw: Option<&RawValue>, topic: &str) -> Result<T, M
         .map_err(|e| MalformedError::new(format!("{topic}: bad eventBody: {e}")))
 }
 
+impl Frame {
+    /// The `kind` label of the notifications metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Heartbeat => "heartbeat",
+            Frame::Pong => "pong",
+            Frame::SocketClosing(_) => "socket_closing",
+            Frame::NoLongerSubscribed(_) | Frame::TokenRevoked(_) | Frame::ChannelGone => "system",
+            Frame::Presence(..) => "presence",
+            Frame::Routing(..) => "routing",
+            Frame::Conversations(..) => "conversationsummary",
+            Frame::Other(_) => "other",
+        }
+    }
+}
+
 /// Parses one text frame. Unknown topics are [`Frame::Other`], not errors; unusable JSON, a
 /// missing or zoneless timestamp, or an empty user id is a [`MalformedError`].
 pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {

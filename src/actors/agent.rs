@@ -20,6 +20,7 @@ use crate::domain::{
     AgentCurrent, Alert, IdleEpisode, IdleInputs, Kind, PresenceState, RoutingState, Source,
     Transition, UserId,
 };
+use crate::metrics;
 use crate::notification::{PresenceUpdate, RoutingUpdate};
 
 /// The name of the built-in rule.
@@ -217,12 +218,15 @@ impl AgentState {
             fired_at: Utc::now(),
         };
         tracing::info!(user_id = %self.user_id, state = %alert.state, since = %alert.since, "idle alert");
+        metrics::alert_fired(&alert.rule);
         // Persistence first: the record exists before Slack reports its outcome.
         let _ = self
             .peers
             .persistence
             .cast(PersistMsg::AlertFired(alert.clone()));
-        let _ = self.peers.slack.cast(SlackMsg::Alert(alert));
+        if self.peers.slack.cast(SlackMsg::Alert(alert)).is_ok() {
+            metrics::delivery_queued();
+        }
     }
 
     fn on_presence(
@@ -262,7 +266,7 @@ impl AgentState {
                 let row = self.transition(
                     Kind::Presence,
                     update.system.clone(),
-                    previous,
+                    previous.clone(),
                     update.label.clone(),
                     update.timestamp,
                     source,
@@ -271,6 +275,7 @@ impl AgentState {
                     .peers
                     .persistence
                     .cast(PersistMsg::Transition(row, credit));
+                metrics::agent_state("presence", previous.as_deref(), &update.system);
                 self.presence_label = update.label.clone();
                 self.inputs.presence = Some(PresenceState {
                     system: update.system,
@@ -317,7 +322,7 @@ impl AgentState {
                 let row = self.transition(
                     Kind::Routing,
                     update.status.clone(),
-                    previous,
+                    previous.clone(),
                     None,
                     update.timestamp,
                     source,
@@ -326,6 +331,7 @@ impl AgentState {
                     .peers
                     .persistence
                     .cast(PersistMsg::Transition(row, credit));
+                metrics::agent_state("routing", previous.as_deref(), &update.status);
                 self.inputs.routing = Some(RoutingState {
                     status: update.status,
                     since: update.timestamp,
@@ -404,6 +410,12 @@ impl Actor for AgentActor {
     ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.episode.as_mut().and_then(|e| e.timer.take()) {
             timer.abort();
+        }
+        if let Some(presence) = &state.inputs.presence {
+            metrics::agent_gone("presence", &presence.system);
+        }
+        if let Some(routing) = &state.inputs.routing {
+            metrics::agent_gone("routing", &routing.status);
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ use crate::actors::supervisor::SupervisorMsg;
 use crate::domain::{UserId, parse_timestamp};
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::health::ConnectionStatus;
+use crate::metrics;
 use crate::notification::{Frame, parse_frame};
 use crate::presence::PresenceCatalog;
 use crate::protocol::{Channel, PING_FRAME, user_topic};
@@ -51,7 +52,7 @@ pub enum ConnectionMsg {
     /// Internal: a user event read from the socket, with its back-pressure credit.
     Event(Frame, Option<Credit>),
     /// Internal: the socket of `generation` ended.
-    SocketEnded { generation: u64, reason: String },
+    SocketEnded { generation: u64, end: SocketEnd },
     /// Internal: `v2.system.socket_closing` arrived on the socket of `generation`.
     SocketClosing { generation: u64 },
     /// An agent actor was restarted: route this user's events to the new one.
@@ -60,6 +61,23 @@ pub enum ConnectionMsg {
     Status(RpcReplyPort<ConnectionStatus>),
     /// Close the socket with a normal closure (1000) and stop reconnecting; replies when closed.
     Close(RpcReplyPort<()>),
+}
+
+/// Why a socket ended: a short bounded `label` (the `reason` label of the reconnect metric) and
+/// a human `detail` for the log.
+#[derive(Debug, Clone)]
+pub struct SocketEnd {
+    /// `silence`, `closed`, `error`, `no_longer_subscribed`, `token_revoked`, `channel_gone`,
+    /// `stopped`.
+    pub label: &'static str,
+    pub detail: String,
+}
+
+impl SocketEnd {
+    /// The channel itself is gone (or lost its subscriptions): create a new one.
+    fn channel_lost(&self) -> bool {
+        matches!(self.label, "no_longer_subscribed" | "channel_gone")
+    }
 }
 
 /// A subscribed channel with an open socket.
@@ -203,6 +221,14 @@ impl ConnectionState {
         });
     }
 
+    /// Tracks the connected flag and the channel/topic gauges together.
+    fn set_connected(&mut self, connected: bool) {
+        if self.connected != connected {
+            metrics::channel_connected(connected, self.topics.len());
+        }
+        self.connected = connected;
+    }
+
     fn status(&self) -> ConnectionStatus {
         let last = self.stats.last_message_ms.load(Ordering::Relaxed);
         ConnectionStatus {
@@ -252,6 +278,7 @@ impl ConnectionState {
             }
             None => {
                 self.unknown_users += 1;
+                metrics::unknown_user_event();
                 tracing::debug!(user_id = %user, "event for a user outside the monitored set dropped");
             }
         }
@@ -275,7 +302,8 @@ async fn run_socket(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
     let mut last_rx = tokio::time::Instant::now();
-    let reason: String = loop {
+    let ended = |label: &'static str, detail: String| SocketEnd { label, detail };
+    let end: SocketEnd = loop {
         tokio::select! {
             _ = &mut stop => {
                 let frame = CloseFrame { code: CloseCode::Normal, reason: "agent-monitor stopping".into() };
@@ -283,70 +311,80 @@ async fn run_socket(
                 let _ = tokio::time::timeout(Duration::from_secs(2), async {
                     while let Some(Ok(_)) = rx.next().await {}
                 }).await;
-                break "closed by agent-monitor".into();
+                break ended("stopped", "closed by agent-monitor".into());
             }
             _ = ping.tick() => {
                 if let Err(e) = tx.send(Message::Text(PING_FRAME.into())).await {
-                    break format!("ping failed: {e}");
+                    break ended("error", format!("ping failed: {e}"));
                 }
             }
             _ = tokio::time::sleep_until(last_rx + silence_timeout) => {
-                break format!("silence for {}s", silence_timeout.as_secs_f64());
+                break ended("silence", format!("nothing received for {}s", silence_timeout.as_secs_f64()));
             }
             next = rx.next() => {
                 let message = match next {
-                    None => break "socket closed".into(),
-                    Some(Err(e)) => break format!("socket error: {e}"),
+                    None => break ended("closed", "socket closed".into()),
+                    Some(Err(e)) => break ended("error", format!("socket error: {e}")),
                     Some(Ok(message)) => message,
                 };
                 last_rx = tokio::time::Instant::now();
                 stats.last_message_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
                 let text = match message {
                     Message::Text(text) => text,
-                    Message::Close(frame) => break format!("closed by Genesys: {frame:?}"),
+                    Message::Close(frame) => break ended("closed", format!("closed by Genesys: {frame:?}")),
                     Message::Binary(_) => {
                         stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        metrics::malformed();
                         tracing::warn!(generation, "binary frame skipped");
                         continue;
                     }
                     _ => continue,
                 };
-                match parse_frame(text.as_str()) {
-                    Ok(Frame::Heartbeat | Frame::Pong) => {}
-                    Ok(Frame::SocketClosing(_)) => {
+                let frame = match parse_frame(text.as_str()) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        metrics::malformed();
+                        tracing::warn!(generation, error = %e, "malformed notification skipped");
+                        continue;
+                    }
+                };
+                metrics::notification(frame.kind());
+                match frame {
+                    Frame::Heartbeat | Frame::Pong => {}
+                    Frame::SocketClosing(_) => {
                         tracing::info!(generation, "socket_closing: opening a new socket");
                         let _ = myself.cast(ConnectionMsg::SocketClosing { generation });
                     }
-                    Ok(Frame::NoLongerSubscribed(body)) => {
-                        break format!("no_longer_subscribed ({})", body.reason.unwrap_or_default());
+                    Frame::NoLongerSubscribed(body) => {
+                        break ended(
+                            "no_longer_subscribed",
+                            format!("v2.system.no_longer_subscribed ({})", body.reason.unwrap_or_default()),
+                        );
                     }
-                    Ok(Frame::TokenRevoked(_)) => break "token_revoked".into(),
-                    Ok(Frame::ChannelGone) => break "channel gone (result 404)".into(),
-                    Ok(Frame::Other(topic)) => tracing::debug!(topic, "unhandled topic"),
-                    Ok(frame @ (Frame::Presence(..) | Frame::Routing(..))) => {
+                    Frame::TokenRevoked(_) => break ended("token_revoked", "v2.system.token_revoked".into()),
+                    Frame::ChannelGone => break ended("channel_gone", "channel gone ({\"result\":\"404\"})".into()),
+                    Frame::Other(topic) => tracing::debug!(topic, "unhandled topic"),
+                    frame @ (Frame::Presence(..) | Frame::Routing(..)) => {
                         // Back-pressure: wait for room in the write pipeline before reading on.
                         let permit = tokio::select! {
                             permit = credits.clone().acquire_owned() => permit.ok().map(Credit::new),
-                            _ = &mut stop => break "closed by agent-monitor".into(),
+                            _ = &mut stop => break ended("stopped", "closed by agent-monitor".into()),
                         };
                         if myself.cast(ConnectionMsg::Event(frame, permit)).is_err() {
-                            break "connection actor gone".into();
+                            break ended("stopped", "connection actor gone".into());
                         }
                     }
-                    Ok(frame @ Frame::Conversations(..)) => {
+                    frame @ Frame::Conversations(..) => {
                         if myself.cast(ConnectionMsg::Event(frame, None)).is_err() {
-                            break "connection actor gone".into();
+                            break ended("stopped", "connection actor gone".into());
                         }
-                    }
-                    Err(e) => {
-                        stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(generation, error = %e, "malformed notification skipped");
                     }
                 }
             }
         }
     };
-    let _ = myself.cast(ConnectionMsg::SocketEnded { generation, reason });
+    let _ = myself.cast(ConnectionMsg::SocketEnded { generation, end });
 }
 
 impl Actor for ConnectionActor {
@@ -420,7 +458,7 @@ impl Actor for ConnectionActor {
                     .and_then(|e| parse_timestamp(e).ok());
                 state.channel = Some(channel);
                 state.subscribed = true;
-                state.connected = true;
+                state.set_connected(true);
                 state.generation += 1;
                 // Make before break: the new socket is open, now drop the old one.
                 if let Some(old) = state.stop_socket.take() {
@@ -461,11 +499,11 @@ impl Actor for ConnectionActor {
                 myself.send_after(delay, || ConnectionMsg::Establish);
             }
             ConnectionMsg::Event(frame, credit) => state.route(frame, credit),
-            ConnectionMsg::SocketEnded { generation, reason } => {
+            ConnectionMsg::SocketEnded { generation, end } => {
                 if generation != state.generation {
                     return Ok(()); // an old socket we already replaced
                 }
-                state.connected = false;
+                state.set_connected(false);
                 state.stop_socket = None;
                 if state.closing {
                     if let Some(reply) = state.close_reply.take() {
@@ -474,9 +512,9 @@ impl Actor for ConnectionActor {
                     return Ok(());
                 }
                 state.reconnects += 1;
-                tracing::warn!(connection = %state.name(), %reason, "socket ended; reconnecting");
-                if reason.starts_with("no_longer_subscribed") || reason.starts_with("channel gone")
-                {
+                metrics::reconnect(end.label);
+                tracing::warn!(connection = %state.name(), reason = end.label, detail = %end.detail, "socket ended; reconnecting");
+                if end.channel_lost() {
                     state.channel = None;
                     state.subscribed = false;
                 }
@@ -495,7 +533,7 @@ impl Actor for ConnectionActor {
             }
             ConnectionMsg::Close(reply) => {
                 state.closing = true;
-                state.connected = false;
+                state.set_connected(false);
                 match state.stop_socket.take() {
                     Some(stop) => {
                         let _ = stop.send(());

@@ -300,6 +300,11 @@ impl PersistenceState {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "batch committed"
                 );
+                crate::metrics::write_batch(
+                    self.buffer.batch.len(),
+                    summary.transitions_inserted,
+                    started.elapsed(),
+                );
                 // Dropping the credits here, after the commit, lets the readers go on.
                 self.buffer.clear();
                 // A commit is as good a write check as the probe.
@@ -308,6 +313,7 @@ impl PersistenceState {
             }
             Err(err) => {
                 let error = db::describe(&err);
+                crate::metrics::write_error();
                 let consecutive = self.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
                 let backoff = backoff(consecutive);
                 tracing::warn!(

@@ -85,6 +85,7 @@ impl Actor for SlackActor {
         match message {
             SlackMsg::Alert(alert) => {
                 let outcome = deliver(state, &alert).await;
+                crate::metrics::delivery_dequeued();
                 if let Err(e) = state
                     .persistence
                     .cast(PersistMsg::AlertOutcome(outcome.clone()))
@@ -134,11 +135,13 @@ async fn deliver(state: &mut SlackState, alert: &Alert) -> AlertOutcome {
     match result {
         Ok(attempts) => {
             info!(alert_key = %alert.alert_key, attempts, "alert delivered to Slack");
+            crate::metrics::alert_delivered();
             outcome(DeliveryStatus::Delivered, None, attempts)
         }
         Err((error, attempts, description)) => {
             warn!(alert_key = %alert.alert_key, attempts, error = %description,
                   "alert delivery to Slack failed");
+            crate::metrics::alert_failed(&error);
             outcome(DeliveryStatus::Failed, Some(error), attempts)
         }
     }

@@ -58,8 +58,18 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec_json)
         .at("/openapi.yaml", spec_yaml)
+        .at("/metrics", poem::get(metrics_endpoint))
         .nest("/", service)
         .with(poem::middleware::Tracing)
+}
+
+/// `GET /metrics`: every metric in the Prometheus text exposition format (version 0.0.4).
+/// Names and meanings are in [`crate::metrics`].
+#[poem::handler]
+fn metrics_endpoint() -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render())
 }
 
 /// The OpenAPI 3 spec as YAML: deterministic (no server URL, nothing from the environment but

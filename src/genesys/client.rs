@@ -212,6 +212,7 @@ impl GenesysClient {
                     })?;
                 let lifetime = Duration::from_secs(token.expires_in);
                 let renewals = inner.renewals.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::metrics::token_renewal();
                 info!(
                     expires_in_s = token.expires_in,
                     renewals, "obtained a Genesys Cloud access token"
@@ -225,6 +226,7 @@ impl GenesysClient {
                 });
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
+                crate::metrics::rate_limited("genesys");
                 retry.rate_limited(&headers, &body).await?;
                 continue;
             }
@@ -288,6 +290,7 @@ impl GenesysClient {
                 continue;
             }
             if status == StatusCode::TOO_MANY_REQUESTS {
+                crate::metrics::rate_limited("genesys");
                 retry.rate_limited(&headers, &bytes).await?;
                 continue;
             }

@@ -208,6 +208,7 @@ impl SlackWebhook {
             }
             let error = redact(&error_string(status, &body), &[&self.url]);
             if status == StatusCode::TOO_MANY_REQUESTS {
+                crate::metrics::rate_limited("slack");
                 let wait = retry_after(&headers).unwrap_or(self.default_retry_after);
                 if rate_limit_retries >= self.policy.max_rate_limit_retries
                     || wait > self.policy.max_rate_limit_wait

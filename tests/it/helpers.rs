@@ -39,6 +39,7 @@ where
 
 /// One request the Slack receiver got.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct SlackRequest {
     pub body: serde_json::Value,
     pub at: Instant,
@@ -110,6 +111,7 @@ impl SlackReceiver {
     }
 
     /// Queue replies for the next requests.
+    #[allow(dead_code)]
     pub fn script(&self, replies: impl IntoIterator<Item = SlackReply>) {
         self.inner.lock().unwrap().script.extend(replies);
     }

@@ -271,3 +271,175 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
         2 * AGENTS as i64
     );
 }
+
+/// Parses the Prometheus text format strictly enough to catch malformed output: every line is
+/// `# HELP`, `# TYPE`, or `name{label="value",…} number`. Returns `(series, value)` pairs with
+/// the series as printed (`name{labels}`).
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# ") {
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "bad comment line {line:?}"
+            );
+            if let Some(t) = rest.strip_prefix("TYPE ") {
+                let kind = t.split_whitespace().nth(1).unwrap_or_default();
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "{line:?}"
+                );
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "unclosed labels in {line:?}");
+        }
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| *v)
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_count_a_known_scenario_exactly() {
+    let sim = start_sim(3).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let db = temp_db_path();
+    let port = free_port();
+    // Its own process: the metrics recorder is process-wide, so counts are this scenario's only.
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env_clear()
+        .env("GENESYS_API_URL", sim.base_url())
+        .env("GENESYS_LOGIN_URL", sim.base_url())
+        .env("GENESYS_CLIENT_ID", sim.client_id())
+        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let scrape = || {
+        let http = http.clone();
+        let url = format!("{base}/metrics");
+        async move {
+            let response = http.get(url).send().await.ok()?;
+            assert!(
+                response.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/plain")
+            );
+            Some(parse_prometheus(&response.text().await.ok()?))
+        }
+    };
+    wait_for(
+        "6 bootstrap transitions stored",
+        Duration::from_secs(30),
+        || async {
+            let samples = scrape().await?;
+            (sample(&samples, "agent_monitor_transitions_stored_total") == 6.0).then_some(())
+        },
+    )
+    .await;
+
+    for (i, status) in ["INTERACTING", "OFF_QUEUE", "NOT_RESPONDING", "IDLE"]
+        .iter()
+        .enumerate()
+    {
+        sim.set_routing_status(&ids[i % 3], status).await.unwrap();
+    }
+    sim.send_raw_frame("{not json").await.unwrap();
+    sim.send_raw_frame(
+        r#"{"topicName":"v2.users.u1.presence","eventBody":{"presenceDefinition":{"id":"x"}}}"#,
+    )
+    .await
+    .unwrap();
+    sim.send_raw_frame(
+        r#"{"topicName":"v2.users.00000000-0000-0000-0000-00000000dead.routingStatus","eventBody":{"id":"x","routingStatus":{"status":"IDLE","startTime":"2024-05-01T10:00:00Z"}}}"#,
+    )
+    .await
+    .unwrap();
+
+    let samples = wait_for(
+        "10 transitions and 1 unknown-user event",
+        Duration::from_secs(30),
+        || async {
+            let samples = scrape().await?;
+            (sample(&samples, "agent_monitor_transitions_stored_total") == 10.0
+                && sample(&samples, "agent_monitor_unknown_user_events_total") == 1.0)
+                .then_some(samples)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&samples, "agent_monitor_malformed_messages_total"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "agent_monitor_notifications_received_total{kind=\"routing\"}"
+        ),
+        5.0
+    );
+    assert_eq!(sample(&samples, "agent_monitor_channels"), 1.0);
+    assert_eq!(sample(&samples, "agent_monitor_subscribed_topics"), 3.0);
+    assert_eq!(sample(&samples, "agent_monitor_token_renewals_total"), 1.0);
+    assert_eq!(sample(&samples, "agent_monitor_reconnects_total"), 0.0);
+    let routing_agents: f64 = samples
+        .iter()
+        .filter(|(s, _)| s.starts_with("agent_monitor_agents{") && s.contains("kind=\"routing\""))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(
+        routing_agents, 3.0,
+        "every agent counted once by routing status"
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "agent_monitor_agents{kind=\"routing\",state=\"OFF_QUEUE\"}"
+        ),
+        1.0
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(s, _)| s.starts_with("agent_monitor_write_batch_duration_seconds_bucket"))
+    );
+
+    sigterm(&child);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
