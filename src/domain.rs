@@ -221,13 +221,42 @@ pub struct AgentCurrent {
     pub updated_at: DateTime<Utc>,
 }
 
-/// An alert raised by an agent actor: an agent held a watched state past the threshold.
+/// What an alert message announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// The episode passed its threshold (`repeat` 0) or is still firing at a repeat interval
+    /// (`repeat` 1, 2, …).
+    Firing { repeat: u32 },
+    /// The episode ended after firing; `duration` is its total length.
+    Resolved { duration: std::time::Duration },
+}
+
+impl AlertKind {
+    /// `firing` or `resolved`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Firing { .. } => "firing",
+            AlertKind::Resolved { .. } => "resolved",
+        }
+    }
+}
+
+/// One alert message raised by an agent actor for one (rule, agent) episode: a firing, a
+/// repeat, or a resolved notice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {
-    /// Unique per episode: `<rule>:<user_id>:<episode start in ms>`.
+    /// Unique per message: `<episode_key>` for the first firing, `<episode_key>:repeat-<n>` for
+    /// repeats, `<episode_key>:resolved` for the resolved notice.
     pub alert_key: String,
+    /// Unique per episode: `<rule>:<user_id>:<episode start in ms>`.
+    pub episode_key: String,
     /// Rule name; `idle` for the built-in rule.
     pub rule: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Destination name from the rules file; `None` = the default destination.
+    pub destination: Option<String>,
+    pub kind: AlertKind,
     pub user_id: UserId,
     pub user_name: Option<String>,
     /// What the agent is in, for humans: `routing IDLE` or `presence AVAILABLE (off queue)`.
@@ -236,14 +265,33 @@ pub struct Alert {
     pub since: DateTime<Utc>,
     /// The threshold that was passed.
     pub threshold: std::time::Duration,
-    /// When the alert fired, UTC.
+    /// When the alert fired (or resolved), UTC.
     pub fired_at: DateTime<Utc>,
+    /// Why it is recorded but not sent (`quiet hours`), if so.
+    pub muted: Option<String>,
 }
 
 impl Alert {
     /// How long the agent had been in the state when the alert fired.
     pub fn held_for(&self) -> std::time::Duration {
-        (self.fired_at - self.since).to_std().unwrap_or_default()
+        match self.kind {
+            AlertKind::Resolved { duration } => duration,
+            AlertKind::Firing { .. } => (self.fired_at - self.since).to_std().unwrap_or_default(),
+        }
+    }
+
+    /// The key of an episode: `<rule>:<user_id>:<start in ms>`.
+    pub fn episode_key(rule: &str, user: &UserId, start: DateTime<Utc>) -> String {
+        format!("{rule}:{user}:{}", start.timestamp_millis())
+    }
+
+    /// The message key for `kind` within an episode.
+    pub fn message_key(episode_key: &str, kind: AlertKind) -> String {
+        match kind {
+            AlertKind::Firing { repeat: 0 } => episode_key.to_string(),
+            AlertKind::Firing { repeat } => format!("{episode_key}:repeat-{repeat}"),
+            AlertKind::Resolved { .. } => format!("{episode_key}:resolved"),
+        }
     }
 }
 
@@ -255,10 +303,14 @@ pub enum DeliveryStatus {
     Pending,
     /// Slack answered 200 `ok`.
     Delivered,
-    /// Slack refused it or retries ran out; see the error.
+    /// Slack refused it or retries ran out; see the error (and the dead-letter record).
     Failed,
     /// No webhook configured: logged and stored only.
     NotConfigured,
+    /// Recorded but deliberately not sent: quiet hours or a silence (see the error column).
+    Suppressed,
+    /// Not sent because it no longer mattered (its episode resolved before a retry).
+    Dropped,
 }
 
 impl DeliveryStatus {
@@ -268,8 +320,62 @@ impl DeliveryStatus {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::NotConfigured => "not_configured",
+            DeliveryStatus::Suppressed => "suppressed",
+            DeliveryStatus::Dropped => "dropped",
         }
     }
+
+    /// Parses the stored form.
+    pub fn parse(raw: &str) -> Option<DeliveryStatus> {
+        [
+            DeliveryStatus::Pending,
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Failed,
+            DeliveryStatus::NotConfigured,
+            DeliveryStatus::Suppressed,
+            DeliveryStatus::Dropped,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
+    }
+}
+
+/// A silence: alerts matching it are tracked and recorded but not sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    pub id: i64,
+    /// Only this rule (all rules when `None`).
+    pub rule: Option<String>,
+    /// Only this agent (all agents when `None`).
+    pub user_id: Option<UserId>,
+    /// Ends at this instant, UTC.
+    pub until: DateTime<Utc>,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Silence {
+    /// Does it silence `alert` at `now`?
+    pub fn matches(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
+        now < self.until
+            && self.rule.as_deref().is_none_or(|r| r == alert.rule)
+            && self.user_id.as_ref().is_none_or(|u| *u == alert.user_id)
+    }
+}
+
+/// A message that could not be delivered for good: kept for operators (never the URL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub alert_key: String,
+    /// Destination name.
+    pub destination: String,
+    /// Slack's error string or the last transport error.
+    pub error: String,
+    pub attempts: u32,
+    pub first_attempt_at: DateTime<Utc>,
+    pub last_attempt_at: DateTime<Utc>,
+    /// Hex SHA-256-free fingerprint of the payload (std hasher), to spot identical payloads.
+    pub payload_hash: String,
 }
 
 /// The outcome of one delivery, reported by the Slack actor to the persistence actor.

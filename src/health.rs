@@ -40,6 +40,27 @@ pub struct ConnectionStatus {
     pub expires: Option<DateTime<Utc>>,
 }
 
+/// Status of one alert destination (a Slack incoming webhook or a generic JSON webhook).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationStatus {
+    /// Destination name (`default` for `SLACK_WEBHOOK_URL`).
+    pub name: String,
+    /// `slack` or `webhook`.
+    pub kind: String,
+    /// False after a permanent destination error (`channel_is_archived`, `no_service`, …).
+    pub enabled: bool,
+    /// Why it was disabled (Slack's error string), if it was.
+    pub disabled_reason: Option<String>,
+    /// Messages waiting to be sent.
+    pub queue_depth: usize,
+    /// Paused by a 429 until this instant, UTC.
+    pub paused_until: Option<DateTime<Utc>>,
+    /// Messages delivered since start.
+    pub delivered: u64,
+    /// Messages that failed for good since start (dead-lettered).
+    pub failed: u64,
+}
+
 /// The whole readiness report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthReport {
@@ -51,6 +72,8 @@ pub struct HealthReport {
     pub database_error: Option<String>,
     /// Monitored agents.
     pub agents: usize,
+    /// Alert destinations.
+    pub destinations: Vec<DestinationStatus>,
     /// Why the service is not ready, one line per reason.
     pub problems: Vec<String>,
 }

@@ -17,8 +17,8 @@ use crate::actors::Credit;
 use crate::actors::persistence::PersistMsg;
 use crate::actors::slack::SlackMsg;
 use crate::domain::{
-    AgentCurrent, Alert, IdleEpisode, IdleInputs, Kind, PresenceState, RoutingState, Source,
-    Transition, UserId,
+    AgentCurrent, Alert, AlertKind, IdleEpisode, IdleInputs, Kind, PresenceState, RoutingState,
+    Source, Transition, UserId,
 };
 use crate::metrics;
 use crate::notification::{PresenceUpdate, RoutingUpdate};
@@ -203,19 +203,22 @@ impl AgentState {
         }
         episode.alerted = true;
         episode.timer = None;
+        let episode_key = Alert::episode_key(IDLE_RULE, &self.user_id, episode.since);
+        let kind = AlertKind::Firing { repeat: 0 };
         let alert = Alert {
-            alert_key: format!(
-                "{IDLE_RULE}:{}:{}",
-                self.user_id,
-                episode.since.timestamp_millis()
-            ),
+            alert_key: Alert::message_key(&episode_key, kind),
+            episode_key,
             rule: IDLE_RULE.to_string(),
+            severity: "warning".to_string(),
+            destination: None,
+            kind,
             user_id: self.user_id.clone(),
             user_name: self.user_name.clone(),
             state: episode.reason.clone(),
             since: episode.since,
             threshold: self.threshold,
             fired_at: Utc::now(),
+            muted: None,
         };
         tracing::info!(user_id = %self.user_id, state = %alert.state, since = %alert.since, "idle alert");
         metrics::alert_fired(&alert.rule);

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::actors::Credit;
 use crate::config::PersistenceConfig;
 use crate::db::{self, Batch, PendingAlert};
-use crate::domain::{AgentCurrent, Alert, AlertOutcome, Transition};
+use crate::domain::{AgentCurrent, Alert, AlertOutcome, DeadLetter, Transition, UserId};
 
 /// Messages of the persistence actor.
 #[derive(Debug)]
@@ -40,6 +40,10 @@ pub enum PersistMsg {
     AlertFired(Alert),
     /// Record how delivery ended.
     AlertOutcome(AlertOutcome),
+    /// Upsert one agent's episode log (JSON of `rules::AgentEpisodes`); the latest wins.
+    Episodes(UserId, String),
+    /// Insert a dead-letter record.
+    DeadLetter(DeadLetter),
     /// Commit everything buffered, then reply (used at shutdown and by tests).
     Flush(RpcReplyPort<Result<(), String>>),
     /// Is the database writable? Replies with the last write error, if any.
@@ -103,6 +107,7 @@ struct Buffer {
     credits: Vec<Credit>,
     /// `user_id` → index in `batch.agents`, so the latest state per user replaces the older.
     agent_index: HashMap<String, usize>,
+    episode_index: HashMap<UserId, usize>,
     /// `alert_key` → index in `batch.alerts`, so an outcome can be folded into its alert.
     alert_index: HashMap<String, usize>,
 }
@@ -173,6 +178,23 @@ impl Actor for PersistenceActor {
                         state.buffer.batch.agents.push(agent);
                     }
                 }
+                state.flush_if_full().await;
+            }
+            PersistMsg::Episodes(user, json) => {
+                match state.buffer.episode_index.get(&user) {
+                    Some(&i) => state.buffer.batch.episodes[i].1 = json,
+                    None => {
+                        state
+                            .buffer
+                            .episode_index
+                            .insert(user.clone(), state.buffer.batch.episodes.len());
+                        state.buffer.batch.episodes.push((user, json));
+                    }
+                }
+                state.flush_if_full().await;
+            }
+            PersistMsg::DeadLetter(letter) => {
+                state.buffer.batch.dead_letters.push(letter);
                 state.flush_if_full().await;
             }
             PersistMsg::AlertFired(alert) => {

@@ -28,6 +28,13 @@ use crate::slack::{SlackWebhook, alert_message, text_only_message};
 pub enum SlackMsg {
     /// Deliver one alert; the outcome goes to the persistence actor as `PersistMsg::AlertOutcome`.
     Alert(Alert),
+    /// An episode ended: a firing message of it still waiting for a retry no longer matters.
+    EpisodeEnded {
+        /// `<rule>:<user_id>:<episode start in ms>`.
+        episode_key: String,
+    },
+    /// The status of every destination, for `/readyz`.
+    Status(ractor::RpcReplyPort<Vec<crate::health::DestinationStatus>>),
 }
 
 /// The Slack actor (ractor). Spawn it with [`SlackArgs`].
@@ -83,6 +90,10 @@ impl Actor for SlackActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            SlackMsg::EpisodeEnded { .. } => {}
+            SlackMsg::Status(reply) => {
+                let _ = reply.send(Vec::new());
+            }
             SlackMsg::Alert(alert) => {
                 let outcome = deliver(state, &alert).await;
                 crate::metrics::delivery_dequeued();
@@ -226,6 +237,11 @@ mod tests {
     fn alert(key: &str) -> Alert {
         Alert {
             alert_key: key.into(),
+            episode_key: String::new(),
+            severity: "warning".into(),
+            destination: None,
+            kind: crate::domain::AlertKind::Firing { repeat: 0 },
+            muted: None,
             rule: "idle".into(),
             user_id: UserId::parse("U1").unwrap(),
             user_name: Some("Jane <Doe>".into()),

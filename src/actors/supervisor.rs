@@ -505,6 +505,7 @@ impl Actor for Supervisor {
             SupervisorMsg::Health(reply) => {
                 let connections: Vec<_> = state.connections.iter().flatten().cloned().collect();
                 let persistence = state.persistence.clone();
+                let slack = state.slack.clone();
                 // Gather in a task so the supervisor's mailbox never waits on a child.
                 let snapshot = HealthSnapshot::from(&*state);
                 tokio::spawn(async move {
@@ -518,7 +519,11 @@ impl Actor for Supervisor {
                         Some(p) => ractor::call_t!(p, PersistMsg::Health, 3000).ok(),
                         None => None,
                     };
-                    let _ = reply.send(snapshot.report(statuses, db));
+                    let destinations = match slack {
+                        Some(s) => ractor::call_t!(s, SlackMsg::Status, 2000).unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    let _ = reply.send(snapshot.report(statuses, db, destinations));
                 });
             }
             SupervisorMsg::Agent(user, reply) => {
@@ -645,6 +650,7 @@ impl HealthSnapshot {
         self,
         connections: Vec<ConnectionStatus>,
         db: Option<crate::actors::persistence::DbHealth>,
+        destinations: Vec<crate::health::DestinationStatus>,
     ) -> HealthReport {
         let s = self.state;
         let mut problems = Vec::new();
@@ -677,6 +683,13 @@ impl HealthSnapshot {
             problems.push(format!(
                 "database is not writable: {}",
                 db_error.clone().unwrap_or_default()
+            ));
+        }
+        for d in destinations.iter().filter(|d| !d.enabled) {
+            problems.push(format!(
+                "alert destination {} is disabled: {}",
+                d.name,
+                d.disabled_reason.clone().unwrap_or_default()
             ));
         }
         let mut actors: Vec<ActorStatus> = s
@@ -715,6 +728,7 @@ impl HealthSnapshot {
             database_writable: writable,
             database_error: db_error,
             agents: s.agents,
+            destinations,
             problems,
         }
     }

@@ -365,8 +365,32 @@ pub struct Readiness {
     pub database: DatabaseReport,
     /// Monitored agents.
     pub agents: u64,
+    /// Alert destinations (Slack incoming webhooks, generic JSON webhooks).
+    pub destinations: Vec<DestinationReport>,
     /// Why the service is not ready, one line per reason; empty when ready.
     pub problems: Vec<String>,
+}
+
+/// One alert destination as the delivery actor sees it.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "DestinationReport")]
+pub struct DestinationReport {
+    /// Destination name (`default` for `SLACK_WEBHOOK_URL`). Never the URL.
+    pub name: String,
+    /// `slack` or `webhook`.
+    pub kind: String,
+    /// False after a permanent destination error such as `channel_is_archived`.
+    pub enabled: bool,
+    /// Why it was disabled (the receiver's error string).
+    pub disabled_reason: Option<String>,
+    /// Messages waiting to be sent.
+    pub queue_depth: u64,
+    /// Paused by an HTTP 429 until this instant, UTC.
+    pub paused_until: Option<Timestamp>,
+    /// Messages delivered since start.
+    pub delivered: u64,
+    /// Messages that failed for good since start (dead-lettered).
+    pub failed: u64,
 }
 
 /// A stored row that the API cannot represent (a value no writer produces).
@@ -503,6 +527,20 @@ impl From<&HealthReport> for Readiness {
                 error: r.database_error.clone(),
             },
             agents: r.agents as u64,
+            destinations: r
+                .destinations
+                .iter()
+                .map(|d| DestinationReport {
+                    name: d.name.clone(),
+                    kind: d.kind.clone(),
+                    enabled: d.enabled,
+                    disabled_reason: d.disabled_reason.clone(),
+                    queue_depth: d.queue_depth as u64,
+                    paused_until: d.paused_until.map(Timestamp),
+                    delivered: d.delivered,
+                    failed: d.failed,
+                })
+                .collect(),
             problems: r.problems.clone(),
         }
     }
@@ -520,6 +558,7 @@ impl Readiness {
                 error: Some("unknown: the supervisor did not answer".into()),
             },
             agents: 0,
+            destinations: Vec::new(),
             problems: vec!["the supervisor did not answer the health request".into()],
         }
     }

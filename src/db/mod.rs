@@ -17,6 +17,7 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use sea_orm_migration::MigratorTrait;
 
+pub mod alerting;
 pub mod entity;
 pub mod migration;
 mod query;
@@ -271,6 +272,11 @@ mod tests {
         };
         let alert = Alert {
             alert_key: "idle:u1:1".into(),
+            episode_key: String::new(),
+            severity: "warning".into(),
+            destination: None,
+            kind: crate::domain::AlertKind::Firing { repeat: 0 },
+            muted: None,
             rule: "idle".into(),
             user_id: UserId::parse("u1").unwrap(),
             user_name: None,
@@ -297,6 +303,8 @@ mod tests {
                 alert,
                 outcome: None,
             }],
+            episodes: vec![],
+            dead_letters: vec![],
             outcomes: vec![],
         };
         let summary = write_batch(db, &batch).await.unwrap();
@@ -311,6 +319,8 @@ mod tests {
                 ..agent
             }],
             alerts: vec![],
+            episodes: vec![],
+            dead_letters: vec![],
             outcomes: vec![AlertOutcome {
                 alert_key: "idle:u1:1".into(),
                 status: DeliveryStatus::NotConfigured,

@@ -9,9 +9,10 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entity::{agent, agent_status, alert, health_probe};
+use super::entity::{agent, agent_status, alert, dead_letter, episode, health_probe};
 use crate::domain::{
-    AgentCurrent, Alert, AlertOutcome, DeliveryStatus, Transition, truncate_to_millis,
+    AgentCurrent, Alert, AlertKind, AlertOutcome, DeadLetter, DeliveryStatus, Transition, UserId,
+    truncate_to_millis,
 };
 
 /// Bind parameters per statement we allow ourselves: well under SQLite's limit (32,766 since
@@ -22,7 +23,11 @@ const AGENT_STATUS_COLUMNS: usize = 9;
 /// Columns bound per `agents` row.
 const AGENT_COLUMNS: usize = 10;
 /// Columns bound per `alerts` row (all but `id`).
-const ALERT_COLUMNS: usize = 12;
+const ALERT_COLUMNS: usize = 19;
+/// Columns bound per `dead_letters` row (all but `id`).
+const DEAD_LETTER_COLUMNS: usize = 7;
+/// Columns bound per `episodes` row.
+const EPISODE_COLUMNS: usize = 3;
 
 /// An alert waiting to be inserted, with its delivery outcome if that arrived before the
 /// insert was committed.
@@ -47,12 +52,21 @@ pub struct Batch {
     pub alerts: Vec<PendingAlert>,
     /// Applied as updates by `alert_key` after the inserts, in order.
     pub outcomes: Vec<AlertOutcome>,
+    /// Episode logs upserted by `user_id` (JSON); at most one per user.
+    pub episodes: Vec<(UserId, String)>,
+    /// Dead-letter records, inserted.
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl Batch {
     /// Rows (of every table) in the batch.
     pub fn len(&self) -> usize {
-        self.transitions.len() + self.agents.len() + self.alerts.len() + self.outcomes.len()
+        self.transitions.len()
+            + self.agents.len()
+            + self.alerts.len()
+            + self.outcomes.len()
+            + self.episodes.len()
+            + self.dead_letters.len()
     }
 
     /// Nothing to write.
@@ -131,6 +145,26 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
             .exec_without_returning(&txn)
             .await?;
         summary.alerts_inserted += inserted_rows(inserted);
+    }
+
+    for chunk in batch.episodes.chunks(MAX_BIND_PARAMS / EPISODE_COLUMNS) {
+        episode::Entity::insert_many(chunk.iter().map(episode_row))
+            .on_conflict(
+                OnConflict::column(episode::Column::UserId)
+                    .update_columns([episode::Column::State, episode::Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+    }
+
+    for chunk in batch
+        .dead_letters
+        .chunks(MAX_BIND_PARAMS / DEAD_LETTER_COLUMNS)
+    {
+        dead_letter::Entity::insert_many(chunk.iter().map(dead_letter_row))
+            .exec_without_returning(&txn)
+            .await?;
     }
 
     for outcome in &batch.outcomes {
@@ -232,6 +266,42 @@ fn alert_row(pending: &PendingAlert) -> alert::ActiveModel {
         delivery_error: Set(error),
         attempts: Set(attempts),
         delivered_at: Set(delivered_at),
+        episode_key: Set(a.episode_key.clone()),
+        kind: Set(a.kind.as_str().to_owned()),
+        repeat: Set(match a.kind {
+            AlertKind::Firing { repeat } => i32::try_from(repeat).unwrap_or(i32::MAX),
+            AlertKind::Resolved { .. } => 0,
+        }),
+        severity: Set(a.severity.clone()),
+        destination: Set(a.destination.clone()),
+        resolved_duration_seconds: Set(match a.kind {
+            AlertKind::Resolved { duration } => {
+                Some(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))
+            }
+            AlertKind::Firing { .. } => None,
+        }),
+        muted: Set(a.muted.clone()),
+    }
+}
+
+fn episode_row((user, state): &(UserId, String)) -> episode::ActiveModel {
+    episode::ActiveModel {
+        user_id: Set(user.as_str().to_owned()),
+        state: Set(state.clone()),
+        updated_at: Set(ms(Utc::now())),
+    }
+}
+
+fn dead_letter_row(d: &DeadLetter) -> dead_letter::ActiveModel {
+    dead_letter::ActiveModel {
+        id: NotSet,
+        alert_key: Set(d.alert_key.clone()),
+        destination: Set(d.destination.clone()),
+        error: Set(d.error.clone()),
+        attempts: Set(i32::try_from(d.attempts).unwrap_or(i32::MAX)),
+        first_attempt_at: Set(ms(d.first_attempt_at)),
+        last_attempt_at: Set(ms(d.last_attempt_at)),
+        payload_hash: Set(d.payload_hash.clone()),
     }
 }
 

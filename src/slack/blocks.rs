@@ -185,6 +185,11 @@ mod tests {
     fn alert(name: Option<&str>) -> Alert {
         Alert {
             alert_key: "idle:u1:1714558530000".into(),
+            episode_key: String::new(),
+            severity: "warning".into(),
+            destination: None,
+            kind: crate::domain::AlertKind::Firing { repeat: 0 },
+            muted: None,
             rule: "idle".into(),
             user_id: UserId::parse("U1").unwrap(),
             user_name: name.map(str::to_string),

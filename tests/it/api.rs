@@ -387,6 +387,11 @@ async fn alerts_are_newest_first_with_their_delivery_outcome() {
     let fired = |key: &str, fired_at: &str| {
         PersistMsg::AlertFired(Alert {
             alert_key: key.into(),
+            episode_key: String::new(),
+            severity: "warning".into(),
+            destination: None,
+            kind: agent_monitor::domain::AlertKind::Firing { repeat: 0 },
+            muted: None,
             rule: "idle".into(),
             user_id: UserId::parse("u1").unwrap(),
             user_name: Some("Ann".into()),
@@ -476,6 +481,7 @@ fn report(ready: bool) -> HealthReport {
         database_writable: true,
         database_error: None,
         agents: 42,
+        destinations: vec![],
         problems: if ready {
             vec![]
         } else {

@@ -50,6 +50,11 @@ fn transition(user: &str, second: u32, state: &str) -> Transition {
 fn alert(key: &str) -> Alert {
     Alert {
         alert_key: key.into(),
+        episode_key: String::new(),
+        severity: "warning".into(),
+        destination: None,
+        kind: crate::domain::AlertKind::Firing { repeat: 0 },
+        muted: None,
         rule: "idle".into(),
         user_id: UserId::parse("u1").unwrap(),
         user_name: None,

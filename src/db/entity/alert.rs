@@ -9,7 +9,7 @@ pub struct Model {
     /// Autoincrement id.
     #[sea_orm(primary_key)]
     pub id: i64,
-    /// `<rule>:<user_id>:<episode start in ms>`, unique.
+    /// Unique per message: the episode key, `…:repeat-<n>` or `…:resolved`.
     #[sea_orm(unique)]
     pub alert_key: String,
     /// Rule name (`idle`).
@@ -34,6 +34,20 @@ pub struct Model {
     pub attempts: i32,
     /// When Slack accepted it, UTC.
     pub delivered_at: Option<DateTimeUtc>,
+    /// `<rule>:<user_id>:<episode start in ms>`: every message of one episode shares it.
+    pub episode_key: String,
+    /// `firing` or `resolved`.
+    pub kind: String,
+    /// 0 for the first firing, 1, 2, … for repeats.
+    pub repeat: i32,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Destination name (`None`: the default destination).
+    pub destination: Option<String>,
+    /// Total episode length for a resolved notice, whole seconds.
+    pub resolved_duration_seconds: Option<i64>,
+    /// Why it was recorded but not sent (`quiet hours`, `silenced: …`).
+    pub muted: Option<String>,
 }
 
 /// No relations: rows refer to users by `user_id` only, without foreign keys.

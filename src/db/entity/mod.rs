@@ -7,4 +7,7 @@
 pub mod agent;
 pub mod agent_status;
 pub mod alert;
+pub mod dead_letter;
+pub mod episode;
 pub mod health_probe;
+pub mod silence;
