@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// Alias: the idle threshold in whole minutes.
     #[arg(long, env = "IDLE_THRESHOLD_MINUTES")]
     pub idle_threshold_minutes: Option<String>,
+    /// Alert rules file (TOML; see deploy/rules.example.toml). Without it the built-in `idle`
+    /// rule applies with IDLE_THRESHOLD. Re-read on SIGHUP and POST /api/v1/rules/reload.
+    #[arg(long = "rules", env = "RULES_FILE")]
+    pub rules_file: Option<PathBuf>,
     /// REST API listen address (default 127.0.0.1:8080).
     #[arg(long, env = "LISTEN_ADDR")]
     pub listen_addr: Option<String>,
@@ -406,6 +410,16 @@ impl RunArgs {
             (None, None) => Duration::from_secs(15 * 60),
         };
 
+        let (rules, rules_path) = match self.rules_file {
+            Some(path) => {
+                let rules = crate::rules::RuleSet::load(&path).map_err(|e| {
+                    err("RULES_FILE", format!("{} is invalid:\n{e}", path.display()))
+                })?;
+                (rules, Some(path))
+            }
+            None => (crate::rules::RuleSet::builtin_idle(idle_threshold), None),
+        };
+
         let listen_addr: SocketAddr = match self.listen_addr.filter(|v| !v.trim().is_empty()) {
             Some(raw) => raw.trim().parse().map_err(|_| {
                 err(
@@ -466,6 +480,8 @@ impl RunArgs {
             },
             database_url: Secret::new(database_url),
             idle_threshold,
+            rules: std::sync::Arc::new(rules),
+            rules_path,
             listen_addr,
             persistence,
             shutdown_grace: Duration::from_secs(10),

@@ -91,8 +91,13 @@ pub struct Config {
     pub slack: SlackConfig,
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: Secret,
-    /// Alert when an agent stays idle this long (default 15 minutes).
+    /// Alert when an agent stays idle this long (default 15 minutes): the built-in `idle`
+    /// rule's threshold when no rules file is given.
     pub idle_threshold: Duration,
+    /// The alert rules in force at start: the rules file, or the built-in `idle` rule.
+    pub rules: std::sync::Arc<crate::rules::RuleSet>,
+    /// `RULES_FILE`, re-read on SIGHUP and `POST /api/v1/rules/reload`.
+    pub rules_path: Option<std::path::PathBuf>,
     /// REST API address (default `127.0.0.1:8080`).
     pub listen_addr: SocketAddr,
     pub persistence: PersistenceConfig,

@@ -1,12 +1,16 @@
 //! The agent actor: one per monitored user. It holds the agent's presence, routing status and
-//! active-conversation count, decides which events change the current state, keeps its own idle
-//! deadline, and raises one alert per idle episode.
+//! active-conversation count, decides which events change the current state, evaluates the
+//! alert rules against it (`crate::rules`: one episode per rule, Normal → Pending → Firing →
+//! Resolved), keeps one timer for the earliest episode deadline, and raises alert messages
+//! (firing, repeats, resolved) to the Slack and persistence actors. Its episode log is
+//! persisted after every change, so a restart neither repeats nor forgets an alert.
 //!
 //! Ordering rule: an event older than the one held for the same dimension is stored (history is
 //! complete) but does not change the current state. An exact repeat of the event held (same
 //! dimension, timestamp and value) is a duplicate delivery and is dropped here; the database's
 //! unique key catches the rest.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,14 +21,15 @@ use crate::actors::Credit;
 use crate::actors::persistence::PersistMsg;
 use crate::actors::slack::SlackMsg;
 use crate::domain::{
-    AgentCurrent, Alert, AlertKind, IdleEpisode, IdleInputs, Kind, PresenceState, RoutingState,
-    Source, Transition, UserId,
+    AgentCurrent, Alert, AlertKind, IdleInputs, Kind, PresenceState, RoutingState, Source,
+    Transition, UserId,
 };
 use crate::metrics;
 use crate::notification::{PresenceUpdate, RoutingUpdate};
+use crate::rules::{AgentEpisodes, AgentView, EpisodeAction, RuleAction, RuleSet};
 
 /// The name of the built-in rule.
-pub const IDLE_RULE: &str = "idle";
+pub const IDLE_RULE: &str = crate::rules::BUILTIN_IDLE_RULE;
 
 /// Messages of the agent actor.
 #[derive(Debug)]
@@ -43,8 +48,10 @@ pub enum AgentMsg {
     Rename(String),
     /// The persistence or Slack actor was restarted: use these from now on.
     Peers(Peers),
-    /// Internal: the idle deadline of episode `generation` has passed.
-    IdleDeadline { generation: u64 },
+    /// The rules were reloaded: evaluate the new ones from now on.
+    Rules(Arc<RuleSet>),
+    /// Internal: the earliest episode deadline of timer `generation` has passed.
+    Deadline { generation: u64 },
     /// The agent's current state (tests, debugging).
     Get(RpcReplyPort<AgentCurrent>),
 }
@@ -61,35 +68,35 @@ pub struct Peers {
 pub struct AgentArgs {
     pub user_id: UserId,
     pub user_name: Option<String>,
-    /// Alert when idle for this long.
-    pub idle_threshold: Duration,
+    /// The agent's division id (rule scopes), if known.
+    pub division_id: Option<String>,
+    /// The rules in force.
+    pub rules: Arc<RuleSet>,
+    /// The persisted episode log (JSON of [`AgentEpisodes`]) to resume, if any.
+    pub episodes: Option<String>,
     pub peers: Peers,
 }
 
 /// The agent actor (stateless handler; state in [`AgentState`]).
 pub struct AgentActor;
 
-/// An idle episode in progress.
-#[derive(Debug)]
-struct Episode {
-    since: DateTime<Utc>,
-    reason: String,
-    alerted: bool,
-    generation: u64,
-    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>>,
-}
+type Timer = JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>;
 
 /// What one agent actor owns.
 #[derive(Debug)]
 pub struct AgentState {
     user_id: UserId,
     user_name: Option<String>,
-    threshold: Duration,
+    division_id: Option<String>,
+    rules: Arc<RuleSet>,
     peers: Peers,
     inputs: IdleInputs,
     presence_label: Option<String>,
-    episode: Option<Episode>,
-    next_generation: u64,
+    episodes: AgentEpisodes,
+    /// The episode log as last sent to the persistence actor.
+    persisted: String,
+    timer: Option<(DateTime<Utc>, Timer)>,
+    generation: u64,
 }
 
 /// What to do with an incoming event for one dimension.
@@ -148,7 +155,7 @@ impl AgentState {
             routing_status: self.inputs.routing.as_ref().map(|r| r.status.clone()),
             routing_since: self.inputs.routing.as_ref().map(|r| r.since),
             active_conversations: self.inputs.active_conversations,
-            idle_since: self.episode.as_ref().map(|e| e.since),
+            idle_since: self.inputs.idle_episode().map(|e| e.since),
             updated_at: Utc::now(),
         }
     }
@@ -160,68 +167,141 @@ impl AgentState {
             .cast(PersistMsg::Agent(self.current()));
     }
 
-    /// Starts, keeps or ends the idle episode after a state change.
-    fn reevaluate(&mut self, myself: &ActorRef<AgentMsg>) {
-        match (self.inputs.idle_episode(), self.episode.as_ref()) {
-            (Some(IdleEpisode { since, reason }), None) => {
-                let generation = self.next_generation;
-                self.next_generation += 1;
-                // Timestamps in the future are treated as now.
-                let now = Utc::now();
-                let start = since.min(now);
-                let deadline = start
-                    + chrono::Duration::from_std(self.threshold).unwrap_or(chrono::TimeDelta::MAX);
-                let delay = (deadline - now).to_std().unwrap_or(Duration::ZERO);
-                let timer = myself.send_after(delay, move || AgentMsg::IdleDeadline { generation });
-                tracing::debug!(user_id = %self.user_id, since = %since, delay_ms = delay.as_millis() as u64, "idle episode started");
-                self.episode = Some(Episode {
-                    since,
-                    reason,
-                    alerted: false,
-                    generation,
-                    timer: Some(timer),
-                });
-            }
-            (None, Some(_)) => {
-                if let Some(episode) = self.episode.take() {
-                    if let Some(timer) = episode.timer {
-                        timer.abort();
-                    }
-                    tracing::debug!(user_id = %self.user_id, alerted = episode.alerted, "idle episode ended");
-                }
-            }
-            _ => {}
+    fn view(&self) -> AgentView {
+        AgentView {
+            user_id: self.user_id.clone(),
+            presence: self.inputs.presence.clone(),
+            routing: self.inputs.routing.clone(),
+            active_conversations: self.inputs.active_conversations,
+            conversations_changed_at: self.inputs.conversations_changed_at,
+            queue_ids: Vec::new(),
+            division_id: self.division_id.clone(),
         }
     }
 
-    fn fire(&mut self, generation: u64) {
-        let Some(episode) = self.episode.as_mut() else {
+    /// A short description of what the agent is in, for alert messages.
+    fn describe(&self) -> String {
+        let routing = self
+            .inputs
+            .routing
+            .as_ref()
+            .map(|r| format!("routing {}", r.status));
+        let presence = self
+            .inputs
+            .presence
+            .as_ref()
+            .map(|p| match &self.presence_label {
+                Some(label) if !label.eq_ignore_ascii_case(&p.system.replace('_', " ")) => {
+                    format!("presence {} ({label})", p.system)
+                }
+                _ => format!("presence {}", p.system),
+            });
+        match (routing, presence) {
+            (Some(r), Some(p)) => format!("{r}, {p}"),
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => "unknown".to_string(),
+        }
+    }
+
+    /// After a state change: feed the rules, act, re-arm the timer, persist the episode log.
+    fn evaluate(&mut self, myself: &ActorRef<AgentMsg>) {
+        let now = Utc::now();
+        let view = self.view();
+        let actions = self.episodes.on_agent_change(&self.rules, now, &view);
+        self.after(myself, actions, now);
+    }
+
+    fn after(&mut self, myself: &ActorRef<AgentMsg>, actions: Vec<RuleAction>, now: DateTime<Utc>) {
+        for action in actions {
+            self.act(action, now);
+        }
+        self.arm(myself, now);
+        self.persist_episodes();
+    }
+
+    fn persist_episodes(&mut self) {
+        let json = match serde_json::to_string(&self.episodes) {
+            Ok(json) => json,
+            Err(e) => {
+                tracing::error!(user_id = %self.user_id, error = %e, "episode log not serializable");
+                return;
+            }
+        };
+        if json != self.persisted {
+            let _ = self
+                .peers
+                .persistence
+                .cast(PersistMsg::Episodes(self.user_id.clone(), json.clone()));
+            self.persisted = json;
+        }
+    }
+
+    /// Keeps one timer at the earliest episode deadline (re-armed only when it moves).
+    fn arm(&mut self, myself: &ActorRef<AgentMsg>, now: DateTime<Utc>) {
+        let next = self.episodes.next_deadline();
+        if self.timer.as_ref().map(|(at, _)| *at) == next {
+            return;
+        }
+        if let Some((_, timer)) = self.timer.take() {
+            timer.abort();
+        }
+        if let Some(at) = next {
+            self.generation += 1;
+            let generation = self.generation;
+            let delay = (at - now).to_std().unwrap_or(Duration::ZERO);
+            let timer = myself.send_after(delay, move || AgentMsg::Deadline { generation });
+            self.timer = Some((at, timer));
+        }
+    }
+
+    fn act(&mut self, RuleAction { rule, action }: RuleAction, now: DateTime<Utc>) {
+        let Some(rule) = self.rules.get(&rule).cloned() else {
             return;
         };
-        if episode.generation != generation || episode.alerted {
-            return; // a stale timer, or already alerted for this episode
-        }
-        episode.alerted = true;
-        episode.timer = None;
-        let episode_key = Alert::episode_key(IDLE_RULE, &self.user_id, episode.since);
-        let kind = AlertKind::Firing { repeat: 0 };
+        let (episode_start, kind, send) = match action {
+            EpisodeAction::Fire {
+                episode_start,
+                repeat,
+                send,
+            } => (episode_start, AlertKind::Firing { repeat }, send),
+            EpisodeAction::Resolve {
+                episode_start,
+                duration,
+                send,
+                ..
+            } => {
+                let episode_key = Alert::episode_key(&rule.name, &self.user_id, episode_start);
+                let _ = self
+                    .peers
+                    .slack
+                    .cast(SlackMsg::EpisodeEnded { episode_key });
+                if !send {
+                    return;
+                }
+                (episode_start, AlertKind::Resolved { duration }, send)
+            }
+        };
+        let episode_key = Alert::episode_key(&rule.name, &self.user_id, episode_start);
         let alert = Alert {
             alert_key: Alert::message_key(&episode_key, kind),
             episode_key,
-            rule: IDLE_RULE.to_string(),
-            severity: "warning".to_string(),
-            destination: None,
+            rule: rule.name.clone(),
+            severity: rule.severity.as_str().to_string(),
+            destination: rule.destination.clone(),
             kind,
             user_id: self.user_id.clone(),
             user_name: self.user_name.clone(),
-            state: episode.reason.clone(),
-            since: episode.since,
-            threshold: self.threshold,
-            fired_at: Utc::now(),
-            muted: None,
+            state: self.describe(),
+            since: episode_start,
+            threshold: rule.threshold,
+            fired_at: now,
+            muted: (!send).then(|| "quiet hours".to_string()),
         };
-        tracing::info!(user_id = %self.user_id, state = %alert.state, since = %alert.since, "idle alert");
-        metrics::alert_fired(&alert.rule);
+        tracing::info!(user_id = %self.user_id, rule = %alert.rule, kind = alert.kind.as_str(),
+            state = %alert.state, since = %alert.since, muted = alert.muted.is_some(), "alert");
+        if matches!(kind, AlertKind::Firing { .. }) {
+            metrics::alert_fired(&alert.rule);
+        }
         // Persistence first: the record exists before Slack reports its outcome.
         let _ = self
             .peers
@@ -286,7 +366,7 @@ impl AgentState {
                     label: update.label,
                     since: update.timestamp,
                 });
-                self.reevaluate(myself);
+                self.evaluate(myself);
                 self.publish_current();
             }
         }
@@ -339,7 +419,7 @@ impl AgentState {
                     status: update.status,
                     since: update.timestamp,
                 });
-                self.reevaluate(myself);
+                self.evaluate(myself);
                 self.publish_current();
             }
         }
@@ -356,16 +436,39 @@ impl Actor for AgentActor {
         _myself: ActorRef<AgentMsg>,
         args: AgentArgs,
     ) -> Result<AgentState, ActorProcessingErr> {
+        let (episodes, persisted) = match args.episodes {
+            Some(json) => match serde_json::from_str::<AgentEpisodes>(&json) {
+                Ok(episodes) => (episodes, json),
+                Err(e) => {
+                    tracing::warn!(user_id = %args.user_id, error = %e, "persisted episode log unreadable; starting afresh");
+                    (AgentEpisodes::new(), String::new())
+                }
+            },
+            None => (AgentEpisodes::new(), String::new()),
+        };
         Ok(AgentState {
             user_id: args.user_id,
             user_name: args.user_name,
-            threshold: args.idle_threshold,
+            division_id: args.division_id,
+            rules: args.rules,
             peers: args.peers,
             inputs: IdleInputs::default(),
             presence_label: None,
-            episode: None,
-            next_generation: 0,
+            episodes,
+            persisted,
+            timer: None,
+            generation: 0,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A resumed episode log may hold a due repeat: keep its schedule.
+        state.arm(&myself, Utc::now());
+        Ok(())
     }
 
     async fn handle(
@@ -388,7 +491,7 @@ impl Actor for AgentActor {
                 if active != state.inputs.active_conversations {
                     state.inputs.active_conversations = active;
                     state.inputs.conversations_changed_at = Some(observed_at);
-                    state.reevaluate(&myself);
+                    state.evaluate(&myself);
                     state.publish_current();
                 }
             }
@@ -398,7 +501,18 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Peers(peers) => state.peers = peers,
-            AgentMsg::IdleDeadline { generation } => state.fire(generation),
+            AgentMsg::Rules(rules) => {
+                state.rules = rules;
+                state.evaluate(&myself);
+            }
+            AgentMsg::Deadline { generation } => {
+                if generation == state.generation {
+                    state.timer = None;
+                    let now = Utc::now();
+                    let actions = state.episodes.on_tick(&state.rules, now);
+                    state.after(&myself, actions, now);
+                }
+            }
             AgentMsg::Get(reply) => {
                 let _ = reply.send(state.current());
             }
@@ -411,7 +525,7 @@ impl Actor for AgentActor {
         _myself: ActorRef<AgentMsg>,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.episode.as_mut().and_then(|e| e.timer.take()) {
+        if let Some((_, timer)) = state.timer.take() {
             timer.abort();
         }
         if let Some(presence) = &state.inputs.presence {

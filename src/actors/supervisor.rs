@@ -5,6 +5,7 @@
 //! answers `/readyz` with its view of them. See `actors.md` for the tree and the strategy.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::health::{ActorStatus, ConnectionStatus, HealthReport};
 use crate::notification::updates_from_user;
 use crate::presence::PresenceCatalog;
 use crate::protocol::{PresenceDefinition, User};
+use crate::rules::RuleSet;
 
 /// Messages of the supervisor.
 pub enum SupervisorMsg {
@@ -46,12 +48,38 @@ pub enum SupervisorMsg {
     Health(RpcReplyPort<HealthReport>),
     /// The agent actor of a user (tests, debugging).
     Agent(UserId, RpcReplyPort<Option<ActorRef<AgentMsg>>>),
+    /// Re-read `RULES_FILE` (SIGHUP, `POST /api/v1/rules/reload`): valid rules replace the ones
+    /// in force in every agent; an invalid file is refused with every problem and the running
+    /// rules stay. Replies with the outcome.
+    ReloadRules(RpcReplyPort<ReloadOutcome>),
+    /// The rules in force, where they came from and the last reload.
+    Rules(RpcReplyPort<RulesInForce>),
     /// Graceful stop: close every socket with a normal closure, wait until every accepted
     /// transition is committed (bounded by `deadline`), then reply.
     Shutdown {
         deadline: Duration,
         reply: RpcReplyPort<()>,
     },
+}
+
+/// The result of one rules reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadOutcome {
+    /// When it ran, UTC.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// True when the new rules are in force.
+    pub applied: bool,
+    /// Every problem found, one per line (`line N: rule "x": …`); empty when applied.
+    pub problems: Vec<String>,
+}
+
+/// The rules in force, for `GET /api/v1/rules`.
+#[derive(Debug, Clone)]
+pub struct RulesInForce {
+    pub rules: Arc<RuleSet>,
+    /// `RULES_FILE`, or `None` for the built-in idle rule.
+    pub source: Option<PathBuf>,
+    pub last_reload: Option<ReloadOutcome>,
 }
 
 /// Which child an actor is.
@@ -80,7 +108,10 @@ pub struct SupervisorArgs {
     pub db: sea_orm::DatabaseConnection,
     pub persistence: PersistenceConfig,
     pub slack: SlackConfig,
-    pub idle_threshold: Duration,
+    /// The alert rules in force at start.
+    pub rules: Arc<RuleSet>,
+    /// Where the rules came from (`RULES_FILE`), re-read on reload; `None` = the built-in rule.
+    pub rules_path: Option<PathBuf>,
     pub ping_interval: Duration,
     pub silence_timeout: Duration,
     pub topics_per_channel: usize,
@@ -108,6 +139,11 @@ pub struct SupervisorState {
     connection_up: Vec<bool>,
     user_connection: HashMap<UserId, usize>,
     user_names: HashMap<UserId, Option<String>>,
+    user_divisions: HashMap<UserId, Option<String>>,
+    /// Episode logs read from the database at bootstrap, handed to agents as they start.
+    saved_episodes: HashMap<UserId, String>,
+    rules: Arc<RuleSet>,
+    last_reload: Option<ReloadOutcome>,
     agents: HashMap<UserId, ActorRef<AgentMsg>>,
     by_id: HashMap<ActorId, Child>,
     info: HashMap<Child, ChildInfo>,
@@ -183,7 +219,9 @@ impl SupervisorState {
         let args = AgentArgs {
             user_id: user.clone(),
             user_name: self.user_names.get(user).cloned().flatten(),
-            idle_threshold: self.args.idle_threshold,
+            division_id: self.user_divisions.get(user).cloned().flatten(),
+            rules: self.rules.clone(),
+            episodes: self.saved_episodes.remove(user),
             peers,
         };
         let (actor, _) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell()).await?;
@@ -249,10 +287,23 @@ impl SupervisorState {
         users: Vec<User>,
     ) -> Result<(), ActorProcessingErr> {
         self.catalog = Arc::new(PresenceCatalog::from_definitions(&definitions));
+        match crate::db::alerting::load_episodes(&self.args.db).await {
+            Ok(saved) => {
+                if !saved.is_empty() {
+                    tracing::info!(agents = saved.len(), "resuming persisted alert episodes");
+                }
+                self.saved_episodes = saved;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not read persisted alert episodes; starting afresh")
+            }
+        }
         let mut ids = Vec::with_capacity(users.len());
         for user in &users {
             match UserId::parse(&user.id) {
                 Ok(id) => {
+                    self.user_divisions
+                        .insert(id.clone(), user.division.as_ref().map(|d| d.id.clone()));
                     if self
                         .user_names
                         .insert(id.clone(), user.name.clone())
@@ -345,6 +396,7 @@ impl Actor for Supervisor {
         _myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
+        let rules_in_force = args.rules.clone();
         let credits = Arc::new(Semaphore::new(args.persistence.max_in_flight.max(1)));
         Ok(SupervisorState {
             args,
@@ -357,6 +409,10 @@ impl Actor for Supervisor {
             connection_up: Vec::new(),
             user_connection: HashMap::new(),
             user_names: HashMap::new(),
+            user_divisions: HashMap::new(),
+            saved_episodes: HashMap::new(),
+            rules: rules_in_force,
+            last_reload: None,
             agents: HashMap::new(),
             by_id: HashMap::new(),
             info: HashMap::new(),
@@ -528,6 +584,52 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Agent(user, reply) => {
                 let _ = reply.send(state.agents.get(&user).cloned());
+            }
+            SupervisorMsg::ReloadRules(reply) => {
+                let outcome = match &state.args.rules_path {
+                    None => ReloadOutcome {
+                        at: chrono::Utc::now(),
+                        applied: false,
+                        problems: vec![
+                            "no RULES_FILE is configured: the built-in idle rule is in force"
+                                .into(),
+                        ],
+                    },
+                    Some(path) => match RuleSet::load(path) {
+                        Ok(rules) => {
+                            let rules = Arc::new(rules);
+                            state.rules = rules.clone();
+                            for agent in state.agents.values() {
+                                let _ = agent.cast(AgentMsg::Rules(rules.clone()));
+                            }
+                            tracing::info!(rules = rules.rules().len(), path = %path.display(), "rules reloaded");
+                            ReloadOutcome {
+                                at: chrono::Utc::now(),
+                                applied: true,
+                                problems: Vec::new(),
+                            }
+                        }
+                        Err(e) => {
+                            let problems: Vec<String> =
+                                e.to_string().lines().map(str::to_string).collect();
+                            tracing::error!(path = %path.display(), problems = %problems.join("; "), "rules file refused; the running rules stay in force");
+                            ReloadOutcome {
+                                at: chrono::Utc::now(),
+                                applied: false,
+                                problems,
+                            }
+                        }
+                    },
+                };
+                state.last_reload = Some(outcome.clone());
+                let _ = reply.send(outcome);
+            }
+            SupervisorMsg::Rules(reply) => {
+                let _ = reply.send(RulesInForce {
+                    rules: state.rules.clone(),
+                    source: state.args.rules_path.clone(),
+                    last_reload: state.last_reload.clone(),
+                });
             }
             SupervisorMsg::Shutdown { deadline, reply } => {
                 state.shutting_down = true;

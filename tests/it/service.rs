@@ -106,6 +106,10 @@ pub fn config_for(
         },
         database_url: Secret::new(format!("sqlite://{}?mode=rwc", db.display())),
         idle_threshold: opts.idle_threshold,
+        rules: std::sync::Arc::new(agent_monitor::rules::RuleSet::builtin_idle(
+            opts.idle_threshold,
+        )),
+        rules_path: None,
         listen_addr: ([127, 0, 0, 1], 0).into(),
         persistence: opts.persistence,
         shutdown_grace: Duration::from_secs(10),
