@@ -77,3 +77,23 @@ pub struct HealthReport {
     /// Why the service is not ready, one line per reason.
     pub problems: Vec<String>,
 }
+
+/// The result of one rules reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadOutcome {
+    /// When it ran, UTC.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// True when the new rules are in force.
+    pub applied: bool,
+    /// Every problem found, one per line (`line N: rule "x": …`); empty when applied.
+    pub problems: Vec<String>,
+}
+
+/// The rules in force, for `GET /api/v1/rules`.
+#[derive(Debug, Clone)]
+pub struct RulesInForce {
+    pub rules: std::sync::Arc<crate::rules::RuleSet>,
+    /// `RULES_FILE`, or `None` for the built-in idle rule.
+    pub source: Option<std::path::PathBuf>,
+    pub last_reload: Option<ReloadOutcome>,
+}

@@ -22,7 +22,7 @@ use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
 use crate::config::{PersistenceConfig, SlackConfig};
 use crate::domain::{Source, UserId};
 use crate::genesys::{GenesysClient, GenesysError};
-use crate::health::{ActorStatus, ConnectionStatus, HealthReport};
+use crate::health::{ActorStatus, ConnectionStatus, HealthReport, ReloadOutcome, RulesInForce};
 use crate::notification::updates_from_user;
 use crate::presence::PresenceCatalog;
 use crate::protocol::{PresenceDefinition, User};
@@ -60,26 +60,6 @@ pub enum SupervisorMsg {
         deadline: Duration,
         reply: RpcReplyPort<()>,
     },
-}
-
-/// The result of one rules reload.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReloadOutcome {
-    /// When it ran, UTC.
-    pub at: chrono::DateTime<chrono::Utc>,
-    /// True when the new rules are in force.
-    pub applied: bool,
-    /// Every problem found, one per line (`line N: rule "x": …`); empty when applied.
-    pub problems: Vec<String>,
-}
-
-/// The rules in force, for `GET /api/v1/rules`.
-#[derive(Debug, Clone)]
-pub struct RulesInForce {
-    pub rules: Arc<RuleSet>,
-    /// `RULES_FILE`, or `None` for the built-in idle rule.
-    pub source: Option<PathBuf>,
-    pub last_reload: Option<ReloadOutcome>,
 }
 
 /// Which child an actor is.

@@ -246,6 +246,20 @@ pub enum DeliveryStatusDto {
     Failed,
     /// No Slack webhook configured: stored only.
     NotConfigured,
+    /// Recorded but deliberately not sent: quiet hours or a silence (see `delivery_error`).
+    Suppressed,
+    /// Not sent because its episode resolved before a retry.
+    Dropped,
+}
+
+/// Whether an alert message announces a firing (or repeat) or a resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename = "AlertKind", rename_all = "snake_case")]
+pub enum AlertKindDto {
+    /// The episode passed its threshold (`repeat` 0) or repeats (`repeat` ≥ 1).
+    Firing,
+    /// The episode ended after firing; `resolved_duration_seconds` is its length.
+    Resolved,
 }
 
 /// One alert and its delivery outcome.
@@ -254,10 +268,26 @@ pub enum DeliveryStatusDto {
 pub struct AlertDto {
     /// Row id; increases with insertion order.
     pub id: i64,
-    /// Unique per episode: `<rule>:<user_id>:<episode start in ms since the epoch>`.
+    /// Unique per message: the episode key, `<episode key>:repeat-<n>` or
+    /// `<episode key>:resolved`.
     pub alert_key: String,
-    /// Rule name (`idle`).
+    /// `<rule>:<user_id>:<episode start in ms since the epoch>`, shared by every message of
+    /// one episode.
+    pub episode_key: String,
+    /// Rule name (`idle` for the built-in rule).
     pub rule: String,
+    /// `firing` or `resolved`.
+    pub kind: AlertKindDto,
+    /// 0 for the first firing, 1, 2, … for repeats.
+    pub repeat: u32,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    /// Destination name; absent for the default destination.
+    pub destination: Option<String>,
+    /// Total episode length in seconds, for a resolved message.
+    pub resolved_duration_seconds: Option<u64>,
+    /// Why it was recorded but not sent (`quiet hours`), if so.
+    pub muted: Option<String>,
     /// Genesys user id (lowercase GUID).
     pub user_id: String,
     /// Display name, if known.
@@ -461,6 +491,8 @@ impl TryFrom<alert::Model> for AlertDto {
             "delivered" => DeliveryStatusDto::Delivered,
             "failed" => DeliveryStatusDto::Failed,
             "not_configured" => DeliveryStatusDto::NotConfigured,
+            "suppressed" => DeliveryStatusDto::Suppressed,
+            "dropped" => DeliveryStatusDto::Dropped,
             _ => {
                 return Err(CorruptRow {
                     table: "alerts",
@@ -469,10 +501,30 @@ impl TryFrom<alert::Model> for AlertDto {
                 });
             }
         };
+        let kind = match row.kind.as_str() {
+            "firing" => AlertKindDto::Firing,
+            "resolved" => AlertKindDto::Resolved,
+            _ => {
+                return Err(CorruptRow {
+                    table: "alerts",
+                    column: "kind",
+                    value: row.kind,
+                });
+            }
+        };
         Ok(AlertDto {
             id: row.id,
             alert_key: row.alert_key,
+            episode_key: row.episode_key,
             rule: row.rule,
+            kind,
+            repeat: u32::try_from(row.repeat).unwrap_or(0),
+            severity: row.severity,
+            destination: row.destination,
+            resolved_duration_seconds: row
+                .resolved_duration_seconds
+                .and_then(|s| u64::try_from(s).ok()),
+            muted: row.muted,
             user_id: row.user_id,
             user_name: row.user_name,
             state: row.state,

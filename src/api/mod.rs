@@ -317,20 +317,48 @@ impl MonitorApi {
         limit: Query<Option<LimitParam>>,
         /// Rows to skip, ≥ 0, default 0.
         offset: Query<Option<OffsetParam>>,
+        /// Only alerts of this rule.
+        rule: Query<Option<String>>,
+        /// Only alerts of this agent (Genesys user id, any case).
+        user_id: Query<Option<String>>,
+        /// Only alerts with this delivery status: `pending`, `delivered`, `failed`,
+        /// `not_configured`, `suppressed` or `dropped`.
+        status: Query<Option<String>>,
+        /// Only alerts fired at or after this instant (RFC 3339 with a zone).
+        from: Query<Option<String>>,
+        /// Only alerts fired before this instant (RFC 3339 with a zone).
+        to: Query<Option<String>>,
     ) -> AlertsResponse {
         let result = async {
-            let limit = parse_limit(limit.0.as_ref())?;
-            let offset = parse_offset(offset.0.as_ref())?;
-            let page = db::alerts(&self.state.db, limit, offset).await?;
-            let data = page
-                .rows
-                .into_iter()
-                .map(AlertDto::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, ApiError>(AlertPage {
-                total: page.total,
-                data,
-            })
+            let filter = db::alerting::AlertFilter {
+                limit: parse_limit(limit.0.as_ref())?,
+                offset: parse_offset(offset.0.as_ref())?,
+                rule: non_empty("rule", rule.0)?,
+                user_id: non_empty("user_id", user_id.0)?
+                    .map(|u| UserId::parse(&u).map_err(|e| ApiError::BadRequest(format!("user_id: {e}"))))
+                    .transpose()?,
+                status: match non_empty("status", status.0)? {
+                    None => None,
+                    Some(raw) => match crate::domain::DeliveryStatus::parse(&raw.to_ascii_lowercase()) {
+                        Some(s) => Some(s.as_str().to_string()),
+                        None => {
+                            return Err(ApiError::BadRequest(format!(
+                                "status must be one of pending, delivered, failed, not_configured, suppressed, dropped; got {raw:?}"
+                            )));
+                        }
+                    },
+                },
+                from: parse_instant("from", from.0)?,
+                to: parse_instant("to", to.0)?,
+            };
+            if let (Some(from), Some(to)) = (filter.from, filter.to) {
+                if from > to {
+                    return Err(ApiError::BadRequest("from must not be after to".into()));
+                }
+            }
+            let (total, rows) = db::alerting::filtered_alerts(&self.state.db, &filter).await?;
+            let data = rows.into_iter().map(AlertDto::try_from).collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ApiError>(AlertPage { total, data })
         }
         .await;
         match result {
@@ -401,6 +429,32 @@ fn parse_kind(raw: Option<&KindParam>) -> Result<Option<Kind>, ApiError> {
         })
     })
     .transpose()
+}
+
+/// A present query parameter must not be blank.
+fn non_empty(name: &str, raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => {
+            Err(ApiError::BadRequest(format!("{name} must not be empty")))
+        }
+        Some(v) => Ok(Some(v.trim().to_string())),
+    }
+}
+
+/// An RFC 3339 instant with a zone, or a 400 naming the parameter.
+fn parse_instant(
+    name: &str,
+    raw: Option<String>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    match non_empty(name, raw)? {
+        None => Ok(None),
+        Some(v) => crate::domain::parse_timestamp(&v).map(Some).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 instant with a zone, got {v:?}"
+            ))
+        }),
+    }
 }
 
 fn parse_limit(raw: Option<&LimitParam>) -> Result<u64, ApiError> {
