@@ -20,9 +20,17 @@ use sea_orm_migration::MigratorTrait;
 pub mod entity;
 pub mod migration;
 mod query;
+mod report;
 mod write;
 
-pub use query::{AlertPage, HistoryFilter, HistoryPage, agents, alerts, count_agents, history};
+pub use query::{
+    AlertPage, HistoryFilter, HistoryPage, Keyset, agents, alerts, count_agents, history,
+    history_rows, history_select,
+};
+pub use report::{
+    INTERVAL_PAGE_ROWS, UserIntervals, next_user, next_user_select, state_before,
+    state_before_select, transitions_page, transitions_select,
+};
 pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
 
 /// Errors of [`connect`]. Messages never contain the database URL's password.
@@ -359,7 +367,7 @@ mod tests {
                 state: Some("idle".into()),
                 kind: Some(Kind::Routing),
                 limit: 10,
-                offset: 0,
+                ..Default::default()
             },
         )
         .await
