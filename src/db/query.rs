@@ -80,8 +80,13 @@ pub async fn history<C: ConnectionTrait>(
     db: &C,
     filter: &HistoryFilter,
 ) -> Result<HistoryPage, DbErr> {
+    // `total` counts every page: the keyset position is not a filter.
+    let unpositioned = HistoryFilter {
+        after: None,
+        ..filter.clone()
+    };
     let total = agent_status::Entity::find()
-        .filter(history_condition(filter))
+        .filter(history_condition(&unpositioned))
         .count(db)
         .await?;
     let (rows, has_more) = history_rows(db, filter).await?;
