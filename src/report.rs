@@ -119,7 +119,7 @@ impl IntervalBuilder {
     fn clip(&self, point: Point, end: DateTime<Utc>) -> Option<Interval> {
         let start = point.at.max(self.window.from);
         let end = end.min(self.window.to);
-        (start < end).then(|| Interval {
+        (start < end).then_some(Interval {
             kind: self.kind,
             state: point.state,
             org_presence: point.org_presence,

@@ -213,6 +213,11 @@ pub fn describe(err: &DbErr) -> String {
     err.to_string()
 }
 
+/// PostgreSQL tests share one throwaway database (they empty its tables and migrate it): they
+/// take this lock so they never run at the same time.
+#[cfg(test)]
+pub(crate) static POSTGRES_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +410,7 @@ mod tests {
         let Ok(url) = std::env::var("AGENT_MONITOR_TEST_POSTGRES_URL") else {
             return;
         };
+        let _one_at_a_time = POSTGRES_TESTS.lock().await;
         let db = connect(&url).await.unwrap();
         round_trip(&db).await;
     }

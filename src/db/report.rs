@@ -117,7 +117,8 @@ pub const INTERVAL_PAGE_ROWS: u64 = 1000;
 #[derive(Debug)]
 pub struct UserIntervals {
     user_id: String,
-    pending: std::vec::IntoIter<Kind>,
+    /// Dimensions still to read, last first (popped).
+    pending: Vec<Kind>,
     window: crate::report::Window,
     open_end: DateTime<Utc>,
     current: Option<Current>,
@@ -141,7 +142,7 @@ impl UserIntervals {
     ) -> Self {
         UserIntervals {
             user_id: user_id.to_owned(),
-            pending: kinds.to_vec().into_iter(),
+            pending: kinds.iter().rev().copied().collect(),
             window,
             open_end: window.open_end(now),
             current: None,
@@ -157,7 +158,7 @@ impl UserIntervals {
         let mut current = match self.current.take() {
             Some(current) => current,
             None => {
-                let Some(kind) = self.pending.next() else {
+                let Some(kind) = self.pending.pop() else {
                     return Ok(None);
                 };
                 let mut builder = crate::report::IntervalBuilder::new(kind, self.window);
@@ -202,5 +203,125 @@ fn point(row: agent_status::Model) -> crate::report::Point {
         state: row.state,
         org_presence: row.org_presence,
         at: row.event_timestamp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Batch, HistoryFilter, history, write_batch};
+    use crate::domain::{Source, Transition, UserId, parse_timestamp};
+
+    /// Keyset history pages and the report queries on any backend (SQLite always, PostgreSQL
+    /// when `AGENT_MONITOR_TEST_POSTGRES_URL` names a throwaway database; its tables are
+    /// emptied).
+    async fn keyset_and_reports(db: &sea_orm::DatabaseConnection) {
+        agent_status::Entity::delete_many().exec(db).await.unwrap();
+        let start = parse_timestamp("2024-05-01T00:00:00Z").unwrap();
+        let transitions = (0..30i64)
+            .flat_map(|i| {
+                ["u1", "u2"].map(|user| Transition {
+                    user_id: UserId::parse(user).unwrap(),
+                    user_name: None,
+                    kind: if i % 2 == 0 {
+                        Kind::Routing
+                    } else {
+                        Kind::Presence
+                    },
+                    state: if i % 3 == 0 { "IDLE" } else { "BUSY" }.into(),
+                    previous_state: None,
+                    org_presence: None,
+                    // Pairs of equal timestamps across users exercise the id tie-break.
+                    event_timestamp: start + chrono::Duration::seconds(i / 2 * 60 + i % 2),
+                    ingested_at: start,
+                    source: Source::Stream,
+                })
+            })
+            .collect();
+        write_batch(
+            db,
+            &Batch {
+                transitions,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+
+        for state in [None, Some("IDLE".to_owned())] {
+            let all = history(
+                db,
+                &HistoryFilter {
+                    state: state.clone(),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let mut keyset = Vec::new();
+            let mut after = None;
+            loop {
+                let page = history(
+                    db,
+                    &HistoryFilter {
+                        state: state.clone(),
+                        after,
+                        limit: 7,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+                assert_eq!(page.total, all.total);
+                keyset.extend(page.rows.iter().map(|r| r.id));
+                match page.rows.last() {
+                    Some(last) if page.has_more => after = Some(Keyset::of(last)),
+                    _ => break,
+                }
+            }
+            let expected: Vec<i64> = all.rows.iter().map(|r| r.id).collect();
+            assert_eq!(keyset, expected, "state {state:?}");
+        }
+
+        assert_eq!(next_user(db, None).await.unwrap().as_deref(), Some("u1"));
+        assert_eq!(
+            next_user(db, Some("u1")).await.unwrap().as_deref(),
+            Some("u2")
+        );
+        assert_eq!(next_user(db, Some("u2")).await.unwrap(), None);
+
+        let at = start + chrono::Duration::seconds(300);
+        let before = state_before(db, "u1", Kind::Routing, at).await.unwrap();
+        assert_eq!(
+            before.map(|r| r.event_timestamp),
+            Some(start + chrono::Duration::seconds(240))
+        );
+        let window = crate::report::Window {
+            from: start,
+            to: start + chrono::Duration::seconds(15 * 60),
+        };
+        let mut intervals = UserIntervals::new("u1", &[Kind::Routing], window, window.to);
+        let mut total = 0;
+        while let Some(batch) = intervals.next_batch(db).await.unwrap() {
+            total += batch.iter().map(|i| i.millis()).sum::<i64>();
+        }
+        assert_eq!(total, 15 * 60 * 1000, "the window is covered exactly");
+    }
+
+    #[tokio::test]
+    async fn sqlite_keyset_and_reports() {
+        let db = crate::db::connect("sqlite::memory:").await.unwrap();
+        keyset_and_reports(&db).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_keyset_and_reports_when_configured() {
+        let Ok(url) = std::env::var("AGENT_MONITOR_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let _one_at_a_time = crate::db::POSTGRES_TESTS.lock().await;
+        let db = crate::db::connect(&url).await.unwrap();
+        keyset_and_reports(&db).await;
     }
 }
