@@ -122,6 +122,7 @@ impl App {
         let routes = crate::api::routes(ApiState {
             db: db.clone(),
             readiness,
+            limits: Default::default(),
         });
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let api_done = tokio::spawn(async move {

@@ -12,6 +12,7 @@
 //! - [`actors`]: supervisor, connection, agent, persistence and Slack actors (`actors.md`).
 //! - [`db`]: sea-orm entities, migrations and queries.
 //! - [`api`]: the poem-openapi REST API, Swagger UI and probes.
+//! - [`report`]: intervals and time-in-state over transitions (timeline and reports).
 //! - [`slack`]: Block Kit message building.
 //! - [`sim`]: the embedded Genesys Cloud simulator.
 //! - [`config`], [`cli`], [`app`], [`telemetry`], [`secret`], [`health`]: wiring.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod notification;
 pub mod presence;
 pub mod protocol;
+pub mod report;
 pub mod rules;
 pub mod secret;
 pub mod sim;

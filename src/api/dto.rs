@@ -194,8 +194,11 @@ pub struct StatusRecord {
 pub struct HistoryPage {
     /// Rows matching the filters over all pages.
     pub total: u64,
-    /// At most `limit` rows, starting at `offset`.
+    /// At most `limit` rows, starting at `offset` or after `cursor`.
     pub data: Vec<StatusRecord>,
+    /// Pass as `cursor` (with the same filters) for the next page; null on the last page.
+    /// Opaque.
+    pub next_cursor: Option<String>,
 }
 
 /// The current state of one agent.

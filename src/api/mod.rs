@@ -20,15 +20,18 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, OpenApiService, Tags};
 use sea_orm::DatabaseConnection;
 
-use crate::db::{self, HistoryFilter};
+use crate::db;
 use crate::domain::{Kind, UserId};
 use crate::health::HealthReport;
 
 pub mod dto;
+mod export;
+pub mod history;
+pub mod reports;
 
 use dto::{
-    AgentDto, AgentList, AlertDto, AlertPage, DEFAULT_LIMIT, ErrorBody, HistoryPage, KindParam,
-    LimitParam, Liveness, MAX_LIMIT, OffsetParam, Readiness, StatusRecord,
+    AgentDto, AgentList, AlertDto, AlertPage, DEFAULT_LIMIT, ErrorBody, KindParam, LimitParam,
+    Liveness, MAX_LIMIT, OffsetParam, Readiness,
 };
 
 /// Asks the supervisor for its health report. `None` means it did not answer (in time); the
@@ -45,6 +48,28 @@ pub struct ApiState {
     pub db: DatabaseConnection,
     /// Called once per `GET /readyz`.
     pub readiness: ReadinessFn,
+    /// Bounds on history and report requests.
+    pub limits: ReportLimits,
+}
+
+/// Bounds on what one history or report request may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportLimits {
+    /// Largest `[from, to)` window accepted by the timeline, the reports and (when both ends
+    /// are given) the history; larger windows are answered with 400. Default
+    /// [`DEFAULT_MAX_WINDOW`].
+    pub max_window: Duration,
+}
+
+/// Default [`ReportLimits::max_window`]: 366 days, a leap year.
+pub const DEFAULT_MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
+
+impl Default for ReportLimits {
+    fn default() -> Self {
+        ReportLimits {
+            max_window: DEFAULT_MAX_WINDOW,
+        }
+    }
 }
 
 /// The whole HTTP surface: `/api/v1/…`, `/healthz`, `/readyz`, `/docs`, `/openapi.json`,
@@ -78,24 +103,37 @@ pub fn spec_yaml() -> String {
     let placeholder = ApiState {
         db: DatabaseConnection::default(),
         readiness: Arc::new(|| Box::pin(async { None })),
+        limits: ReportLimits::default(),
     };
     service(placeholder).spec_yaml()
 }
 
-fn service(state: ApiState) -> OpenApiService<MonitorApi, ()> {
+type Apis = (MonitorApi, history::HistoryApi, reports::ReportsApi);
+
+fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        MonitorApi { state },
+        (
+            MonitorApi {
+                state: state.clone(),
+            },
+            history::HistoryApi {
+                state: state.clone(),
+            },
+            reports::ReportsApi { state },
+        ),
         "agent-monitor",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "Real-time monitor for Genesys Cloud agents: every presence and routing-status \
-         transition, the current state of each agent, idle alerts and their Slack delivery, \
-         and health probes.\n\n\
+         transition, the current state of each agent, per-agent timelines and time-in-state \
+         reports, idle alerts and their Slack delivery, and health probes.\n\n\
          All instants are RFC 3339 in UTC with millisecond precision \
          (`2024-05-01T10:15:30.123Z`); durations are in seconds. Lists are newest first. \
          Invalid query parameters are answered with 400 and `{\"error\": \"...\"}` naming the \
-         parameter.",
+         parameter.\n\n\
+         History, timeline and reports are also available as `text/csv` (header row first): \
+         add `format=csv` or send `Accept: text/csv`. Large exports are streamed.",
     )
 }
 
@@ -107,6 +145,8 @@ enum ApiTags {
     Agents,
     /// Alerts fired and how their delivery ended.
     Alerts,
+    /// Per-agent timelines and time-in-state reports.
+    Reports,
     /// Liveness and readiness probes.
     Probes,
 }
@@ -143,33 +183,6 @@ fn parse_error_body(err: &poem::Error) -> Json<ErrorBody> {
         None => err.to_string(),
     };
     Json(ErrorBody { error })
-}
-
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "history_bad_request")]
-enum HistoryResponse {
-    /// One page of transitions, newest first.
-    #[oai(status = 200)]
-    Ok(Json<HistoryPage>),
-    /// A query parameter is invalid; `error` names it.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// The database could not be read.
-    #[oai(status = 500)]
-    Internal(Json<ErrorBody>),
-}
-
-fn history_bad_request(err: poem::Error) -> HistoryResponse {
-    HistoryResponse::BadRequest(parse_error_body(&err))
-}
-
-impl From<ApiError> for HistoryResponse {
-    fn from(err: ApiError) -> Self {
-        match err {
-            ApiError::BadRequest(_) => HistoryResponse::BadRequest(err.body()),
-            _ => HistoryResponse::Internal(err.body()),
-        }
-    }
 }
 
 #[derive(ApiResponse)]
@@ -232,56 +245,6 @@ struct MonitorApi {
 
 #[OpenApi]
 impl MonitorApi {
-    /// Transition history
-    ///
-    /// Stored presence and routing-status transitions, newest `event_timestamp` first (ties:
-    /// highest `id` first), optionally filtered by user, state and kind. `total` counts every
-    /// matching row; `limit` and `offset` select the page.
-    #[oai(
-        path = "/api/v1/agent-status/history",
-        method = "get",
-        tag = "ApiTags::History",
-        operation_id = "getHistory"
-    )]
-    async fn history(
-        &self,
-        /// Only this user (Genesys user id; case-insensitive).
-        user_id: Query<Option<String>>,
-        /// Only this state, case-insensitive (`IDLE`, `on_queue`, …).
-        state: Query<Option<String>>,
-        /// Only `presence` or only `routing` transitions (case-insensitive).
-        kind: Query<Option<KindParam>>,
-        /// Page size: 1–100 rows, default 20.
-        limit: Query<Option<LimitParam>>,
-        /// Rows to skip, ≥ 0, default 0.
-        offset: Query<Option<OffsetParam>>,
-    ) -> HistoryResponse {
-        let result = async {
-            let filter = HistoryFilter {
-                user_id: parse_user_id(user_id.0.as_deref())?,
-                state: parse_state(state.0.as_deref())?,
-                kind: parse_kind(kind.0.as_ref())?,
-                limit: parse_limit(limit.0.as_ref())?,
-                offset: parse_offset(offset.0.as_ref())?,
-            };
-            let page = db::history(&self.state.db, &filter).await?;
-            let data = page
-                .rows
-                .into_iter()
-                .map(StatusRecord::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, ApiError>(HistoryPage {
-                total: page.total,
-                data,
-            })
-        }
-        .await;
-        match result {
-            Ok(page) => HistoryResponse::Ok(Json(page)),
-            Err(err) => err.into(),
-        }
-    }
-
     /// Current agents
     ///
     /// The current presence, routing status, active conversations and idle episode of every

@@ -21,9 +21,17 @@ pub mod alerting;
 pub mod entity;
 pub mod migration;
 mod query;
+mod report;
 mod write;
 
-pub use query::{AlertPage, HistoryFilter, HistoryPage, agents, alerts, count_agents, history};
+pub use query::{
+    AlertPage, HistoryFilter, HistoryPage, Keyset, agents, alerts, count_agents, history,
+    history_rows, history_select,
+};
+pub use report::{
+    INTERVAL_PAGE_ROWS, UserIntervals, next_user, next_user_select, state_before,
+    state_before_select, transitions_page, transitions_select,
+};
 pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
 
 /// Errors of [`connect`]. Messages never contain the database URL's password.
@@ -206,6 +214,11 @@ pub fn describe(err: &DbErr) -> String {
     err.to_string()
 }
 
+/// PostgreSQL tests share one throwaway database (they empty its tables and migrate it): they
+/// take this lock so they never run at the same time.
+#[cfg(test)]
+pub(crate) static POSTGRES_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,7 +382,7 @@ mod tests {
                 state: Some("idle".into()),
                 kind: Some(Kind::Routing),
                 limit: 10,
-                offset: 0,
+                ..Default::default()
             },
         )
         .await
@@ -407,6 +420,7 @@ mod tests {
         let Ok(url) = std::env::var("AGENT_MONITOR_TEST_POSTGRES_URL") else {
             return;
         };
+        let _one_at_a_time = POSTGRES_TESTS.lock().await;
         let db = connect(&url).await.unwrap();
         round_trip(&db).await;
     }

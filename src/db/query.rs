@@ -1,9 +1,10 @@
 //! Read queries served by the REST API. Pages are newest first; `total` counts every row that
-//! matches the filter, ignoring `limit` and `offset`.
+//! matches the filter, ignoring `limit`, `offset` and the keyset position.
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, Select,
 };
 
 use super::entity::{agent, agent_status, alert};
@@ -19,10 +20,38 @@ pub struct HistoryFilter {
     pub state: Option<String>,
     /// Only presence or only routing transitions.
     pub kind: Option<Kind>,
+    /// Only rows from this source (`stream`, `bootstrap`, `backfill`), compared as stored.
+    pub source: Option<String>,
+    /// Only `event_timestamp >= from` (UTC).
+    pub from: Option<DateTime<Utc>>,
+    /// Only `event_timestamp < to` (UTC): the window is half-open.
+    pub to: Option<DateTime<Utc>>,
+    /// Keyset position: only rows strictly after this one in (`event_timestamp` desc, `id` desc)
+    /// order. When set, `offset` should be 0 (the API refuses both together).
+    pub after: Option<Keyset>,
     /// Page size (rows).
     pub limit: u64,
     /// Rows to skip.
     pub offset: u64,
+}
+
+/// A position in the history order: the (`event_timestamp`, `id`) of the last row seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyset {
+    /// The row's `event_timestamp`, UTC, milliseconds.
+    pub event_timestamp: DateTime<Utc>,
+    /// The row's `id`.
+    pub id: i64,
+}
+
+impl Keyset {
+    /// The position of a stored row.
+    pub fn of(row: &agent_status::Model) -> Keyset {
+        Keyset {
+            event_timestamp: row.event_timestamp,
+            id: row.id,
+        }
+    }
 }
 
 /// One page of `agent_status` rows, newest `event_timestamp` first, then highest `id`.
@@ -32,6 +61,8 @@ pub struct HistoryPage {
     pub total: u64,
     /// At most `limit` rows.
     pub rows: Vec<agent_status::Model>,
+    /// More rows follow the last one of this page.
+    pub has_more: bool,
 }
 
 /// One page of alerts, newest `fired_at` first, then highest `id`.
@@ -43,31 +74,96 @@ pub struct AlertPage {
     pub rows: Vec<alert::Model>,
 }
 
-/// The transition history matching `filter`. Errors: the database's.
+/// The transition history matching `filter`: `total` (ignores paging) and one page. Errors:
+/// the database's.
 pub async fn history<C: ConnectionTrait>(
     db: &C,
     filter: &HistoryFilter,
 ) -> Result<HistoryPage, DbErr> {
-    let mut condition = Condition::all();
-    if let Some(user_id) = &filter.user_id {
-        condition = condition.add(agent_status::Column::UserId.eq(user_id.as_str()));
-    }
-    if let Some(state) = &filter.state {
-        condition = condition.add(agent_status::Column::State.eq(state.trim().to_uppercase()));
-    }
-    if let Some(kind) = filter.kind {
-        condition = condition.add(agent_status::Column::Kind.eq(kind.as_str()));
-    }
-    let select = agent_status::Entity::find().filter(condition);
-    let total = select.clone().count(db).await?;
-    let rows = select
+    // `total` counts every page: the keyset position is not a filter.
+    let unpositioned = HistoryFilter {
+        after: None,
+        ..filter.clone()
+    };
+    let total = agent_status::Entity::find()
+        .filter(history_condition(&unpositioned))
+        .count(db)
+        .await?;
+    let (rows, has_more) = history_rows(db, filter).await?;
+    Ok(HistoryPage {
+        total,
+        rows,
+        has_more,
+    })
+}
+
+/// One page of the history without `total` (what a streaming export fetches page after page),
+/// and whether more rows follow. Errors: the database's.
+pub async fn history_rows<C: ConnectionTrait>(
+    db: &C,
+    filter: &HistoryFilter,
+) -> Result<(Vec<agent_status::Model>, bool), DbErr> {
+    // One row more than asked tells whether another page exists.
+    let mut rows = history_select(&HistoryFilter {
+        limit: filter.limit.saturating_add(1),
+        ..filter.clone()
+    })
+    .all(db)
+    .await?;
+    let has_more = rows.len() as u64 > filter.limit;
+    rows.truncate(filter.limit as usize);
+    Ok((rows, has_more))
+}
+
+/// The page query of [`history`], exactly as run (public so tests can check its query plan):
+/// filters, keyset position, `ORDER BY event_timestamp DESC, id DESC`, `LIMIT`, `OFFSET`.
+///
+/// The keyset condition is written `event_timestamp <= t AND (event_timestamp < t OR id < i)`:
+/// the first term is a plain range every planner turns into an index seek, so a page costs the
+/// same at any depth.
+pub fn history_select(filter: &HistoryFilter) -> Select<agent_status::Entity> {
+    let mut select = agent_status::Entity::find()
+        .filter(history_condition(filter))
         .order_by_desc(agent_status::Column::EventTimestamp)
         .order_by_desc(agent_status::Column::Id)
-        .limit(filter.limit)
-        .offset(filter.offset)
-        .all(db)
-        .await?;
-    Ok(HistoryPage { total, rows })
+        .limit(filter.limit);
+    if filter.offset > 0 {
+        select = select.offset(filter.offset);
+    }
+    select
+}
+
+fn history_condition(filter: &HistoryFilter) -> Condition {
+    use agent_status::Column;
+    let mut condition = Condition::all();
+    if let Some(user_id) = &filter.user_id {
+        condition = condition.add(Column::UserId.eq(user_id.as_str()));
+    }
+    if let Some(state) = &filter.state {
+        condition = condition.add(Column::State.eq(state.trim().to_uppercase()));
+    }
+    if let Some(kind) = filter.kind {
+        condition = condition.add(Column::Kind.eq(kind.as_str()));
+    }
+    if let Some(source) = &filter.source {
+        condition = condition.add(Column::Source.eq(source.as_str()));
+    }
+    if let Some(from) = filter.from {
+        condition = condition.add(Column::EventTimestamp.gte(from));
+    }
+    if let Some(to) = filter.to {
+        condition = condition.add(Column::EventTimestamp.lt(to));
+    }
+    if let Some(after) = filter.after {
+        condition = condition
+            .add(Column::EventTimestamp.lte(after.event_timestamp))
+            .add(
+                Condition::any()
+                    .add(Column::EventTimestamp.lt(after.event_timestamp))
+                    .add(Column::Id.lt(after.id)),
+            );
+    }
+    condition
 }
 
 /// Every agent's current state, ordered by `user_id`. Errors: the database's.

@@ -77,7 +77,11 @@ impl TestApp {
         let addr: SocketAddr = *acceptor.local_addr()[0]
             .as_socket_addr()
             .expect("tcp address");
-        let endpoint = routes(ApiState { db, readiness });
+        let endpoint = routes(ApiState {
+            db,
+            readiness,
+            limits: Default::default(),
+        });
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(endpoint).await;
         });

@@ -6,5 +6,6 @@ mod fixtures;
 mod helpers;
 mod openapi;
 mod process;
+mod reports;
 mod service;
 mod sim_protocol;

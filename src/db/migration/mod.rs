@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261129_000001_initial;
+mod m20261129_000002_history_indexes;
 mod m20261129_000010_alerting;
 
 /// Every migration of the service, oldest first.
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261129_000001_initial::Migration),
+            Box::new(m20261129_000002_history_indexes::Migration),
             Box::new(m20261129_000010_alerting::Migration),
         ]
     }
