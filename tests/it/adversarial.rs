@@ -800,9 +800,6 @@ fn spawn_binary(
     log: &str,
 ) -> Running {
     let mut cmd = Command::new(BIN);
-    if let Some(url) = slack_url {
-        cmd.env("SLACK_WEBHOOK_URL", url);
-    }
     cmd.arg("run")
         .env_clear()
         .env("GENESYS_API_URL", sim.base_url())
@@ -818,6 +815,9 @@ fn spawn_binary(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(url) = slack_url {
+        cmd.env("SLACK_WEBHOOK_URL", url);
+    }
     let mut child = cmd.spawn().unwrap();
     let drain = |mut r: Box<dyn std::io::Read + Send>| {
         std::thread::spawn(move || {
@@ -885,7 +885,7 @@ async fn collect(running: Running, limit: Duration) -> (Option<i32>, String) {
 /// 64-character alphanumeric runs: the simulator's access tokens.
 fn token_like(log: &str) -> Vec<String> {
     log.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| w.len() == 64)
+        .filter(|w| w.len() == 64 && !w.chars().all(|c| c.is_ascii_hexdigit()))
         .map(str::to_string)
         .collect()
 }
@@ -901,19 +901,30 @@ async fn trace_logs_leak_no_secret() {
     let http = reqwest::Client::new();
     let alerts = format!("http://127.0.0.1:{port}/api/v1/alerts");
     // The alert's delivery fails at the dead proxy: the error path is the likely leak.
-    wait_for(
-        "a failed alert delivery",
-        Duration::from_secs(40),
-        || async {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let failed = async {
             let v: Value = http.get(&alerts).send().await.ok()?.json().await.ok()?;
             v["data"]
                 .as_array()?
                 .iter()
                 .any(|a| a["delivery_status"] == "failed")
                 .then_some(())
-        },
-    )
-    .await;
+        }
+        .await;
+        if failed.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            signal(&child, "-KILL");
+            let (_, log) = collect(child, Duration::from_secs(10)).await;
+            let path = std::env::temp_dir().join("agent-monitor-trace-test.log");
+            std::fs::write(&path, &log).unwrap();
+            let saved = path.display();
+            panic!("no failed alert delivery within 40 s; log saved at {saved}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let served = http
         .get(&alerts)
         .send()
@@ -1039,4 +1050,95 @@ async fn ctrl_c_twice_under_load_stops_within_10s() {
         "killed by a signal rather than exiting: {log}"
     );
     assert!(!log.contains("panicked"), "a panic: {log}");
+}
+
+/// Zero monitored users: the service starts, says so, and serves empty lists rather than
+/// hanging in "not ready" or crashing on an empty channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_users_start_and_serve_empty_lists() {
+    let sim = start_sim(0).await;
+    let slack = SlackReceiver::start().await;
+    let app = tokio::time::timeout(
+        DEADLINE,
+        App::start(config_for(&sim, &slack, &temp_db_path(), &Opts::default())),
+    )
+    .await
+    .expect("App::start hung with zero users")
+    .expect("App::start failed with zero users");
+    let base = format!("http://{}", app.api_addr());
+    let http = reqwest::Client::new();
+    let agents: Value = http
+        .get(format!("{base}/api/v1/agents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(agents["data"].as_array().map(Vec::len), Some(0), "{agents}");
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    app.shutdown().await;
+}
+
+/// Regression guard: every listed user comes back without the `presence`/`routingStatus`
+/// expands; the service fetches them one by one and stores the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_listed_without_expands_are_still_bootstrapped() {
+    let sim = start_sim(3).await;
+    sim.set_omit_expand_every(1).await.unwrap();
+    let h = Harness::start_on(
+        sim,
+        Opts {
+            agents: 3,
+            ..Opts::default()
+        },
+    )
+    .await;
+    for id in h.ids.clone() {
+        h.wait_state(&id, "routing", "IDLE").await;
+        h.wait_state(&id, "presence", "ON_QUEUE").await;
+    }
+    h.app.shutdown().await;
+}
+
+/// Regression guard: tokens revoked, then the token endpoint answers 401 (not
+/// `invalid_client`) and 500 a few times while the socket is lost: the service keeps retrying
+/// and recovers, it neither exits nor gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_loop_on_the_token_endpoint_is_survived() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
+    let user = h.ids[0].clone();
+    h.sim.revoke_tokens().await.unwrap();
+    h.sim
+        .fail_next("POST", "/oauth/token", 401, None, 3)
+        .await
+        .unwrap();
+    h.sim
+        .fail_next("POST", "/oauth/token", 500, None, 2)
+        .await
+        .unwrap();
+    h.sim
+        .fail_next("HEAD", "/api/v2/notifications", 401, None, 3)
+        .await
+        .unwrap();
+    h.sim.drop_sockets().await.unwrap();
+    h.wait_ready().await;
+    wait_for("a new socket", DEADLINE, || async {
+        let channels = h.sim.channels().await.unwrap();
+        (channels.iter().map(|c| c.socket_connects).sum::<u64>() >= 2
+            && channels.iter().map(|c| c.connected_sockets).sum::<usize>() == 1)
+            .then_some(())
+    })
+    .await;
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
+    h.wait_state(&user, "routing", "INTERACTING").await;
+    h.app.shutdown().await;
 }
