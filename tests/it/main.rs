@@ -1,6 +1,7 @@
 //! Integration tests: one binary so it links once. Each module drives the real service (or a
 //! real part of it) over loopback.
 
+mod adversarial;
 mod api;
 mod fixtures;
 mod helpers;
