@@ -162,6 +162,9 @@ fn err(variable: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The longest idle threshold accepted: beyond a week it is a typo, not a threshold.
+pub const MAX_IDLE_THRESHOLD: Duration = Duration::from_secs(7 * 86_400);
+
 /// Genesys Cloud domains with their AWS region names (Python SDK `PureCloudRegionHosts`,
 /// protocol reference §1).
 pub const REGIONS: [(&str, &str); 17] = [
@@ -394,7 +397,16 @@ impl RunArgs {
                     "conflicts with its alias IDLE_THRESHOLD_MINUTES; set only one",
                 ));
             }
-            (Some(raw), None) => parse_duration("IDLE_THRESHOLD", &raw)?,
+            (Some(raw), None) => {
+                let d = parse_duration("IDLE_THRESHOLD", &raw)?;
+                if d > MAX_IDLE_THRESHOLD {
+                    return Err(err(
+                        "IDLE_THRESHOLD",
+                        format!("{raw:?} is longer than 7 days"),
+                    ));
+                }
+                d
+            }
             (None, Some(raw)) => {
                 let minutes: u64 = raw.trim().parse().map_err(|_| {
                     err(
@@ -404,6 +416,12 @@ impl RunArgs {
                 })?;
                 if minutes == 0 {
                     return Err(err("IDLE_THRESHOLD_MINUTES", "must be greater than zero"));
+                }
+                if minutes > MAX_IDLE_THRESHOLD.as_secs() / 60 {
+                    return Err(err(
+                        "IDLE_THRESHOLD_MINUTES",
+                        format!("{minutes} minutes is longer than 7 days"),
+                    ));
                 }
                 Duration::from_secs(minutes * 60)
             }

@@ -85,6 +85,22 @@ impl Frame {
     }
 }
 
+/// How far in the future a Genesys timestamp may lie (clock skew) before it is malformed. A
+/// timestamp a little in the future is accepted (the idle rule treats it as now); one far in
+/// the future would outrank every real event after it and freeze the agent's state.
+pub const MAX_FUTURE_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Parses an event timestamp and refuses one more than [`MAX_FUTURE_SKEW`] ahead of our clock.
+fn event_time(raw: &str) -> Result<DateTime<Utc>, MalformedError> {
+    let at = parse_timestamp(raw)?;
+    if at > Utc::now() + MAX_FUTURE_SKEW {
+        return Err(MalformedError::new(format!(
+            "timestamp {raw:?} is more than 5 minutes in the future"
+        )));
+    }
+    Ok(at)
+}
+
 /// Parses one text frame. Unknown topics are [`Frame::Other`], not errors; unusable JSON, a
 /// missing or zoneless timestamp, or an empty user id is a [`MalformedError`].
 pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
@@ -137,7 +153,7 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
                     system: normalize_system_presence(system),
                     definition_id: Some(event.presence_definition.id).filter(|id| !id.is_empty()),
                     label: None,
-                    timestamp: parse_timestamp(&event.modified_date)?,
+                    timestamp: event_time(&event.modified_date)?,
                 },
             ))
         }
@@ -148,7 +164,7 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
                 user,
                 RoutingUpdate {
                     status: normalize_routing_status(&event.routing_status.status),
-                    timestamp: parse_timestamp(&event.routing_status.start_time)?,
+                    timestamp: event_time(&event.routing_status.start_time)?,
                 },
             ))
         }
@@ -191,7 +207,7 @@ pub fn updates_from_user(
             system: normalize_system_presence(system),
             definition_id: Some(definition.id.clone()).filter(|id| !id.is_empty()),
             label: None,
-            timestamp: parse_timestamp(modified)?,
+            timestamp: event_time(modified)?,
         })
     })();
     let routing = (|| {
@@ -205,7 +221,7 @@ pub fn updates_from_user(
             .ok_or_else(|| MalformedError::new("routingStatus has no startTime"))?;
         Ok(RoutingUpdate {
             status: normalize_routing_status(&routing.status),
-            timestamp: parse_timestamp(start)?,
+            timestamp: event_time(start)?,
         })
     })();
     (presence, routing)

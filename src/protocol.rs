@@ -357,7 +357,10 @@ pub struct MediaSummary {
 impl MediaSummary {
     /// Active conversations of this media type, both sides.
     pub fn active(&self) -> u32 {
-        self.contact_center.map_or(0, |c| c.active) + self.enterprise.map_or(0, |c| c.active)
+        // Saturating: a hostile or corrupt count must not overflow (and panic in debug builds).
+        self.contact_center
+            .map_or(0, |c| c.active)
+            .saturating_add(self.enterprise.map_or(0, |c| c.active))
     }
 }
 
@@ -398,7 +401,7 @@ impl ConversationSummaryBody {
         .into_iter()
         .flatten()
         .map(MediaSummary::active)
-        .sum()
+        .fold(0u32, u32::saturating_add)
     }
 }
 

@@ -108,6 +108,10 @@ enum Disposition {
     Stale,
     /// The very event we hold, delivered again.
     Duplicate,
+    /// Another value at the very instant of the one we hold: the history's key (user, kind,
+    /// timestamp) can keep only one, so the first is kept and this one is counted as malformed,
+    /// which keeps the current state and the history consistent.
+    Conflict,
 }
 
 fn disposition<T: PartialEq>(
@@ -117,6 +121,7 @@ fn disposition<T: PartialEq>(
     match held {
         None => Disposition::Current,
         Some((at, value)) if at == incoming.0 && value == incoming.1 => Disposition::Duplicate,
+        Some((at, _)) if at == incoming.0 => Disposition::Conflict,
         Some((at, _)) if incoming.0 < at => Disposition::Stale,
         Some(_) => Disposition::Current,
     }
@@ -312,6 +317,12 @@ impl AgentState {
         }
     }
 
+    fn conflict(&self, kind: &str, value: &str, at: DateTime<Utc>) {
+        metrics::malformed();
+        tracing::warn!(user_id = %self.user_id, kind, value, at = %at,
+            "a second, different value at the same instant as the current one; kept the first");
+    }
+
     fn on_presence(
         &mut self,
         myself: &ActorRef<AgentMsg>,
@@ -330,6 +341,7 @@ impl AgentState {
         );
         match disposition(held, incoming) {
             Disposition::Duplicate => drop(credit),
+            Disposition::Conflict => self.conflict("presence", &update.system, update.timestamp),
             Disposition::Stale => {
                 let row = self.transition(
                     Kind::Presence,
@@ -386,6 +398,7 @@ impl AgentState {
             .map(|r| (r.since, r.status.clone()));
         match disposition(held, (update.timestamp, update.status.clone())) {
             Disposition::Duplicate => drop(credit),
+            Disposition::Conflict => self.conflict("routing", &update.status, update.timestamp),
             Disposition::Stale => {
                 let row = self.transition(
                     Kind::Routing,
@@ -563,10 +576,10 @@ mod tests {
             disposition(Some((a, "IDLE")), (b, "INTERACTING")),
             Disposition::Current
         );
-        // Same instant, different value: keep the newer arrival as current; the store dedupes.
+        // Same instant, different value: the first is kept.
         assert_eq!(
             disposition(Some((a, "IDLE")), (a, "INTERACTING")),
-            Disposition::Current
+            Disposition::Conflict
         );
     }
 }

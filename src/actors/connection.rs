@@ -470,7 +470,7 @@ impl Actor for ConnectionActor {
                     .stats
                     .last_message_ms
                     .store(Utc::now().timestamp_millis(), Ordering::Relaxed);
-                tokio::spawn(run_socket(
+                let reader = tokio::spawn(run_socket(
                     socket,
                     state.generation,
                     myself.clone(),
@@ -480,6 +480,24 @@ impl Actor for ConnectionActor {
                     state.args.silence_timeout,
                     stop_rx,
                 ));
+                // Watch the read task: if it ever panics, its socket is gone and must be
+                // replaced like any other lost socket (a dead reader must not look connected).
+                let watcher = myself.clone();
+                let generation = state.generation;
+                tokio::spawn(async move {
+                    if let Err(e) = reader.await {
+                        if e.is_panic() {
+                            tracing::error!(generation, "socket reader panicked; reconnecting");
+                            let _ = watcher.cast(ConnectionMsg::SocketEnded {
+                                generation,
+                                end: SocketEnd {
+                                    label: "error",
+                                    detail: "socket reader panicked".into(),
+                                },
+                            });
+                        }
+                    }
+                });
                 let reconnected = state.ever_connected && !replacing;
                 state.ever_connected = true;
                 let _ = state.args.supervisor.cast(SupervisorMsg::ConnectionUp {

@@ -706,6 +706,7 @@ struct HealthSnapshot {
 }
 
 struct SupervisorStateView {
+    silence_timeout: Duration,
     bootstrapped: bool,
     bootstrap_error: Option<String>,
     connections: usize,
@@ -717,6 +718,7 @@ impl From<&SupervisorState> for HealthSnapshot {
     fn from(s: &SupervisorState) -> Self {
         HealthSnapshot {
             state: SupervisorStateView {
+                silence_timeout: s.args.silence_timeout,
                 bootstrapped: s.bootstrapped,
                 bootstrap_error: s.bootstrap_error.clone(),
                 connections: s.connections.len(),
@@ -745,6 +747,16 @@ impl HealthSnapshot {
         for c in &connections {
             if !c.connected || !c.subscribed {
                 problems.push(format!("{} is not connected and subscribed", c.name));
+            } else if c
+                .last_message_age_seconds
+                .is_some_and(|age| age > s.silence_timeout.as_secs_f64() * 1.5)
+            {
+                problems.push(format!(
+                    "{} has received nothing for {:.0}s (silence timeout {}s)",
+                    c.name,
+                    c.last_message_age_seconds.unwrap_or_default(),
+                    s.silence_timeout.as_secs()
+                ));
             }
         }
         if connections.len() < s.connections {

@@ -1156,14 +1156,13 @@ async fn a_401_loop_on_the_token_endpoint_is_survived() {
     h.app.shutdown().await;
 }
 
-/// BUG: two different routing statuses for one user with the same Genesys timestamp (same
-/// millisecond, or sub-millisecond digits the parser truncates) are both "current" for the
-/// agent actor, but the store's unique key (user, kind, event_timestamp) silently drops the
-/// second: `/api/v1/agents` says OFF_QUEUE while the history never shows an OFF_QUEUE row.
-/// Expected: every distinct transition is recorded (or the current state and the history at
-/// least agree).
+/// Two different routing statuses for one user at the same Genesys instant (same millisecond,
+/// or sub-millisecond digits the parser truncates) cannot both be stored under the history's
+/// key (user, kind, event_timestamp). Fixed behaviour: the first is kept, the second is counted
+/// as malformed, and `/api/v1/agents` agrees with the history (before the fix the agents row
+/// said OFF_QUEUE while the history had no OFF_QUEUE row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_transitions_in_one_millisecond_are_both_recorded() {
+async fn two_values_in_one_millisecond_keep_state_and_history_consistent() {
     let h = Harness::start(Opts {
         agents: 1,
         ..Opts::default()
@@ -1182,24 +1181,32 @@ async fn two_transitions_in_one_millisecond_are_both_recorded() {
         .send_raw_frame(&routing_frame(&user, &user, "OFF_QUEUE", &second))
         .await
         .unwrap();
-    let agent = wait_for("OFF_QUEUE as the current state", DEADLINE, || async {
-        let a = agent_row(&h, &user).await;
-        (a["routing_status"] == "OFF_QUEUE").then_some(a)
-    })
-    .await;
-    let rows = wait_for("the INTERACTING row", DEADLINE, || async {
-        let rows = h.history(&user, "routing").await;
-        rows.iter()
-            .any(|r| r["state"] == "INTERACTING")
-            .then_some(rows)
-    })
-    .await;
+    // The history can hold one row per (user, kind, instant): the first value is kept and the
+    // conflicting one never becomes current. A later event proves the conflict was processed:
+    // its previous state is the kept value.
+    let later =
+        (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339_opts(SecondsFormat::Millis, true);
+    h.sim
+        .send_raw_frame(&routing_frame(&user, &user, "NOT_RESPONDING", &later))
+        .await
+        .unwrap();
+    let row = h.wait_state(&user, "routing", "NOT_RESPONDING").await;
+    assert_eq!(
+        row["previous_state"], "INTERACTING",
+        "the conflicting OFF_QUEUE never became current"
+    );
+    let rows = h.history(&user, "routing").await;
     let states: Vec<&str> = rows.iter().filter_map(|r| r["state"].as_str()).collect();
     assert!(
-        states.contains(&"OFF_QUEUE"),
-        "current state {} has no history row: {states:?}",
-        agent["routing_status"]
+        states.contains(&"INTERACTING") && !states.contains(&"OFF_QUEUE"),
+        "{states:?}"
     );
+    let agent = wait_for("the agents row", DEADLINE, || async {
+        let a = agent_row(&h, &user).await;
+        (a["routing_status"] == "NOT_RESPONDING").then_some(a)
+    })
+    .await;
+    assert_eq!(agent["routing_status"], states[0]);
     h.app.shutdown().await;
 }
 
