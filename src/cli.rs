@@ -49,7 +49,7 @@ pub struct RunArgs {
     #[arg(long, env = "GENESYS_REGION")]
     pub region: Option<String>,
     /// Alias of GENESYS_REGION.
-    #[arg(long = "genesys-env", env = "GENESYS_ENV", hide = true)]
+    #[arg(long = "genesys-env", env = "GENESYS_ENV")]
     pub region_alias: Option<String>,
     /// OAuth client id (client-credentials grant).
     #[arg(long, env = "GENESYS_CLIENT_ID")]
@@ -70,6 +70,9 @@ pub struct RunArgs {
     /// stored but not sent.
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub slack_webhook_url: Option<String>,
+    /// File holding the Slack incoming webhook URL (the URL is a secret; prefer this).
+    #[arg(long, env = "SLACK_WEBHOOK_URL_FILE")]
+    pub slack_webhook_url_file: Option<PathBuf>,
     /// Database URL: sqlite://PATH (default sqlite://agent_status.db) or postgres://…
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -106,8 +109,8 @@ pub struct RunArgs {
 /// Settings of `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Number of simulated agents.
-    #[arg(long, default_value_t = 50)]
+    /// Number of simulated agents (1–50000).
+    #[arg(long, default_value_t = 50, value_parser = parse_agents)]
     pub agents: usize,
     /// REST API listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -118,13 +121,9 @@ pub struct DemoArgs {
     /// Idle threshold of the demo.
     #[arg(long, default_value = "2m")]
     pub idle_threshold: String,
-    /// Database of the demo.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://agent-monitor-demo.db",
-        hide_env_values = true
-    )]
+    /// Database of the demo (deliberately not read from DATABASE_URL, so a demo never writes
+    /// simulated agents into a production database).
+    #[arg(long, default_value = "sqlite://agent-monitor-demo.db")]
     pub database_url: String,
     /// Slack incoming webhook to send the demo's alerts to (optional).
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
@@ -134,8 +133,8 @@ pub struct DemoArgs {
 /// Settings of `simulate`.
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// Number of simulated agents.
-    #[arg(long, default_value_t = 50)]
+    /// Number of simulated agents (1–50000).
+    #[arg(long, default_value_t = 50, value_parser = parse_agents)]
     pub agents: usize,
     /// Address of the simulator (login and API hosts and WebSockets).
     #[arg(long, default_value = "127.0.0.1:9090")]
@@ -143,6 +142,15 @@ pub struct SimulateArgs {
     /// Time compression of the simulated shift.
     #[arg(long, default_value_t = 10.0)]
     pub speed: f64,
+}
+
+fn parse_agents(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if (1..=50_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{raw:?} is not a number of agents between 1 and 50000"
+        )),
+    }
 }
 
 /// A setting that is missing or invalid: names the variable, says what is wrong, never
@@ -230,6 +238,15 @@ fn parse_base_url(variable: &'static str, raw: &str) -> Result<Url, ConfigError>
             "must be an http:// or https:// URL with a host",
         ));
     }
+    if !matches!(url.path(), "" | "/") {
+        return Err(err(
+            variable,
+            format!(
+                "must be a base URL without a path (like https://api.mypurecloud.com), got path {:?}",
+                url.path()
+            ),
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(err(variable, "must not have a query or fragment"));
     }
@@ -269,6 +286,7 @@ pub fn normalize_database_url(variable: &'static str, raw: &str) -> Result<Strin
                 "sqlite URL has no file path; use sqlite://PATH",
             ));
         }
+        sqlite_directory_exists(variable, path)?;
         return Ok(format!("sqlite://{path}?mode=rwc"));
     }
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
@@ -276,6 +294,24 @@ pub fn normalize_database_url(variable: &'static str, raw: &str) -> Result<Strin
         return Ok(raw.to_string());
     }
     Err(err(variable, "must start with sqlite:// or postgres://"))
+}
+
+/// The directory of a SQLite file must exist: creating it silently would hide a typo.
+fn sqlite_directory_exists(variable: &'static str, path: &str) -> Result<(), ConfigError> {
+    let file = std::path::Path::new(path);
+    if file.is_dir() {
+        return Err(err(
+            variable,
+            format!("{path} is a directory; give the path of the database file"),
+        ));
+    }
+    match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if !dir.is_dir() => Err(err(
+            variable,
+            format!("the directory {} does not exist", dir.display()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Validates a Slack incoming webhook URL: `https://hooks.slack.com/…` only.
@@ -361,9 +397,30 @@ impl RunArgs {
             }
         };
 
-        let slack_webhook = match self.slack_webhook_url.filter(|v| !v.trim().is_empty()) {
-            Some(raw) => Some(parse_slack_webhook(&raw)?),
-            None => None,
+        let slack_webhook = match (
+            self.slack_webhook_url.filter(|v| !v.trim().is_empty()),
+            self.slack_webhook_url_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "SLACK_WEBHOOK_URL",
+                    "set either SLACK_WEBHOOK_URL or SLACK_WEBHOOK_URL_FILE, not both",
+                ));
+            }
+            (Some(raw), None) => Some(parse_slack_webhook(&raw)?),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    err(
+                        "SLACK_WEBHOOK_URL_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                Some(
+                    parse_slack_webhook(text.trim())
+                        .map_err(|e| err("SLACK_WEBHOOK_URL_FILE", e.problem))?,
+                )
+            }
+            (None, None) => None,
         };
 
         let database_url = match (
@@ -382,6 +439,7 @@ impl RunArgs {
                 if path.trim().is_empty() {
                     return Err(err("DB_PATH", "is empty"));
                 }
+                sqlite_directory_exists("DB_PATH", &path)?;
                 format!("sqlite://{path}?mode=rwc")
             }
             (None, None) => "sqlite://agent_status.db?mode=rwc".to_string(),

@@ -1,5 +1,6 @@
 //! The `agent-monitor` binary: parses the command line and hands over to the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use agent_monitor::app::{self, App};
@@ -7,10 +8,24 @@ use agent_monitor::cli::{Cli, Command, DemoArgs, RunArgs, SimulateArgs};
 use agent_monitor::sim::{SimConfig, Simulator};
 use clap::Parser;
 
+/// Prints a line on stdout; a closed pipe is not an error worth crashing for.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Prints a line on stderr, ignoring a closed pipe.
+macro_rules! complain {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Openapi = cli.command {
-        print!("{}", agent_monitor::api::spec_yaml());
+        let _ = write!(std::io::stdout(), "{}", agent_monitor::api::spec_yaml());
         return ExitCode::SUCCESS;
     }
     agent_monitor::telemetry::init();
@@ -20,7 +35,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            complain!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -39,14 +54,14 @@ async fn run(args: RunArgs) -> i32 {
     let config = match args.resolve() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {e}");
             return 2;
         }
     };
     match app::run(config, app::shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {e}");
             e.exit_code()
         }
     }
@@ -62,7 +77,7 @@ async fn demo(args: DemoArgs) -> i32 {
     let sim = match Simulator::start(([127, 0, 0, 1], 0).into(), sim_config).await {
         Ok(sim) => sim,
         Err(e) => {
-            eprintln!("error: cannot start the simulator: {e:#}");
+            complain!("error: cannot start the simulator: {e:#}");
             return 1;
         }
     };
@@ -80,29 +95,31 @@ async fn demo(args: DemoArgs) -> i32 {
     let config = match run_args.resolve() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {}", demo_wording(&e.to_string()));
             return 2;
         }
     };
     let mut app = match App::start(config).await {
         Ok(app) => app,
         Err(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {}", demo_wording(&e.to_string()));
             return e.exit_code();
         }
     };
     let base = format!("http://{}", app.api_addr());
-    println!(
+    say!(
         "agent-monitor demo: {} simulated agents (speed x{}), idle threshold {}",
-        args.agents, args.speed, args.idle_threshold
+        args.agents,
+        args.speed,
+        args.idle_threshold
     );
-    println!("  Genesys simulator: {}", sim.base_url());
-    println!("  Swagger UI:        {base}/docs");
-    println!("  History:           {base}/api/v1/agent-status/history");
-    println!("  Agents:            {base}/api/v1/agents");
-    println!("  Alerts:            {base}/api/v1/alerts");
-    println!("  Health:            {base}/healthz   Readiness: {base}/readyz");
-    println!("Press Ctrl-C to stop.");
+    say!("  Genesys simulator: {}", sim.base_url());
+    say!("  Swagger UI:        {base}/docs");
+    say!("  History:           {base}/api/v1/agent-status/history");
+    say!("  Agents:            {base}/api/v1/agents");
+    say!("  Alerts:            {base}/api/v1/alerts");
+    say!("  Health:            {base}/healthz   Readiness: {base}/readyz");
+    say!("Press Ctrl-C to stop.");
     let fatal = tokio::select! {
         _ = app::shutdown_signal() => None,
         fatal = app.fatal_error() => fatal,
@@ -111,11 +128,29 @@ async fn demo(args: DemoArgs) -> i32 {
     sim.shutdown().await;
     match fatal {
         Some(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {e}");
             1
         }
         None => 0,
     }
+}
+
+/// `demo` takes flags, not `run`'s environment variables: name the flag in its errors.
+fn demo_wording(message: &str) -> String {
+    [
+        ("LISTEN_ADDR", "--listen"),
+        ("IDLE_THRESHOLD", "--idle-threshold"),
+        ("DATABASE_URL", "--database-url"),
+        ("SLACK_WEBHOOK_URL", "--slack-webhook-url"),
+    ]
+    .iter()
+    .fold(message.to_string(), |m, (var, flag)| {
+        if m.starts_with(var) {
+            m.replacen(var, flag, 1)
+        } else {
+            m
+        }
+    })
 }
 
 async fn simulate(args: SimulateArgs) -> i32 {
@@ -128,24 +163,24 @@ async fn simulate(args: SimulateArgs) -> i32 {
     let sim = match Simulator::start(args.listen, sim_config).await {
         Ok(sim) => sim,
         Err(e) => {
-            eprintln!(
+            complain!(
                 "error: cannot start the simulator on {}: {e:#}",
                 args.listen
             );
             return 1;
         }
     };
-    println!(
+    say!(
         "Genesys Cloud simulator with {} agents on {}",
         args.agents,
         sim.base_url()
     );
-    println!("Point `agent-monitor run` at it with:");
-    println!("  export GENESYS_API_URL={}", sim.base_url());
-    println!("  export GENESYS_LOGIN_URL={}", sim.base_url());
-    println!("  export GENESYS_CLIENT_ID={}", sim.client_id());
-    println!("  export GENESYS_CLIENT_SECRET={}", sim.client_secret());
-    println!("Press Ctrl-C to stop.");
+    say!("Point `agent-monitor run` at it with:");
+    say!("  export GENESYS_API_URL={}", sim.base_url());
+    say!("  export GENESYS_LOGIN_URL={}", sim.base_url());
+    say!("  export GENESYS_CLIENT_ID={}", sim.client_id());
+    say!("  export GENESYS_CLIENT_SECRET={}", sim.client_secret());
+    say!("Press Ctrl-C to stop.");
     app::shutdown_signal().await;
     sim.shutdown().await;
     0

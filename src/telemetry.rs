@@ -1,6 +1,8 @@
 //! Logging set-up: `tracing` with an `EnvFilter` from `RUST_LOG` (default `info`, with the
 //! database drivers' per-statement logs at `warn`), human-readable lines on stderr.
 
+use std::io::{IsTerminal, Write};
+
 use tracing_subscriber::EnvFilter;
 
 /// The filter used when `RUST_LOG` is unset.
@@ -19,6 +21,24 @@ pub fn init() {
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Colours only for a terminal: files, pipes and journald get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(|| LossyStderr)
         .try_init();
+}
+
+/// stderr that drops what it cannot write: a closed pipe (`agent-monitor run 2>&1 | head`) must
+/// not turn a log line into a crash.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }

@@ -610,7 +610,7 @@ impl<'a> Retry<'a> {
             });
         }
         let delay = self.policy.backoff(self.failures - 1);
-        warn!(request = self.what, error = %error, delay_ms = delay.as_millis() as u64,
+        warn!(request = self.what, error = %crate::genesys::error::error_chain(&error), delay_ms = delay.as_millis() as u64,
               "Genesys Cloud unreachable: retrying");
         tokio::time::sleep(delay).await;
         Ok(())

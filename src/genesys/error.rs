@@ -81,7 +81,10 @@ pub enum GenesysError {
 
     /// Connection failures or timeouts until `RetryPolicy::max_attempts` ran out. The source
     /// has its URL removed.
-    #[error("could not reach Genesys Cloud for {what} after {attempts} attempts")]
+    #[error(
+        "could not reach Genesys Cloud for {what} after {attempts} attempts: {}",
+        error_chain(source)
+    )]
     Transport {
         /// `POST /oauth/token` or `GET /api/v2/…`.
         what: String,
@@ -126,4 +129,20 @@ impl GenesysError {
             _ => None,
         }
     }
+}
+
+/// An error and its sources, joined with `: ` (reqwest's own message is only "error sending
+/// request"; the cause, such as a refused connection or a DNS failure, is in its sources).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
