@@ -17,6 +17,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::api::auth::AccessPolicy;
 use crate::api::{ApiState, ReadinessFn};
 use crate::config::Config;
 use crate::genesys::GenesysClient;
@@ -106,6 +107,7 @@ impl App {
             ping_interval: config.genesys.ping_interval,
             silence_timeout: config.genesys.silence_timeout,
             topics_per_channel: config.genesys.topics_per_channel,
+            retention: config.retention,
             fatal: fatal_tx,
         };
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
@@ -117,13 +119,19 @@ impl App {
             let probe = probe.clone();
             Box::pin(async move { ractor::call_t!(probe, SupervisorMsg::Health, 5000).ok() })
         });
-        let routes = crate::api::routes(ApiState {
-            db: db.clone(),
-            readiness,
-        });
+        let routes = crate::api::routes_with_access(
+            ApiState {
+                db: db.clone(),
+                readiness,
+            },
+            AccessPolicy::new(&config.access),
+        );
+        let idle_timeout = config.access.idle_timeout;
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let api_done = tokio::spawn(async move {
-            let server = poem::Server::new_with_acceptor(acceptor);
+            // poem 3 offers no header-read timeout; the idle timeout closes connections on which
+            // nothing moved for `idle_timeout` (see `api::limits`).
+            let server = poem::Server::new_with_acceptor(acceptor).idle_timeout(idle_timeout);
             let signal = async {
                 let _ = stop_rx.await;
             };
@@ -134,7 +142,13 @@ impl App {
                 tracing::error!(error = %e, "REST API stopped with an error");
             }
         });
-        tracing::info!(%api_addr, "REST API listening");
+        tracing::info!(
+            %api_addr,
+            api_tokens = config.access.tokens.len(),
+            protect_probes = config.access.protect_probes,
+            retention_days = config.retention.map(|r| r.keep.as_secs() / 86_400),
+            "REST API listening"
+        );
         Ok(App {
             supervisor,
             supervisor_done,

@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::Instrument;
 
 use crate::actors::Credit;
 use crate::actors::agent::AgentMsg;
@@ -395,6 +396,17 @@ impl Actor for ConnectionActor {
         message: ConnectionMsg,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
+        let span = tracing::info_span!(
+            "connection",
+            connection = state.args.index,
+            channel_id = tracing::field::Empty
+        );
+        if let Some(channel) = &state.channel {
+            span.record("channel_id", channel.id.as_str());
+        }
+        // A span per message (user or channel id on every line), kept light: no allocation
+        // beyond the span itself.
+        async move {
         match message {
             ConnectionMsg::Establish => state.start_establish(&myself, false),
             ConnectionMsg::Established(done) => {
@@ -508,6 +520,9 @@ impl Actor for ConnectionActor {
             }
         }
         Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     async fn post_stop(

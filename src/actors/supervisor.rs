@@ -17,8 +17,9 @@ use crate::actors::Credit;
 use crate::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
 use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
 use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
+use crate::actors::retention::{RetentionActor, RetentionArgs, RetentionMsg};
 use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
-use crate::config::{PersistenceConfig, SlackConfig};
+use crate::config::{PersistenceConfig, RetentionConfig, SlackConfig};
 use crate::domain::{Source, UserId};
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::health::{ActorStatus, ConnectionStatus, HealthReport};
@@ -46,6 +47,8 @@ pub enum SupervisorMsg {
     Health(RpcReplyPort<HealthReport>),
     /// The agent actor of a user (tests, debugging).
     Agent(UserId, RpcReplyPort<Option<ActorRef<AgentMsg>>>),
+    /// The retention actor, if `RETENTION_DAYS` is set (tests, debugging).
+    Retention(RpcReplyPort<Option<ActorRef<RetentionMsg>>>),
     /// Graceful stop: close every socket with a normal closure, wait until every accepted
     /// transition is committed (bounded by `deadline`), then reply.
     Shutdown {
@@ -59,6 +62,7 @@ pub enum SupervisorMsg {
 pub enum Child {
     Persistence,
     Slack,
+    Retention,
     Connection(usize),
     Agent(UserId),
 }
@@ -68,6 +72,7 @@ impl Child {
         match self {
             Child::Persistence => "persistence".into(),
             Child::Slack => "slack".into(),
+            Child::Retention => "retention".into(),
             Child::Connection(i) => format!("connection-{i}"),
             Child::Agent(u) => format!("agent-{u}"),
         }
@@ -84,6 +89,8 @@ pub struct SupervisorArgs {
     pub ping_interval: Duration,
     pub silence_timeout: Duration,
     pub topics_per_channel: usize,
+    /// Deletion of old rows (`None`: keep everything, no retention actor).
+    pub retention: Option<RetentionConfig>,
     /// Where a fatal error is reported (the process exits with it).
     pub fatal: mpsc::UnboundedSender<String>,
 }
@@ -103,6 +110,7 @@ pub struct SupervisorState {
     catalog: Arc<PresenceCatalog>,
     persistence: Option<ActorRef<PersistMsg>>,
     slack: Option<ActorRef<SlackMsg>>,
+    retention: Option<ActorRef<RetentionMsg>>,
     connections: Vec<Option<ActorRef<ConnectionMsg>>>,
     connection_users: Vec<Vec<UserId>>,
     connection_up: Vec<bool>,
@@ -169,6 +177,23 @@ impl SupervisorState {
         let (actor, _) = Actor::spawn_linked(None, SlackActor, args, myself.get_cell()).await?;
         self.track(&actor.get_cell(), Child::Slack);
         self.slack = Some(actor);
+        Ok(())
+    }
+
+    async fn spawn_retention(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(config) = self.args.retention else {
+            return Ok(());
+        };
+        let args = RetentionArgs {
+            db: self.args.db.clone(),
+            config,
+        };
+        let (actor, _) = Actor::spawn_linked(None, RetentionActor, args, myself.get_cell()).await?;
+        self.track(&actor.get_cell(), Child::Retention);
+        self.retention = Some(actor);
         Ok(())
     }
 
@@ -352,6 +377,7 @@ impl Actor for Supervisor {
             catalog: Arc::new(PresenceCatalog::default()),
             persistence: None,
             slack: None,
+            retention: None,
             connections: Vec::new(),
             connection_users: Vec::new(),
             connection_up: Vec::new(),
@@ -377,6 +403,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         state.spawn_persistence(&myself).await?;
         state.spawn_slack(&myself).await?;
+        state.spawn_retention(&myself).await?;
         myself.cast(SupervisorMsg::Bootstrap)?;
         Ok(())
     }
@@ -461,6 +488,7 @@ impl Actor for Supervisor {
                 let result = match &child {
                     Child::Persistence => state.spawn_persistence(&myself).await,
                     Child::Slack => state.spawn_slack(&myself).await,
+                    Child::Retention => state.spawn_retention(&myself).await,
                     Child::Connection(index) => state.spawn_connection(&myself, *index).await,
                     Child::Agent(user) => state.spawn_agent(&myself, user).await,
                 };
@@ -495,7 +523,7 @@ impl Actor for Supervisor {
                         }
                         state.start_snapshot(&myself);
                     }
-                    Child::Connection(_) => {}
+                    Child::Connection(_) | Child::Retention => {}
                 }
             }
             SupervisorMsg::Fatal(error) => {
@@ -523,6 +551,9 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Agent(user, reply) => {
                 let _ = reply.send(state.agents.get(&user).cloned());
+            }
+            SupervisorMsg::Retention(reply) => {
+                let _ = reply.send(state.retention.clone());
             }
             SupervisorMsg::Shutdown { deadline, reply } => {
                 state.shutting_down = true;
@@ -593,6 +624,7 @@ impl Actor for Supervisor {
         match &child {
             Child::Persistence => state.persistence = None,
             Child::Slack => state.slack = None,
+            Child::Retention => state.retention = None,
             Child::Connection(i) => {
                 state.connections[*i] = None;
                 state.connection_up[*i] = false;

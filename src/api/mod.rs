@@ -6,7 +6,11 @@
 //! from the storage entities. Every instant on the wire is RFC 3339 UTC with milliseconds.
 //!
 //! Every invalid query parameter is answered with 400 and `{"error": "…"}` naming the
-//! parameter; database failures with 500 and `{"error": "…"}` (details only in the log).
+//! parameter; database failures with 500 and `{"error": "…"}` (details only in the log); a
+//! database query slower than [`limits::DB_QUERY_TIMEOUT`] with 503 and `{"error": "…"}`.
+//!
+//! Access control and request limits: [`auth`] (every `/api/` operation takes an
+//! [`auth::ApiAuth`] parameter) and [`limits`].
 
 #![warn(missing_docs)]
 
@@ -24,7 +28,11 @@ use crate::db::{self, HistoryFilter};
 use crate::domain::{Kind, UserId};
 use crate::health::HealthReport;
 
+pub mod auth;
 pub mod dto;
+pub mod limits;
+
+use auth::{AccessPolicy, ApiAuth, Guard};
 
 use dto::{
     AgentDto, AgentList, AlertDto, AlertPage, DEFAULT_LIMIT, ErrorBody, HistoryPage, KindParam,
@@ -48,8 +56,13 @@ pub struct ApiState {
 }
 
 /// The whole HTTP surface: `/api/v1/…`, `/healthz`, `/readyz`, `/docs`, `/openapi.json`,
-/// `/openapi.yaml`. Serve it with `poem::Server`.
+/// `/openapi.yaml`, without tokens ([`AccessPolicy::open`]). Serve it with `poem::Server`.
 pub fn routes(state: ApiState) -> impl Endpoint {
+    routes_with_access(state, AccessPolicy::open())
+}
+
+/// [`routes`] behind the access policy: tokens and request limits ([`auth::Guard`]).
+pub fn routes_with_access(state: ApiState, access: AccessPolicy) -> impl Endpoint {
     let service = service(state);
     let docs = service.swagger_ui();
     let spec_json = service.spec_endpoint();
@@ -59,6 +72,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .at("/openapi.json", spec_json)
         .at("/openapi.yaml", spec_yaml)
         .nest("/", service)
+        .with(Guard(access))
         .with(poem::middleware::Tracing)
 }
 
@@ -111,12 +125,18 @@ enum ApiError {
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
     CorruptRow(#[from] dto::CorruptRow),
+    #[error(transparent)]
+    Timeout(#[from] limits::QueryTimeout),
 }
 
 impl ApiError {
     fn body(&self) -> Json<ErrorBody> {
         let error = match self {
             ApiError::BadRequest(message) => message.clone(),
+            ApiError::Timeout(timeout) => {
+                tracing::warn!(error = %timeout, "API query timed out");
+                "the database did not answer in time; retry later".to_owned()
+            }
             ApiError::Database(_) | ApiError::CorruptRow(_) => {
                 tracing::error!(error = %self, "API request failed");
                 "internal error reading the database; see the service log".to_owned()
@@ -147,6 +167,9 @@ enum HistoryResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn history_bad_request(err: poem::Error) -> HistoryResponse {
@@ -157,6 +180,7 @@ impl From<ApiError> for HistoryResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => HistoryResponse::BadRequest(err.body()),
+            ApiError::Timeout(_) => HistoryResponse::Unavailable(err.body()),
             _ => HistoryResponse::Internal(err.body()),
         }
     }
@@ -170,6 +194,9 @@ enum AgentsResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]
@@ -184,6 +211,9 @@ enum AlertsResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn alerts_bad_request(err: poem::Error) -> AlertsResponse {
@@ -194,6 +224,7 @@ impl From<ApiError> for AlertsResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => AlertsResponse::BadRequest(err.body()),
+            ApiError::Timeout(_) => AlertsResponse::Unavailable(err.body()),
             _ => AlertsResponse::Internal(err.body()),
         }
     }
@@ -235,6 +266,7 @@ impl MonitorApi {
     )]
     async fn history(
         &self,
+        _auth: ApiAuth,
         /// Only this user (Genesys user id; case-insensitive).
         user_id: Query<Option<String>>,
         /// Only this state, case-insensitive (`IDLE`, `on_queue`, …).
@@ -254,7 +286,7 @@ impl MonitorApi {
                 limit: parse_limit(limit.0.as_ref())?,
                 offset: parse_offset(offset.0.as_ref())?,
             };
-            let page = db::history(&self.state.db, &filter).await?;
+            let page = limits::query_timeout(db::history(&self.state.db, &filter)).await??;
             let data = page
                 .rows
                 .into_iter()
@@ -282,13 +314,14 @@ impl MonitorApi {
         tag = "ApiTags::Agents",
         operation_id = "getAgents"
     )]
-    async fn agents(&self) -> AgentsResponse {
-        match db::agents(&self.state.db).await {
-            Ok(rows) => AgentsResponse::Ok(Json(AgentList {
+    async fn agents(&self, _auth: ApiAuth) -> AgentsResponse {
+        match limits::query_timeout(db::agents(&self.state.db)).await {
+            Ok(Ok(rows)) => AgentsResponse::Ok(Json(AgentList {
                 total: rows.len() as u64,
                 data: rows.into_iter().map(AgentDto::from).collect(),
             })),
-            Err(err) => AgentsResponse::Internal(ApiError::from(err).body()),
+            Ok(Err(err)) => AgentsResponse::Internal(ApiError::from(err).body()),
+            Err(timeout) => AgentsResponse::Unavailable(ApiError::from(timeout).body()),
         }
     }
 
@@ -303,6 +336,7 @@ impl MonitorApi {
     )]
     async fn alerts(
         &self,
+        _auth: ApiAuth,
         /// Page size: 1–100 rows, default 20.
         limit: Query<Option<LimitParam>>,
         /// Rows to skip, ≥ 0, default 0.
@@ -311,7 +345,7 @@ impl MonitorApi {
         let result = async {
             let limit = parse_limit(limit.0.as_ref())?;
             let offset = parse_offset(offset.0.as_ref())?;
-            let page = db::alerts(&self.state.db, limit, offset).await?;
+            let page = limits::query_timeout(db::alerts(&self.state.db, limit, offset)).await??;
             let data = page
                 .rows
                 .into_iter()
@@ -464,6 +498,39 @@ mod tests {
             Some("ON_QUEUE")
         );
         assert!(parse_user_id(Some(" ")).is_err());
+    }
+
+    /// Every `/api/` operation must take an `ApiAuth` parameter (see `auth`), so the spec says
+    /// it needs the bearer token; the probes must not.
+    #[test]
+    fn every_api_operation_declares_bearer_auth() {
+        let placeholder = ApiState {
+            db: DatabaseConnection::default(),
+            readiness: Arc::new(|| Box::pin(async { None })),
+        };
+        let spec: serde_json::Value = serde_json::from_str(&service(placeholder).spec()).unwrap();
+        assert_eq!(
+            spec["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+            "bearer"
+        );
+        let paths = spec["paths"].as_object().unwrap();
+        let mut api_operations = 0;
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().unwrap() {
+                let security = &operation["security"];
+                if path.starts_with("/api/") {
+                    api_operations += 1;
+                    assert_eq!(
+                        security,
+                        &serde_json::json!([{ "bearerAuth": [] }]),
+                        "{method} {path} must take an `auth: ApiAuth` parameter"
+                    );
+                } else {
+                    assert!(security.is_null(), "{method} {path} must stay open");
+                }
+            }
+        }
+        assert!(api_operations >= 3);
     }
 
     #[test]

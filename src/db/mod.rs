@@ -6,7 +6,8 @@
 //! connection options, which PostgreSQL ignores.
 //!
 //! **Architecture invariant:** only the persistence actor writes (through [`write_batch`] and
-//! [`probe_write`]); everything else reads.
+//! [`probe_write`]), except that the retention actor deletes old rows (through
+//! [`purge_history_batch`] and [`purge_alerts_batch`]); everything else reads.
 
 #![warn(missing_docs)]
 
@@ -20,9 +21,11 @@ use sea_orm_migration::MigratorTrait;
 pub mod entity;
 pub mod migration;
 mod query;
+mod retention;
 mod write;
 
 pub use query::{AlertPage, HistoryFilter, HistoryPage, agents, alerts, count_agents, history};
+pub use retention::{purge_alerts_batch, purge_history_batch};
 pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
 
 /// Errors of [`connect`]. Messages never contain the database URL's password.
