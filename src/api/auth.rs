@@ -26,7 +26,17 @@
 //! }
 //! ```
 //!
-//! That adds `security: [{bearerAuth: []}]` to the operation and the `bearerAuth` scheme
+//! and give its response enum the 401 variant the guard answers with, so clients see it:
+//!
+//! ```ignore
+//! /// No valid bearer token (only when the service has API tokens configured); the
+//! /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+//! #[oai(status = 401)]
+//! #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+//! Unauthorized(Json<ErrorBody>),
+//! ```
+//!
+//! The parameter adds `security: [{bearerAuth: []}]` to the operation and the `bearerAuth` scheme
 //! (`type: http, scheme: bearer`) to `components.securitySchemes`, so Swagger UI shows the
 //! "Authorize" button and sends the header. Forgetting the parameter does **not** open the
 //! operation (the guard still protects it); it only leaves the spec silent about it, which the

@@ -161,6 +161,11 @@ enum HistoryResponse {
     /// One page of transitions, newest first.
     #[oai(status = 200)]
     Ok(Json<HistoryPage>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// A query parameter is invalid; `error` names it.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -191,6 +196,11 @@ enum AgentsResponse {
     /// Every agent's current state.
     #[oai(status = 200)]
     Ok(Json<AgentList>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -205,6 +215,11 @@ enum AlertsResponse {
     /// One page of alerts, newest first.
     #[oai(status = 200)]
     Ok(Json<AlertPage>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// A query parameter is invalid; `error` names it.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -524,6 +539,10 @@ mod tests {
                         security,
                         &serde_json::json!([{ "bearerAuth": [] }]),
                         "{method} {path} must take an `auth: ApiAuth` parameter"
+                    );
+                    assert!(
+                        operation["responses"]["401"].is_object(),
+                        "{method} {path} must document the 401 (see `auth`)"
                     );
                 } else {
                     assert!(security.is_null(), "{method} {path} must stay open");
