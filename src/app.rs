@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::api::auth::AccessPolicy;
+use crate::api::timeout_io::IdleTimeoutAcceptor;
 use crate::api::{ApiState, ReadinessFn};
 use crate::config::Config;
 use crate::genesys::GenesysClient;
@@ -129,9 +130,10 @@ impl App {
         let idle_timeout = config.access.idle_timeout;
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let api_done = tokio::spawn(async move {
-            // poem 3 offers no header-read timeout; the idle timeout closes connections on which
-            // nothing moved for `idle_timeout` (see `api::limits`).
-            let server = poem::Server::new_with_acceptor(acceptor).idle_timeout(idle_timeout);
+            // poem 3 has no header-read timeout and its idle timeout waits for a half-sent
+            // request; `IdleTimeoutAcceptor` aborts silent connections (see its docs).
+            let acceptor = IdleTimeoutAcceptor::new(acceptor, idle_timeout);
+            let server = poem::Server::new_with_acceptor(acceptor);
             let signal = async {
                 let _ = stop_rx.await;
             };

@@ -11,9 +11,10 @@
 //!   answers `503` with `{"error"}`. The pool's acquire timeout (5 s, [`crate::db::DbOptions`])
 //!   bounds the wait for a connection.
 //! - Slow clients: poem 3 has no header-read timeout (hyper's `header_read_timeout` is not
-//!   exposed); `App::start` sets poem's connection idle timeout
-//!   (`AccessConfig::idle_timeout`, 30 s), which closes a connection on which no byte moved
-//!   for that long. A client that trickles a byte every few seconds is not cut by it.
+//!   exposed) and its idle timeout waits for a half-sent request; `App::start` wraps the
+//!   listener in [`super::timeout_io::IdleTimeoutAcceptor`], which aborts a connection on which
+//!   no byte moved for `AccessConfig::idle_timeout` (30 s) while the server waits to read. A
+//!   client that trickles a byte just inside every 30 s is not cut by it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -143,6 +144,12 @@ mod tests {
             .header("transfer-encoding", "chunked")
             .finish();
         assert_eq!(status(chunked), Some(411));
+    }
+
+    #[test]
+    fn handlers_finish_before_the_connection_idle_timeout() {
+        let idle = crate::config::AccessConfig::default().idle_timeout;
+        assert!(DB_QUERY_TIMEOUT < idle && super::super::READINESS_TIMEOUT < idle);
     }
 
     #[tokio::test]

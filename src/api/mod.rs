@@ -31,6 +31,7 @@ use crate::health::HealthReport;
 pub mod auth;
 pub mod dto;
 pub mod limits;
+pub mod timeout_io;
 
 use auth::{AccessPolicy, ApiAuth, Guard};
 

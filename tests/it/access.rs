@@ -25,10 +25,7 @@ struct Service {
 
 impl Service {
     async fn start(protect_probes: bool) -> Service {
-        let sim = start_sim(2).await;
-        let slack = SlackReceiver::start().await;
-        let mut config = config_for(&sim, &slack, &temp_db_path(), &Opts::default());
-        config.access = AccessConfig {
+        Service::start_with(AccessConfig {
             tokens: vec![
                 ApiToken {
                     name: "ops".into(),
@@ -41,7 +38,15 @@ impl Service {
             ],
             protect_probes,
             ..AccessConfig::default()
-        };
+        })
+        .await
+    }
+
+    async fn start_with(access: AccessConfig) -> Service {
+        let sim = start_sim(2).await;
+        let slack = SlackReceiver::start().await;
+        let mut config = config_for(&sim, &slack, &temp_db_path(), &Opts::default());
+        config.access = access;
         let app = App::start(config).await.unwrap();
         Service {
             _sim: sim,
@@ -209,4 +214,69 @@ fn no_tokens_off_loopback_exits_2_naming_listen_addr_and_api_tokens() {
         "{stderr}"
     );
     assert!(!stderr.contains("topsecret-value"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_disconnected_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Service::start_with(AccessConfig {
+        idle_timeout: std::time::Duration::from_secs(1),
+        ..AccessConfig::default()
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Half a request line, then nothing: the server must not wait forever.
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("the server closed the idle connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    s.app.shutdown().await;
+}
+
+/// hyper keeps reading while a handler runs, so the idle deadline also runs then: it must
+/// exceed the longest handler. The API bounds its handlers below it (10 s queries, 5 s
+/// readiness); here a handler within the deadline answers normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_within_the_idle_timeout_answers() {
+    use agent_monitor::api::timeout_io::IdleTimeoutAcceptor;
+    use agent_monitor::api::{ApiState, ReadinessFn, routes};
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    use std::time::Duration;
+
+    let db = agent_monitor::db::connect("sqlite::memory:").await.unwrap();
+    let readiness: ReadinessFn = std::sync::Arc::new(|| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            None
+        })
+    });
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
+    let acceptor = IdleTimeoutAcceptor::new(acceptor, Duration::from_secs(1));
+    let server = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor)
+            .run(routes(ApiState { db, readiness }))
+            .await;
+    });
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let response = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503);
+    }
+    server.abort();
 }
