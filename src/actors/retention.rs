@@ -31,20 +31,8 @@ pub enum RetentionMsg {
     LastRun(RpcReplyPort<Option<RetentionReport>>),
 }
 
-/// What one run removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetentionReport {
-    /// Rows older than this were deleted.
-    pub cutoff: DateTime<Utc>,
-    /// `agent_status` rows deleted.
-    pub history_deleted: u64,
-    /// `alerts` rows deleted.
-    pub alerts_deleted: u64,
-    /// When the run finished.
-    pub finished_at: DateTime<Utc>,
-    /// The database error that ended the run early, if any.
-    pub error: Option<String>,
-}
+/// What one run removed (also served by `/readyz`).
+pub use crate::health::RetentionRun as RetentionReport;
 
 /// Arguments of [`RetentionActor`].
 pub struct RetentionArgs {

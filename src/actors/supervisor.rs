@@ -533,6 +533,7 @@ impl Actor for Supervisor {
             SupervisorMsg::Health(reply) => {
                 let connections: Vec<_> = state.connections.iter().flatten().cloned().collect();
                 let persistence = state.persistence.clone();
+                let retention = state.retention.clone();
                 // Gather in a task so the supervisor's mailbox never waits on a child.
                 let snapshot = HealthSnapshot::from(&*state);
                 tokio::spawn(async move {
@@ -546,7 +547,13 @@ impl Actor for Supervisor {
                         Some(p) => ractor::call_t!(p, PersistMsg::Health, 3000).ok(),
                         None => None,
                     };
-                    let _ = reply.send(snapshot.report(statuses, db));
+                    let last_retention_run = match retention {
+                        Some(r) => ractor::call_t!(r, RetentionMsg::LastRun, 1000)
+                            .ok()
+                            .flatten(),
+                        None => None,
+                    };
+                    let _ = reply.send(snapshot.report(statuses, db, last_retention_run));
                 });
             }
             SupervisorMsg::Agent(user, reply) => {
@@ -677,6 +684,7 @@ impl HealthSnapshot {
         self,
         connections: Vec<ConnectionStatus>,
         db: Option<crate::actors::persistence::DbHealth>,
+        last_retention_run: Option<crate::health::RetentionRun>,
     ) -> HealthReport {
         let s = self.state;
         let mut problems = Vec::new();
@@ -748,6 +756,7 @@ impl HealthSnapshot {
             database_error: db_error,
             agents: s.agents,
             problems,
+            last_retention_run,
         }
     }
 }

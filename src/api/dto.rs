@@ -385,6 +385,27 @@ pub struct Readiness {
     pub agents: u64,
     /// Why the service is not ready, one line per reason; empty when ready.
     pub problems: Vec<String>,
+    /// The last finished retention run; absent without `RETENTION_DAYS` or before the first
+    /// run (30 s after start, then hourly).
+    #[oai(skip_serializing_if_is_none)]
+    pub last_retention_run: Option<RetentionRunReport>,
+}
+
+/// What the last retention run (`RETENTION_DAYS`) deleted.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "RetentionRun")]
+pub struct RetentionRunReport {
+    /// Rows older than this instant were deleted, UTC.
+    pub cutoff: Timestamp,
+    /// Transitions deleted.
+    pub history_deleted: u64,
+    /// Alerts deleted.
+    pub alerts_deleted: u64,
+    /// When the run finished, UTC.
+    pub finished_at: Timestamp,
+    /// The database error that ended the run early, if any.
+    #[oai(nullable)]
+    pub error: Option<String>,
 }
 
 /// A stored row that the API cannot represent (a value no writer produces).
@@ -522,6 +543,13 @@ impl From<&HealthReport> for Readiness {
             },
             agents: r.agents as u64,
             problems: r.problems.clone(),
+            last_retention_run: r.last_retention_run.as_ref().map(|run| RetentionRunReport {
+                cutoff: Timestamp(run.cutoff),
+                history_deleted: run.history_deleted,
+                alerts_deleted: run.alerts_deleted,
+                finished_at: Timestamp(run.finished_at),
+                error: run.error.clone(),
+            }),
         }
     }
 }
@@ -539,6 +567,7 @@ impl Readiness {
             },
             agents: 0,
             problems: vec!["the supervisor did not answer the health request".into()],
+            last_retention_run: None,
         }
     }
 }

@@ -150,3 +150,33 @@ async fn retention_deletes_only_rows_older_than_the_period_in_batches() {
     actor.stop(None);
     let _ = handle.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_the_last_retention_run() {
+    use crate::helpers::SlackReceiver;
+    use crate::service::{Opts, config_for, start_sim};
+    let sim = start_sim(2).await;
+    let slack = SlackReceiver::start().await;
+    let mut config = config_for(&sim, &slack, &temp_db_path(), &Opts::default());
+    config.retention = Some(RetentionConfig {
+        first_run: Duration::from_millis(10),
+        ..RetentionConfig::days(30)
+    });
+    let app = agent_monitor::app::App::start(config).await.unwrap();
+    let url = format!("http://{}/readyz", app.api_addr());
+    let run = wait_for(
+        "a retention run in /readyz",
+        Duration::from_secs(20),
+        || async {
+            let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            let run = body["last_retention_run"].clone();
+            run.is_object().then_some(run)
+        },
+    )
+    .await;
+    assert_eq!(run["history_deleted"], 0);
+    assert_eq!(run["alerts_deleted"], 0);
+    assert!(run["error"].is_null());
+    assert!(run["cutoff"].as_str().unwrap().ends_with('Z'));
+    app.shutdown().await;
+}
