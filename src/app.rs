@@ -144,6 +144,9 @@ impl App {
                 tracing::error!(error = %e, "REST API stopped with an error");
             }
         });
+        if config.access.tokens.is_empty() && !api_addr.ip().is_loopback() {
+            tracing::warn!(%api_addr, "ALLOW_UNAUTHENTICATED=true: the REST API is open to anyone who can reach this address");
+        }
         tracing::info!(
             %api_addr,
             api_tokens = config.access.tokens.len(),
