@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::access::BIN;
-use crate::helpers::{SlackReceiver, wait_for};
+use crate::helpers::{SlackReceiver, SlackReply, wait_for};
 use crate::service::{start_sim, temp_db_path};
 
 const API_TOKEN: &str = "api-token-7c1e0b5d9a3f42e8";
@@ -53,6 +53,12 @@ async fn no_secret_appears_in_logs_responses_or_the_spec() {
     let sim = start_sim(3).await;
     let ids = sim.agent_ids().await.unwrap();
     let slack = SlackReceiver::start().await;
+    // The first delivery fails, so the error and retry paths log too.
+    slack.script([SlackReply {
+        status: 500,
+        retry_after: None,
+        body: "rollup_error".into(),
+    }]);
     let db = temp_db_path();
     let tokens_file = db.with_extension("tokens");
     std::fs::write(
@@ -108,9 +114,9 @@ async fn no_secret_appears_in_logs_responses_or_the_spec() {
             .unwrap();
     }
     wait_for(
-        "an idle alert at the receiver",
+        "an idle alert delivered after a 500",
         Duration::from_secs(30),
-        || async { (!slack.received().is_empty()).then_some(()) },
+        || async { (slack.received().len() >= 2).then_some(()) },
     )
     .await;
 
@@ -172,6 +178,7 @@ async fn no_secret_appears_in_logs_responses_or_the_spec() {
     );
     assert!(stderr.contains("idle alert"), "the run produced an alert");
     assert!(stderr.contains("TRACE"), "trace lines were captured");
+    assert!(stderr.contains("rollup_error"), "the failed delivery was logged");
     let spec = agent_monitor::api::spec_yaml();
 
     let webhook_path = slack.url.split_once("/services/").unwrap().1.to_string();
