@@ -374,6 +374,29 @@ mod tests {
         assert_eq!(alerts.rows[0].delivery_status, "not_configured");
         probe_write(db).await.unwrap();
         probe_write(db).await.unwrap();
+
+        // Retention: batches of one, only rows strictly older than the cutoff.
+        let cutoff = ts("2024-05-01T10:00:00.200Z");
+        assert_eq!(purge_history_batch(db, cutoff, 1).await.unwrap(), 1);
+        assert_eq!(purge_history_batch(db, cutoff, 1).await.unwrap(), 1);
+        assert_eq!(purge_history_batch(db, cutoff, 1).await.unwrap(), 0);
+        let left = history(
+            db,
+            &HistoryFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(left.total, 2);
+        assert_eq!(purge_alerts_batch(db, cutoff, 10).await.unwrap(), 0);
+        assert_eq!(
+            purge_alerts_batch(db, ts("2024-05-01T10:02:00Z"), 10)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -178,7 +178,10 @@ async fn no_secret_appears_in_logs_responses_or_the_spec() {
     );
     assert!(stderr.contains("idle alert"), "the run produced an alert");
     assert!(stderr.contains("TRACE"), "trace lines were captured");
-    assert!(stderr.contains("rollup_error"), "the failed delivery was logged");
+    assert!(
+        stderr.contains("rollup_error"),
+        "the failed delivery was logged"
+    );
     let spec = agent_monitor::api::spec_yaml();
 
     let webhook_path = slack.url.split_once("/services/").unwrap().1.to_string();
