@@ -18,7 +18,7 @@
 //! The spec learns about the scheme from a parameter: give every `/api/` operation an
 //! `auth: ApiAuth` parameter (conventionally the first one after `&self`):
 //!
-//! ```ignore
+//! ```text
 //! #[oai(path = "/api/v1/things", method = "get", tag = "ApiTags::Things", operation_id = "getThings")]
 //! async fn things(&self, auth: ApiAuth, limit: Query<Option<LimitParam>>) -> ThingsResponse {
 //!     let _ = auth; // enforcement already happened in `Guard`; `auth.0.name` is the token name
@@ -28,7 +28,7 @@
 //!
 //! and give its response enum the 401 variant the guard answers with, so clients see it:
 //!
-//! ```ignore
+//! ```text
 //! /// No valid bearer token (only when the service has API tokens configured); the
 //! /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
 //! #[oai(status = 401)]
