@@ -17,6 +17,8 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::api::auth::AccessPolicy;
+use crate::api::timeout_io::IdleTimeoutAcceptor;
 use crate::api::{ApiState, ReadinessFn};
 use crate::config::Config;
 use crate::genesys::GenesysClient;
@@ -108,6 +110,7 @@ impl App {
             ping_interval: config.genesys.ping_interval,
             silence_timeout: config.genesys.silence_timeout,
             topics_per_channel: config.genesys.topics_per_channel,
+            retention: config.retention,
             fatal: fatal_tx,
         };
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)
@@ -119,13 +122,20 @@ impl App {
             let probe = probe.clone();
             Box::pin(async move { ractor::call_t!(probe, SupervisorMsg::Health, 5000).ok() })
         });
-        let routes = crate::api::routes(ApiState {
-            db: db.clone(),
-            readiness,
-            limits: Default::default(),
-        });
+        let routes = crate::api::routes_with_access(
+            ApiState {
+                db: db.clone(),
+                readiness,
+                limits: Default::default(),
+            },
+            AccessPolicy::new(&config.access),
+        );
+        let idle_timeout = config.access.idle_timeout;
         let (api_stop, stop_rx) = oneshot::channel::<()>();
         let api_done = tokio::spawn(async move {
+            // poem 3 has no header-read timeout and its idle timeout waits for a half-sent
+            // request; `IdleTimeoutAcceptor` aborts silent connections (see its docs).
+            let acceptor = IdleTimeoutAcceptor::new(acceptor, idle_timeout);
             let server = poem::Server::new_with_acceptor(acceptor);
             let signal = async {
                 let _ = stop_rx.await;
@@ -137,7 +147,16 @@ impl App {
                 tracing::error!(error = %e, "REST API stopped with an error");
             }
         });
-        tracing::info!(%api_addr, "REST API listening");
+        if config.access.tokens.is_empty() && !api_addr.ip().is_loopback() {
+            tracing::warn!(%api_addr, "ALLOW_UNAUTHENTICATED=true: the REST API is open to anyone who can reach this address");
+        }
+        tracing::info!(
+            %api_addr,
+            api_tokens = config.access.tokens.len(),
+            protect_probes = config.access.protect_probes,
+            retention_days = config.retention.map(|r| r.keep.as_secs() / 86_400),
+            "REST API listening"
+        );
         Ok(App {
             supervisor,
             supervisor_done,
@@ -218,24 +237,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when this is called,
+/// not when the future is first polled, so a signal that arrives while the service is still
+/// starting is not lost to the default action (which would kill the process). Call it inside
+/// the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

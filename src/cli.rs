@@ -15,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use url::Url;
 
 use crate::config::{
-    Config, Credentials, GenesysConfig, GenesysEndpoints, PersistenceConfig, SlackConfig,
+    AccessConfig, ApiToken, Config, Credentials, GenesysConfig, GenesysEndpoints, LogFormat,
+    PersistenceConfig, RetentionConfig, SlackConfig,
 };
 use crate::secret::Secret;
 
@@ -104,6 +105,29 @@ pub struct RunArgs {
     /// Persistence flush interval (default 100ms).
     #[arg(long, env = "FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
+    /// API bearer tokens, comma-separated, each `token` or `name:token`. Prefer API_TOKENS_FILE.
+    #[arg(long, env = "API_TOKENS", hide_env_values = true)]
+    pub api_tokens: Option<String>,
+    /// File of API bearer tokens: one per line, `token` or `name:token`; blank lines and `#`
+    /// comments ignored.
+    #[arg(long, env = "API_TOKENS_FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// Require a token on /healthz, /readyz and /metrics too: true or false (default false).
+    #[arg(long, env = "PROTECT_PROBES")]
+    pub protect_probes: Option<String>,
+    /// Serve the API without tokens on a non-loopback address: true or false (default false).
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: Option<String>,
+    /// Delete history and alerts older than this many days (default: keep everything).
+    #[arg(long, env = "RETENTION_DAYS")]
+    pub retention_days: Option<String>,
+    /// Log format: text (default) or json (one JSON object per line).
+    #[arg(long, env = "LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Test-only: accept a SLACK_WEBHOOK_URL that is not https://hooks.slack.com (a local
+    /// receiver). Never set it in production: the alerts would go wherever the URL points.
+    #[arg(long, env = "SLACK_ALLOW_INSECURE_URL", hide = true)]
+    pub slack_allow_insecure_url: Option<String>,
 }
 
 /// Settings of `demo`.
@@ -316,7 +340,22 @@ fn sqlite_directory_exists(variable: &'static str, path: &str) -> Result<(), Con
 
 /// Validates a Slack incoming webhook URL: `https://hooks.slack.com/…` only.
 pub fn parse_slack_webhook(raw: &str) -> Result<Secret, ConfigError> {
+    parse_slack_webhook_with(raw, false)
+}
+
+/// [`parse_slack_webhook`]; with `allow_insecure` (`SLACK_ALLOW_INSECURE_URL=true`, for tests
+/// against a local receiver) any http:// or https:// URL with a host is accepted.
+pub fn parse_slack_webhook_with(raw: &str, allow_insecure: bool) -> Result<Secret, ConfigError> {
     let url = Url::parse(raw.trim()).map_err(|_| err("SLACK_WEBHOOK_URL", "is not a URL"))?;
+    if allow_insecure {
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(err(
+                "SLACK_WEBHOOK_URL",
+                "must be an http:// or https:// URL with a host",
+            ));
+        }
+        return Ok(Secret::new(raw.trim()));
+    }
     if url.scheme() != "https" || url.host_str() != Some("hooks.slack.com") {
         return Err(err(
             "SLACK_WEBHOOK_URL",
@@ -324,6 +363,97 @@ pub fn parse_slack_webhook(raw: &str) -> Result<Secret, ConfigError> {
         ));
     }
     Ok(Secret::new(raw.trim()))
+}
+
+/// Parses a boolean setting: `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+pub fn parse_bool(variable: &'static str, raw: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err(err(variable, format!("{raw:?} is not true or false"))),
+    }
+}
+
+/// Parses `LOG_FORMAT`: `text` or `json` (case-insensitive).
+pub fn parse_log_format(raw: &str) -> Result<LogFormat, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "text" | "" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(err(
+            "LOG_FORMAT",
+            format!("{raw:?} is not a log format; use text or json"),
+        )),
+    }
+}
+
+/// `LOG_FORMAT` from the environment (for `demo` and `simulate`, which have no flag).
+pub fn log_format_from_env() -> Result<LogFormat, ConfigError> {
+    match std::env::var("LOG_FORMAT") {
+        Ok(raw) => parse_log_format(&raw),
+        Err(_) => Ok(LogFormat::Text),
+    }
+}
+
+/// Shortest API token accepted: guessing must stay impractical.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Parses API tokens: `entries` are lines of `API_TOKENS_FILE` or the comma-separated items of
+/// `API_TOKENS`. Each is `token` or `name:token` (split at the first `:`); blank entries and
+/// `#` comments are skipped. Unnamed tokens are called `token-N` (N = position among the
+/// tokens, from 1). Errors name the entry by position, never by value.
+pub fn parse_tokens<'a>(
+    variable: &'static str,
+    entries: impl Iterator<Item = &'a str>,
+) -> Result<Vec<ApiToken>, ConfigError> {
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for (index, entry) in entries.enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() || entry.starts_with('#') {
+            continue;
+        }
+        let position = index + 1;
+        let (name, token) = match entry.split_once(':') {
+            Some((name, token)) => (name.trim().to_string(), token.trim()),
+            None => (format!("token-{}", tokens.len() + 1), entry),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        {
+            return Err(err(
+                variable,
+                format!(
+                    "entry {position}: the name before ':' must be letters, digits, '.', '_', '-' or '@'"
+                ),
+            ));
+        }
+        if token.len() < MIN_TOKEN_LEN || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(err(
+                variable,
+                format!(
+                    "entry {position} ({name}): a token must be at least {MIN_TOKEN_LEN} visible ASCII characters without spaces"
+                ),
+            ));
+        }
+        if tokens.iter().any(|t| t.name == name) {
+            return Err(err(
+                variable,
+                format!("entry {position}: the name {name} is used twice"),
+            ));
+        }
+        if tokens.iter().any(|t| t.token.expose() == token) {
+            return Err(err(
+                variable,
+                format!("entry {position} ({name}): the same token is listed twice"),
+            ));
+        }
+        tokens.push(ApiToken {
+            name,
+            token: Secret::new(token),
+        });
+    }
+    Ok(tokens)
 }
 
 impl RunArgs {
@@ -397,6 +527,10 @@ impl RunArgs {
             }
         };
 
+        let allow_insecure_slack = match &self.slack_allow_insecure_url {
+            Some(raw) => parse_bool("SLACK_ALLOW_INSECURE_URL", raw)?,
+            None => false,
+        };
         let slack_webhook = match (
             self.slack_webhook_url.filter(|v| !v.trim().is_empty()),
             self.slack_webhook_url_file,
@@ -407,7 +541,7 @@ impl RunArgs {
                     "set either SLACK_WEBHOOK_URL or SLACK_WEBHOOK_URL_FILE, not both",
                 ));
             }
-            (Some(raw), None) => Some(parse_slack_webhook(&raw)?),
+            (Some(raw), None) => Some(parse_slack_webhook_with(&raw, allow_insecure_slack)?),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     err(
@@ -416,7 +550,7 @@ impl RunArgs {
                     )
                 })?;
                 Some(
-                    parse_slack_webhook(text.trim())
+                    parse_slack_webhook_with(text.trim(), allow_insecure_slack)
                         .map_err(|e| err("SLACK_WEBHOOK_URL_FILE", e.problem))?,
                 )
             }
@@ -534,6 +668,76 @@ impl RunArgs {
             persistence.flush_interval = parse_duration("FLUSH_INTERVAL", &raw)?;
         }
 
+        let tokens = match (
+            self.api_tokens.filter(|v| !v.trim().is_empty()),
+            self.api_tokens_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "API_TOKENS",
+                    "set either API_TOKENS or API_TOKENS_FILE, not both",
+                ));
+            }
+            (Some(list), None) => parse_tokens("API_TOKENS", list.split(','))?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    err(
+                        "API_TOKENS_FILE",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let tokens = parse_tokens("API_TOKENS_FILE", text.lines())?;
+                if tokens.is_empty() {
+                    return Err(err(
+                        "API_TOKENS_FILE",
+                        format!("{} holds no token", path.display()),
+                    ));
+                }
+                tokens
+            }
+            (None, None) => Vec::new(),
+        };
+        let protect_probes = match &self.protect_probes {
+            Some(raw) => parse_bool("PROTECT_PROBES", raw)?,
+            None => false,
+        };
+        let allow_unauthenticated = match &self.allow_unauthenticated {
+            Some(raw) => parse_bool("ALLOW_UNAUTHENTICATED", raw)?,
+            None => false,
+        };
+        if tokens.is_empty() && !listen_addr.ip().is_loopback() && !allow_unauthenticated {
+            return Err(err(
+                "LISTEN_ADDR",
+                format!(
+                    "{listen_addr} is not a loopback address and no API token is configured; set API_TOKENS or API_TOKENS_FILE, or ALLOW_UNAUTHENTICATED=true to serve the API without authentication"
+                ),
+            ));
+        }
+        if protect_probes && tokens.is_empty() {
+            return Err(err("PROTECT_PROBES", "needs API_TOKENS or API_TOKENS_FILE"));
+        }
+        let retention = match self.retention_days.filter(|v| !v.trim().is_empty()) {
+            Some(raw) => {
+                let days = raw
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|d| (1..=36_500).contains(d))
+                    .ok_or_else(|| {
+                        err(
+                            "RETENTION_DAYS",
+                            format!("{raw:?} is not a whole number of days between 1 and 36500"),
+                        )
+                    })?;
+                Some(RetentionConfig::days(days))
+            }
+            None => None,
+        };
+        let log_format = match &self.log_format {
+            Some(raw) => parse_log_format(raw)?,
+            None => LogFormat::Text,
+        };
+
         Ok(Config {
             genesys: GenesysConfig {
                 endpoints: GenesysEndpoints {
@@ -561,6 +765,13 @@ impl RunArgs {
             listen_addr,
             persistence,
             shutdown_grace: Duration::from_secs(10),
+            access: AccessConfig {
+                tokens,
+                protect_probes,
+                ..AccessConfig::default()
+            },
+            retention,
+            log_format,
         })
     }
 }
@@ -669,5 +880,160 @@ mod tests {
         .resolve()
         .unwrap();
         assert_eq!(c.genesys.endpoints.api_base.as_str(), "http://127.0.0.1:9/");
+    }
+
+    #[test]
+    fn api_tokens_from_the_list_and_the_file() {
+        let c = RunArgs {
+            api_tokens: Some("ops:0123456789abcdef, fedcba9876543210 ,".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        let names: Vec<&str> = c.access.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["ops", "token-2"]);
+        assert_eq!(c.access.tokens[1].token.expose(), "fedcba9876543210");
+
+        let path = std::env::temp_dir().join(format!("am-tokens-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "# operators\n\ngrafana:aaaaaaaaaaaaaaaaaaaa\n  bbbbbbbbbbbbbbbbbbbb  \n",
+        )
+        .unwrap();
+        let c = RunArgs {
+            api_tokens_file: Some(path.clone()),
+            listen_addr: Some("0.0.0.0:8080".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        let names: Vec<&str> = c.access.tokens.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["grafana", "token-2"]);
+        std::fs::write(&path, "# nothing\n").unwrap();
+        let e = RunArgs {
+            api_tokens_file: Some(path.clone()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.variable, "API_TOKENS_FILE");
+        let _ = std::fs::remove_file(&path);
+
+        for bad in [
+            "short",
+            "a:0123456789abcdef,a:fedcba9876543210",
+            "0123456789abcdef,x:0123456789abcdef",
+            ":0123456789abcdef",
+            "bad name:0123456789abcdef",
+        ] {
+            let e = RunArgs {
+                api_tokens: Some(bad.into()),
+                ..base()
+            }
+            .resolve()
+            .unwrap_err();
+            assert_eq!(e.variable, "API_TOKENS", "{bad}");
+            assert!(!e.to_string().contains("0123456789abcdef"), "{e}");
+            assert!(!e.to_string().contains("short"), "{e}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_tokens_or_an_explicit_opt_out() {
+        let e = RunArgs {
+            listen_addr: Some("0.0.0.0:8080".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.variable, "LISTEN_ADDR");
+        assert!(e.to_string().contains("API_TOKENS"), "{e}");
+        assert!(
+            RunArgs {
+                listen_addr: Some("0.0.0.0:8080".into()),
+                allow_unauthenticated: Some("true".into()),
+                ..base()
+            }
+            .resolve()
+            .is_ok()
+        );
+        assert!(
+            RunArgs {
+                listen_addr: Some("[::1]:8080".into()),
+                ..base()
+            }
+            .resolve()
+            .is_ok()
+        );
+        let e = RunArgs {
+            allow_unauthenticated: Some("maybe".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.variable, "ALLOW_UNAUTHENTICATED");
+        let e = RunArgs {
+            protect_probes: Some("true".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(e.variable, "PROTECT_PROBES");
+    }
+
+    #[test]
+    fn retention_log_format_and_insecure_slack() {
+        let c = base().resolve().unwrap();
+        assert_eq!(c.retention, None);
+        assert_eq!(c.log_format, LogFormat::Text);
+        let c = RunArgs {
+            retention_days: Some("30".into()),
+            log_format: Some("JSON".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(c.retention.unwrap().keep, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.log_format, LogFormat::Json);
+        for (args, variable) in [
+            (
+                RunArgs {
+                    retention_days: Some("0".into()),
+                    ..base()
+                },
+                "RETENTION_DAYS",
+            ),
+            (
+                RunArgs {
+                    retention_days: Some("a week".into()),
+                    ..base()
+                },
+                "RETENTION_DAYS",
+            ),
+            (
+                RunArgs {
+                    log_format: Some("xml".into()),
+                    ..base()
+                },
+                "LOG_FORMAT",
+            ),
+            (
+                RunArgs {
+                    slack_webhook_url: Some("http://127.0.0.1:9/hook".into()),
+                    ..base()
+                },
+                "SLACK_WEBHOOK_URL",
+            ),
+        ] {
+            assert_eq!(args.resolve().unwrap_err().variable, variable);
+        }
+        let c = RunArgs {
+            slack_webhook_url: Some("http://127.0.0.1:9/hook".into()),
+            slack_allow_insecure_url: Some("true".into()),
+            ..base()
+        }
+        .resolve()
+        .unwrap();
+        assert!(c.slack.webhook_url.is_some());
     }
 }

@@ -103,4 +103,88 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// Time allowed for a graceful stop after SIGINT/SIGTERM (10 s).
     pub shutdown_grace: Duration,
+    /// Who may call the REST API, and the request limits.
+    pub access: AccessConfig,
+    /// Deletion of old history and alerts (`None`: keep everything).
+    pub retention: Option<RetentionConfig>,
+    /// Log line format (already applied by `main` when the service starts).
+    pub log_format: LogFormat,
+}
+
+/// One API token: a name for the logs (never the token) and the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// From `name:token`, else `token-N` (1-based position in the list).
+    pub name: String,
+    pub token: Secret,
+}
+
+/// Access control and request limits of the REST API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessConfig {
+    /// Bearer tokens accepted on `/api/`; empty: the API is open (loopback only unless
+    /// `ALLOW_UNAUTHENTICATED=true`).
+    pub tokens: Vec<ApiToken>,
+    /// Also require a token on `/healthz`, `/readyz` and `/metrics` (`PROTECT_PROBES`).
+    pub protect_probes: bool,
+    /// Longest query string accepted (bytes); longer answers 414.
+    pub max_query_bytes: usize,
+    /// Longest request body accepted (bytes); longer answers 413.
+    pub max_body_bytes: usize,
+    /// Longest one API database query may take before the request answers 503.
+    pub query_timeout: Duration,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            tokens: Vec::new(),
+            protect_probes: false,
+            max_query_bytes: 16 * 1024,
+            max_body_bytes: 64 * 1024,
+            query_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Deletion of history (`agent_status` by `event_timestamp`) and alerts (by `fired_at`) older
+/// than `keep`, in small batches, by the retention actor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetentionConfig {
+    /// Rows older than this are deleted (`RETENTION_DAYS`).
+    pub keep: Duration,
+    /// Rows deleted per transaction (default 1,000).
+    pub batch_rows: u64,
+    /// Pause between two batches, so the persistence actor gets the write lock (default 50 ms).
+    pub pause: Duration,
+    /// Time between runs (default 1 hour).
+    pub interval: Duration,
+    /// Delay of the first run after start (default 30 s).
+    pub first_run: Duration,
+}
+
+impl RetentionConfig {
+    /// Keep `days` days, with the default batching and schedule.
+    pub fn days(days: u32) -> Self {
+        RetentionConfig {
+            keep: Duration::from_secs(u64::from(days) * 86_400),
+            batch_rows: 1000,
+            pause: Duration::from_millis(50),
+            interval: Duration::from_secs(3600),
+            first_run: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }

@@ -76,6 +76,23 @@ pub struct HealthReport {
     pub destinations: Vec<DestinationStatus>,
     /// Why the service is not ready, one line per reason.
     pub problems: Vec<String>,
+    /// The last finished retention run (`None` without `RETENTION_DAYS` or before the first).
+    pub last_retention_run: Option<RetentionRun>,
+}
+
+/// What one retention run (`RETENTION_DAYS`) removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRun {
+    /// Rows older than this were deleted.
+    pub cutoff: DateTime<Utc>,
+    /// `agent_status` rows deleted.
+    pub history_deleted: u64,
+    /// `alerts` rows deleted.
+    pub alerts_deleted: u64,
+    /// When the run finished.
+    pub finished_at: DateTime<Utc>,
+    /// The database error that ended the run early, if any.
+    pub error: Option<String>,
 }
 
 /// The result of one rules reload.

@@ -28,7 +28,16 @@ fn main() -> ExitCode {
         let _ = write!(std::io::stdout(), "{}", agent_monitor::api::spec_yaml());
         return ExitCode::SUCCESS;
     }
-    agent_monitor::telemetry::init();
+    // `run` starts logging once its configuration (LOG_FORMAT among it) is valid.
+    if !matches!(cli.command, Command::Run(_)) {
+        match agent_monitor::cli::log_format_from_env() {
+            Ok(format) => agent_monitor::telemetry::init_with(format),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +67,7 @@ async fn run(args: RunArgs) -> i32 {
             return 2;
         }
     };
+    agent_monitor::telemetry::init_with(config.log_format);
     match app::run(config, app::shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
@@ -90,6 +100,12 @@ async fn demo(args: DemoArgs) -> i32 {
         database_url: Some(args.database_url.clone()),
         listen_addr: Some(args.listen.to_string()),
         slack_webhook_url: args.slack_webhook_url.clone(),
+        // Access control and retention as `run` reads them.
+        api_tokens: std::env::var("API_TOKENS").ok(),
+        api_tokens_file: std::env::var_os("API_TOKENS_FILE").map(Into::into),
+        protect_probes: std::env::var("PROTECT_PROBES").ok(),
+        allow_unauthenticated: std::env::var("ALLOW_UNAUTHENTICATED").ok(),
+        retention_days: std::env::var("RETENTION_DAYS").ok(),
         ..RunArgs::default()
     };
     let config = match run_args.resolve() {

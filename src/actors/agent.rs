@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tracing::Instrument;
 
 use crate::actors::Credit;
 use crate::actors::persistence::PersistMsg;
@@ -490,47 +491,54 @@ impl Actor for AgentActor {
         message: AgentMsg,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            AgentMsg::Presence(update, source, credit) => {
-                state.on_presence(&myself, update, source, credit)
-            }
-            AgentMsg::Routing(update, source, credit) => {
-                state.on_routing(&myself, update, source, credit)
-            }
-            AgentMsg::Conversations {
-                active,
-                observed_at,
-            } => {
-                if active != state.inputs.active_conversations {
-                    state.inputs.active_conversations = active;
-                    state.inputs.conversations_changed_at = Some(observed_at);
+        let span = tracing::info_span!("agent", user_id = %state.user_id);
+        // A span per message (the user id on every line), kept light: no allocation beyond
+        // the span itself.
+        async move {
+            match message {
+                AgentMsg::Presence(update, source, credit) => {
+                    state.on_presence(&myself, update, source, credit)
+                }
+                AgentMsg::Routing(update, source, credit) => {
+                    state.on_routing(&myself, update, source, credit)
+                }
+                AgentMsg::Conversations {
+                    active,
+                    observed_at,
+                } => {
+                    if active != state.inputs.active_conversations {
+                        state.inputs.active_conversations = active;
+                        state.inputs.conversations_changed_at = Some(observed_at);
+                        state.evaluate(&myself);
+                        state.publish_current();
+                    }
+                }
+                AgentMsg::Rename(name) => {
+                    if state.user_name.as_deref() != Some(name.as_str()) {
+                        state.user_name = Some(name);
+                    }
+                }
+                AgentMsg::Peers(peers) => state.peers = peers,
+                AgentMsg::Rules(rules) => {
+                    state.rules = rules;
                     state.evaluate(&myself);
-                    state.publish_current();
+                }
+                AgentMsg::Deadline { generation } => {
+                    if generation == state.generation {
+                        state.timer = None;
+                        let now = Utc::now();
+                        let actions = state.episodes.on_tick(&state.rules, now);
+                        state.after(&myself, actions, now);
+                    }
+                }
+                AgentMsg::Get(reply) => {
+                    let _ = reply.send(state.current());
                 }
             }
-            AgentMsg::Rename(name) => {
-                if state.user_name.as_deref() != Some(name.as_str()) {
-                    state.user_name = Some(name);
-                }
-            }
-            AgentMsg::Peers(peers) => state.peers = peers,
-            AgentMsg::Rules(rules) => {
-                state.rules = rules;
-                state.evaluate(&myself);
-            }
-            AgentMsg::Deadline { generation } => {
-                if generation == state.generation {
-                    state.timer = None;
-                    let now = Utc::now();
-                    let actions = state.episodes.on_tick(&state.rules, now);
-                    state.after(&myself, actions, now);
-                }
-            }
-            AgentMsg::Get(reply) => {
-                let _ = reply.send(state.current());
-            }
+            Ok(())
         }
-        Ok(())
+        .instrument(span)
+        .await
     }
 
     async fn post_stop(

@@ -27,6 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::Instrument;
 
 use crate::actors::Credit;
 use crate::actors::agent::AgentMsg;
@@ -433,6 +434,17 @@ impl Actor for ConnectionActor {
         message: ConnectionMsg,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
+        let span = tracing::info_span!(
+            "connection",
+            connection = state.args.index,
+            channel_id = tracing::field::Empty
+        );
+        if let Some(channel) = &state.channel {
+            span.record("channel_id", channel.id.as_str());
+        }
+        // A span per message (user or channel id on every line), kept light: no allocation
+        // beyond the span itself.
+        async move {
         match message {
             ConnectionMsg::Establish => state.start_establish(&myself, false),
             ConnectionMsg::Established(done) => {
@@ -564,6 +576,9 @@ impl Actor for ConnectionActor {
             }
         }
         Ok(())
+        }
+        .instrument(span)
+        .await
     }
 
     async fn post_stop(

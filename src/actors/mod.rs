@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod connection;
 pub mod persistence;
+pub mod retention;
 pub mod slack;
 pub mod supervisor;
 

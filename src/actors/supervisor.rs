@@ -18,8 +18,9 @@ use crate::actors::Credit;
 use crate::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
 use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
 use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
+use crate::actors::retention::{RetentionActor, RetentionArgs, RetentionMsg};
 use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
-use crate::config::{PersistenceConfig, SlackConfig};
+use crate::config::{PersistenceConfig, RetentionConfig, SlackConfig};
 use crate::domain::{Source, UserId};
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::health::{ActorStatus, ConnectionStatus, HealthReport, ReloadOutcome, RulesInForce};
@@ -54,6 +55,8 @@ pub enum SupervisorMsg {
     ReloadRules(RpcReplyPort<ReloadOutcome>),
     /// The rules in force, where they came from and the last reload.
     Rules(RpcReplyPort<RulesInForce>),
+    /// The retention actor, if `RETENTION_DAYS` is set (tests, debugging).
+    Retention(RpcReplyPort<Option<ActorRef<RetentionMsg>>>),
     /// Graceful stop: close every socket with a normal closure, wait until every accepted
     /// transition is committed (bounded by `deadline`), then reply.
     Shutdown {
@@ -67,6 +70,7 @@ pub enum SupervisorMsg {
 pub enum Child {
     Persistence,
     Slack,
+    Retention,
     Connection(usize),
     Agent(UserId),
 }
@@ -76,6 +80,7 @@ impl Child {
         match self {
             Child::Persistence => "persistence".into(),
             Child::Slack => "slack".into(),
+            Child::Retention => "retention".into(),
             Child::Connection(i) => format!("connection-{i}"),
             Child::Agent(u) => format!("agent-{u}"),
         }
@@ -95,6 +100,8 @@ pub struct SupervisorArgs {
     pub ping_interval: Duration,
     pub silence_timeout: Duration,
     pub topics_per_channel: usize,
+    /// Deletion of old rows (`None`: keep everything, no retention actor).
+    pub retention: Option<RetentionConfig>,
     /// Where a fatal error is reported (the process exits with it).
     pub fatal: mpsc::UnboundedSender<String>,
 }
@@ -114,6 +121,7 @@ pub struct SupervisorState {
     catalog: Arc<PresenceCatalog>,
     persistence: Option<ActorRef<PersistMsg>>,
     slack: Option<ActorRef<SlackMsg>>,
+    retention: Option<ActorRef<RetentionMsg>>,
     connections: Vec<Option<ActorRef<ConnectionMsg>>>,
     connection_users: Vec<Vec<UserId>>,
     connection_up: Vec<bool>,
@@ -185,6 +193,23 @@ impl SupervisorState {
         let (actor, _) = Actor::spawn_linked(None, SlackActor, args, myself.get_cell()).await?;
         self.track(&actor.get_cell(), Child::Slack);
         self.slack = Some(actor);
+        Ok(())
+    }
+
+    async fn spawn_retention(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(config) = self.args.retention else {
+            return Ok(());
+        };
+        let args = RetentionArgs {
+            db: self.args.db.clone(),
+            config,
+        };
+        let (actor, _) = Actor::spawn_linked(None, RetentionActor, args, myself.get_cell()).await?;
+        self.track(&actor.get_cell(), Child::Retention);
+        self.retention = Some(actor);
         Ok(())
     }
 
@@ -384,6 +409,7 @@ impl Actor for Supervisor {
             catalog: Arc::new(PresenceCatalog::default()),
             persistence: None,
             slack: None,
+            retention: None,
             connections: Vec::new(),
             connection_users: Vec::new(),
             connection_up: Vec::new(),
@@ -413,6 +439,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         state.spawn_persistence(&myself).await?;
         state.spawn_slack(&myself).await?;
+        state.spawn_retention(&myself).await?;
         myself.cast(SupervisorMsg::Bootstrap)?;
         Ok(())
     }
@@ -497,6 +524,7 @@ impl Actor for Supervisor {
                 let result = match &child {
                     Child::Persistence => state.spawn_persistence(&myself).await,
                     Child::Slack => state.spawn_slack(&myself).await,
+                    Child::Retention => state.spawn_retention(&myself).await,
                     Child::Connection(index) => state.spawn_connection(&myself, *index).await,
                     Child::Agent(user) => state.spawn_agent(&myself, user).await,
                 };
@@ -531,7 +559,7 @@ impl Actor for Supervisor {
                         }
                         state.start_snapshot(&myself);
                     }
-                    Child::Connection(_) => {}
+                    Child::Connection(_) | Child::Retention => {}
                 }
             }
             SupervisorMsg::Fatal(error) => {
@@ -542,6 +570,7 @@ impl Actor for Supervisor {
                 let connections: Vec<_> = state.connections.iter().flatten().cloned().collect();
                 let persistence = state.persistence.clone();
                 let slack = state.slack.clone();
+                let retention = state.retention.clone();
                 // Gather in a task so the supervisor's mailbox never waits on a child.
                 let snapshot = HealthSnapshot::from(&*state);
                 tokio::spawn(async move {
@@ -559,7 +588,15 @@ impl Actor for Supervisor {
                         Some(s) => ractor::call_t!(s, SlackMsg::Status, 2000).unwrap_or_default(),
                         None => Vec::new(),
                     };
-                    let _ = reply.send(snapshot.report(statuses, db, destinations));
+
+                    let last_retention_run = match retention {
+                        Some(r) => ractor::call_t!(r, RetentionMsg::LastRun, 1000)
+                            .ok()
+                            .flatten(),
+                        None => None,
+                    };
+                    let _ =
+                        reply.send(snapshot.report(statuses, db, destinations, last_retention_run));
                 });
             }
             SupervisorMsg::Agent(user, reply) => {
@@ -610,6 +647,9 @@ impl Actor for Supervisor {
                     source: state.args.rules_path.clone(),
                     last_reload: state.last_reload.clone(),
                 });
+            }
+            SupervisorMsg::Retention(reply) => {
+                let _ = reply.send(state.retention.clone());
             }
             SupervisorMsg::Shutdown { deadline, reply } => {
                 state.shutting_down = true;
@@ -680,6 +720,7 @@ impl Actor for Supervisor {
         match &child {
             Child::Persistence => state.persistence = None,
             Child::Slack => state.slack = None,
+            Child::Retention => state.retention = None,
             Child::Connection(i) => {
                 state.connections[*i] = None;
                 state.connection_up[*i] = false;
@@ -735,6 +776,7 @@ impl HealthSnapshot {
         connections: Vec<ConnectionStatus>,
         db: Option<crate::actors::persistence::DbHealth>,
         destinations: Vec<crate::health::DestinationStatus>,
+        last_retention_run: Option<crate::health::RetentionRun>,
     ) -> HealthReport {
         let s = self.state;
         let mut problems = Vec::new();
@@ -824,6 +866,7 @@ impl HealthSnapshot {
             agents: s.agents,
             destinations,
             problems,
+            last_retention_run,
         }
     }
 }

@@ -168,6 +168,7 @@ pub struct StatusRecord {
     /// Genesys user id (lowercase GUID).
     pub user_id: String,
     /// Display name at the time, if known.
+    #[oai(nullable)]
     pub user_name: Option<String>,
     /// `presence` or `routing`.
     pub kind: KindDto,
@@ -175,8 +176,10 @@ pub struct StatusRecord {
     /// routing status (`IDLE`, `INTERACTING`, …).
     pub state: String,
     /// The state this one replaced, if known.
+    #[oai(nullable)]
     pub previous_state: Option<String>,
     /// Org presence label (`Lunch`) for presence transitions.
+    #[oai(nullable)]
     pub org_presence: Option<String>,
     /// Genesys's timestamp of the transition (presence `modifiedDate`, routing `startTime`),
     /// UTC, milliseconds.
@@ -208,20 +211,27 @@ pub struct AgentDto {
     /// Genesys user id (lowercase GUID).
     pub user_id: String,
     /// Display name, if known.
+    #[oai(nullable)]
     pub user_name: Option<String>,
     /// Normalized system presence (`AVAILABLE`, `ON_QUEUE`, …).
+    #[oai(nullable)]
     pub presence: Option<String>,
     /// Org presence label (`Lunch`).
+    #[oai(nullable)]
     pub org_presence: Option<String>,
     /// Start of the current presence, UTC.
+    #[oai(nullable)]
     pub presence_since: Option<Timestamp>,
     /// Normalized routing status (`IDLE`, `OFF_QUEUE`, …).
+    #[oai(nullable)]
     pub routing_status: Option<String>,
     /// Start of the current routing status, UTC.
+    #[oai(nullable)]
     pub routing_since: Option<Timestamp>,
     /// Active conversations over all media types.
     pub active_conversations: u32,
     /// Start of the current idle episode; absent when not idle. UTC.
+    #[oai(nullable)]
     pub idle_since: Option<Timestamp>,
     /// When this state last changed, UTC.
     pub updated_at: Timestamp,
@@ -294,6 +304,7 @@ pub struct AlertDto {
     /// Genesys user id (lowercase GUID).
     pub user_id: String,
     /// Display name, if known.
+    #[oai(nullable)]
     pub user_name: Option<String>,
     /// The state held, for humans (`routing IDLE`).
     pub state: String,
@@ -306,10 +317,12 @@ pub struct AlertDto {
     /// How delivery ended so far.
     pub delivery_status: DeliveryStatusDto,
     /// Slack's error or the transport error, when delivery failed.
+    #[oai(nullable)]
     pub delivery_error: Option<String>,
     /// Delivery attempts made.
     pub attempts: u32,
     /// When Slack accepted it, UTC.
+    #[oai(nullable)]
     pub delivered_at: Option<Timestamp>,
 }
 
@@ -342,6 +355,7 @@ pub struct ActorReport {
     /// Restarts since the service started.
     pub restarts: u32,
     /// Last failure, if any.
+    #[oai(nullable)]
     pub last_error: Option<String>,
 }
 
@@ -352,6 +366,7 @@ pub struct ConnectionReport {
     /// Connection actor name (`connection-0`).
     pub name: String,
     /// Genesys notification channel id, once created.
+    #[oai(nullable)]
     pub channel_id: Option<String>,
     /// The WebSocket is open.
     pub connected: bool,
@@ -361,6 +376,7 @@ pub struct ConnectionReport {
     pub topics: u64,
     /// Seconds since the last message of any kind (heartbeat, pong, event); absent before the
     /// first.
+    #[oai(nullable)]
     pub last_message_age_seconds: Option<f64>,
     /// Reconnects since start.
     pub reconnects: u32,
@@ -371,6 +387,7 @@ pub struct ConnectionReport {
     /// Events for users outside the monitored set (counted and dropped) since start.
     pub unknown_user_events: u64,
     /// Channel expiry reported by Genesys, UTC.
+    #[oai(nullable)]
     pub expires: Option<Timestamp>,
 }
 
@@ -381,6 +398,7 @@ pub struct DatabaseReport {
     /// The last write check or batch commit succeeded.
     pub writable: bool,
     /// Last write error, if failing.
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -402,6 +420,27 @@ pub struct Readiness {
     pub destinations: Vec<DestinationReport>,
     /// Why the service is not ready, one line per reason; empty when ready.
     pub problems: Vec<String>,
+    /// The last finished retention run; absent without `RETENTION_DAYS` or before the first
+    /// run (30 s after start, then hourly).
+    #[oai(skip_serializing_if_is_none)]
+    pub last_retention_run: Option<RetentionRunReport>,
+}
+
+/// What the last retention run (`RETENTION_DAYS`) deleted.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "RetentionRun")]
+pub struct RetentionRunReport {
+    /// Rows older than this instant were deleted, UTC.
+    pub cutoff: Timestamp,
+    /// Transitions deleted.
+    pub history_deleted: u64,
+    /// Alerts deleted.
+    pub alerts_deleted: u64,
+    /// When the run finished, UTC.
+    pub finished_at: Timestamp,
+    /// The database error that ended the run early, if any.
+    #[oai(nullable)]
+    pub error: Option<String>,
 }
 
 /// One alert destination as the delivery actor sees it.
@@ -597,6 +636,13 @@ impl From<&HealthReport> for Readiness {
                 })
                 .collect(),
             problems: r.problems.clone(),
+            last_retention_run: r.last_retention_run.as_ref().map(|run| RetentionRunReport {
+                cutoff: Timestamp(run.cutoff),
+                history_deleted: run.history_deleted,
+                alerts_deleted: run.alerts_deleted,
+                finished_at: Timestamp(run.finished_at),
+                error: run.error.clone(),
+            }),
         }
     }
 }
@@ -615,6 +661,7 @@ impl Readiness {
             agents: 0,
             destinations: Vec::new(),
             problems: vec!["the supervisor did not answer the health request".into()],
+            last_retention_run: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `GET /api/v1/agent-status/history`: filters, offset and keyset pagination, CSV export.
 
+use super::auth::ApiAuth;
 use chrono::{DateTime, Utc};
 use poem::Request;
 use poem_openapi::param::Query;
@@ -58,9 +59,17 @@ enum HistoryResponse {
     /// A query parameter is invalid; `error` names it.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn history_bad_request(err: poem::Error) -> HistoryResponse {
@@ -71,6 +80,7 @@ impl From<ApiError> for HistoryResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => HistoryResponse::BadRequest(err.body()),
+            ApiError::Timeout(_) => HistoryResponse::Unavailable(err.body()),
             _ => HistoryResponse::Internal(err.body()),
         }
     }
@@ -100,6 +110,7 @@ impl HistoryApi {
     #[allow(clippy::too_many_arguments)]
     async fn history(
         &self,
+        _auth: ApiAuth,
         request: &Request,
         /// Only this user (Genesys user id; case-insensitive).
         user_id: Query<Option<String>>,

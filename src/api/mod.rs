@@ -6,7 +6,11 @@
 //! from the storage entities. Every instant on the wire is RFC 3339 UTC with milliseconds.
 //!
 //! Every invalid query parameter is answered with 400 and `{"error": "…"}` naming the
-//! parameter; database failures with 500 and `{"error": "…"}` (details only in the log).
+//! parameter; database failures with 500 and `{"error": "…"}` (details only in the log); a
+//! database query slower than [`limits::DB_QUERY_TIMEOUT`] with 503 and `{"error": "…"}`.
+//!
+//! Access control and request limits: [`auth`] (every `/api/` operation takes an
+//! [`auth::ApiAuth`] parameter) and [`limits`].
 
 #![warn(missing_docs)]
 
@@ -24,10 +28,15 @@ use crate::db;
 use crate::domain::{Kind, UserId};
 use crate::health::HealthReport;
 
+pub mod auth;
 pub mod dto;
 mod export;
 pub mod history;
+pub mod limits;
 pub mod reports;
+pub mod timeout_io;
+
+use auth::{AccessPolicy, ApiAuth, Guard};
 
 use dto::{
     AgentDto, AgentList, AlertDto, AlertPage, DEFAULT_LIMIT, ErrorBody, KindParam, LimitParam,
@@ -73,8 +82,13 @@ impl Default for ReportLimits {
 }
 
 /// The whole HTTP surface: `/api/v1/…`, `/healthz`, `/readyz`, `/docs`, `/openapi.json`,
-/// `/openapi.yaml`. Serve it with `poem::Server`.
+/// `/openapi.yaml`, without tokens ([`AccessPolicy::open`]). Serve it with `poem::Server`.
 pub fn routes(state: ApiState) -> impl Endpoint {
+    routes_with_access(state, AccessPolicy::open())
+}
+
+/// [`routes`] behind the access policy: tokens and request limits ([`auth::Guard`]).
+pub fn routes_with_access(state: ApiState, access: AccessPolicy) -> impl Endpoint {
     let service = service(state);
     let docs = service.swagger_ui();
     let spec_json = service.spec_endpoint();
@@ -85,6 +99,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .at("/openapi.yaml", spec_yaml)
         .at("/metrics", poem::get(metrics_endpoint))
         .nest("/", service)
+        .with(Guard(access))
         .with(poem::middleware::Tracing)
 }
 
@@ -161,12 +176,18 @@ enum ApiError {
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
     CorruptRow(#[from] dto::CorruptRow),
+    #[error(transparent)]
+    Timeout(#[from] limits::QueryTimeout),
 }
 
 impl ApiError {
     fn body(&self) -> Json<ErrorBody> {
         let error = match self {
             ApiError::BadRequest(message) => message.clone(),
+            ApiError::Timeout(timeout) => {
+                tracing::warn!(error = %timeout, "API query timed out");
+                "the database did not answer in time; retry later".to_owned()
+            }
             ApiError::Database(_) | ApiError::CorruptRow(_) => {
                 tracing::error!(error = %self, "API request failed");
                 "internal error reading the database; see the service log".to_owned()
@@ -190,9 +211,17 @@ enum AgentsResponse {
     /// Every agent's current state.
     #[oai(status = 200)]
     Ok(Json<AgentList>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 #[derive(ApiResponse)]
@@ -201,12 +230,20 @@ enum AlertsResponse {
     /// One page of alerts, newest first.
     #[oai(status = 200)]
     Ok(Json<AlertPage>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// A query parameter is invalid; `error` names it.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn alerts_bad_request(err: poem::Error) -> AlertsResponse {
@@ -217,6 +254,7 @@ impl From<ApiError> for AlertsResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => AlertsResponse::BadRequest(err.body()),
+            ApiError::Timeout(_) => AlertsResponse::Unavailable(err.body()),
             _ => AlertsResponse::Internal(err.body()),
         }
     }
@@ -255,13 +293,14 @@ impl MonitorApi {
         tag = "ApiTags::Agents",
         operation_id = "getAgents"
     )]
-    async fn agents(&self) -> AgentsResponse {
-        match db::agents(&self.state.db).await {
-            Ok(rows) => AgentsResponse::Ok(Json(AgentList {
+    async fn agents(&self, _auth: ApiAuth) -> AgentsResponse {
+        match limits::query_timeout(db::agents(&self.state.db)).await {
+            Ok(Ok(rows)) => AgentsResponse::Ok(Json(AgentList {
                 total: rows.len() as u64,
                 data: rows.into_iter().map(AgentDto::from).collect(),
             })),
-            Err(err) => AgentsResponse::Internal(ApiError::from(err).body()),
+            Ok(Err(err)) => AgentsResponse::Internal(ApiError::from(err).body()),
+            Err(timeout) => AgentsResponse::Unavailable(ApiError::from(timeout).body()),
         }
     }
 
@@ -276,6 +315,7 @@ impl MonitorApi {
     )]
     async fn alerts(
         &self,
+        _auth: ApiAuth,
         /// Page size: 1–100 rows, default 20.
         limit: Query<Option<LimitParam>>,
         /// Rows to skip, ≥ 0, default 0.
@@ -319,7 +359,8 @@ impl MonitorApi {
                     return Err(ApiError::BadRequest("from must not be after to".into()));
                 }
             }
-            let (total, rows) = db::alerting::filtered_alerts(&self.state.db, &filter).await?;
+            let (total, rows) =
+                limits::query_timeout(db::alerting::filtered_alerts(&self.state.db, &filter)).await??;
             let data = rows.into_iter().map(AlertDto::try_from).collect::<Result<Vec<_>, _>>()?;
             Ok::<_, ApiError>(AlertPage { total, data })
         }
@@ -491,6 +532,44 @@ mod tests {
             Some("ON_QUEUE")
         );
         assert!(parse_user_id(Some(" ")).is_err());
+    }
+
+    /// Every `/api/` operation must take an `ApiAuth` parameter (see `auth`), so the spec says
+    /// it needs the bearer token; the probes must not.
+    #[test]
+    fn every_api_operation_declares_bearer_auth() {
+        let placeholder = ApiState {
+            db: DatabaseConnection::default(),
+            readiness: Arc::new(|| Box::pin(async { None })),
+            limits: Default::default(),
+        };
+        let spec: serde_json::Value = serde_json::from_str(&service(placeholder).spec()).unwrap();
+        assert_eq!(
+            spec["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+            "bearer"
+        );
+        let paths = spec["paths"].as_object().unwrap();
+        let mut api_operations = 0;
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().unwrap() {
+                let security = &operation["security"];
+                if path.starts_with("/api/") {
+                    api_operations += 1;
+                    assert_eq!(
+                        security,
+                        &serde_json::json!([{ "bearerAuth": [] }]),
+                        "{method} {path} must take an `auth: ApiAuth` parameter"
+                    );
+                    assert!(
+                        operation["responses"]["401"].is_object(),
+                        "{method} {path} must document the 401 (see `auth`)"
+                    );
+                } else {
+                    assert!(security.is_null(), "{method} {path} must stay open");
+                }
+            }
+        }
+        assert!(api_operations >= 3);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and their totals, both cut by [`crate::report`] from transitions streamed out of the
 //! database one user and one dimension at a time.
 
+use super::auth::ApiAuth;
 use chrono::Utc;
 use chrono_tz::Tz;
 use poem::Request;
@@ -122,9 +123,17 @@ enum TimelineResponse {
     /// which.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn timeline_bad_request(err: poem::Error) -> TimelineResponse {
@@ -135,6 +144,7 @@ impl From<ApiError> for TimelineResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => TimelineResponse::BadRequest(err.body()),
+            ApiError::Timeout(_) => TimelineResponse::Unavailable(err.body()),
             _ => TimelineResponse::Internal(err.body()),
         }
     }
@@ -160,9 +170,17 @@ enum TimeInStateResponse {
     /// which.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// No valid bearer token (only when the service has API tokens configured); the
+    /// `WWW-Authenticate` header is `Bearer realm="agent-monitor"`.
+    #[oai(status = 401)]
+    #[allow(dead_code)] // answered by `auth::Guard` before the handler runs
+    Unauthorized(Json<ErrorBody>),
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database did not answer in time.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
 }
 
 fn time_in_state_bad_request(err: poem::Error) -> TimeInStateResponse {
@@ -173,6 +191,7 @@ impl From<ApiError> for TimeInStateResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => TimeInStateResponse::BadRequest(err.body()),
+            ApiError::Timeout(_) => TimeInStateResponse::Unavailable(err.body()),
             _ => TimeInStateResponse::Internal(err.body()),
         }
     }
@@ -195,6 +214,7 @@ impl ReportsApi {
     )]
     async fn timeline(
         &self,
+        _auth: ApiAuth,
         request: &Request,
         /// Genesys user id (case-insensitive).
         user_id: Path<String>,
@@ -277,6 +297,7 @@ impl ReportsApi {
     #[allow(clippy::too_many_arguments)]
     async fn time_in_state(
         &self,
+        _auth: ApiAuth,
         request: &Request,
         /// Window start (inclusive), RFC 3339 with a zone. Required.
         from: Query<Option<String>>,

@@ -6,7 +6,8 @@
 //! connection options, which PostgreSQL ignores.
 //!
 //! **Architecture invariant:** only the persistence actor writes (through [`write_batch`] and
-//! [`probe_write`]); everything else reads.
+//! [`probe_write`]), except that the retention actor deletes old rows (through
+//! [`purge_history_batch`] and [`purge_alerts_batch`]); everything else reads.
 
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod entity;
 pub mod migration;
 mod query;
 mod report;
+mod retention;
 mod write;
 
 pub use query::{
@@ -32,6 +34,7 @@ pub use report::{
     INTERVAL_PAGE_ROWS, UserIntervals, next_user, next_user_select, state_before,
     state_before_select, transitions_page, transitions_select,
 };
+pub use retention::{purge_alerts_batch, purge_history_batch};
 pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
 
 /// Errors of [`connect`]. Messages never contain the database URL's password.
@@ -394,6 +397,29 @@ mod tests {
         assert_eq!(alerts.rows[0].delivery_status, "not_configured");
         probe_write(db).await.unwrap();
         probe_write(db).await.unwrap();
+
+        // Retention: batches of one, only rows strictly older than the cutoff.
+        let cutoff = ts("2024-05-01T10:00:00.200Z");
+        assert_eq!(purge_history_batch(db, cutoff, 1).await.unwrap(), 1);
+        assert_eq!(purge_history_batch(db, cutoff, 1).await.unwrap(), 1);
+        assert_eq!(purge_history_batch(db, cutoff, 1).await.unwrap(), 0);
+        let left = history(
+            db,
+            &HistoryFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(left.total, 2);
+        assert_eq!(purge_alerts_batch(db, cutoff, 10).await.unwrap(), 0);
+        assert_eq!(
+            purge_alerts_batch(db, ts("2024-05-01T10:02:00Z"), 10)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -334,6 +334,11 @@ impl Core {
         token
     }
 
+    /// Issued, unrevoked tokens (tests check that none of them is ever logged).
+    pub fn live_tokens(&self) -> Vec<String> {
+        self.tokens.keys().cloned().collect()
+    }
+
     /// Every issued token answers 401 from now on.
     pub fn revoke_tokens(&mut self) {
         self.tokens.clear();

@@ -292,6 +292,11 @@ impl Simulator {
         self.core.call(|c| c.token_requests).await
     }
 
+    /// The bearer tokens issued and not revoked (tests check that none is ever logged).
+    pub async fn issued_tokens(&self) -> anyhow::Result<Vec<String>> {
+        self.core.call(|c| c.live_tokens()).await
+    }
+
     /// Every live channel, oldest first.
     pub async fn channels(&self) -> anyhow::Result<Vec<ChannelInfo>> {
         self.core

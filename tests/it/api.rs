@@ -462,6 +462,7 @@ async fn alerts_are_newest_first_with_their_delivery_outcome() {
 
 fn report(ready: bool) -> HealthReport {
     HealthReport {
+        last_retention_run: None,
         ready,
         actors: vec![ActorStatus {
             name: "connection-0".into(),

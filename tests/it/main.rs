@@ -1,6 +1,7 @@
 //! Integration tests: one binary so it links once. Each module drives the real service (or a
 //! real part of it) over loopback.
 
+mod access;
 mod adversarial;
 mod api;
 mod fixtures;
@@ -8,5 +9,7 @@ mod helpers;
 mod openapi;
 mod process;
 mod reports;
+mod retention;
+mod secrets;
 mod service;
 mod sim_protocol;

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use agent_monitor::app::App;
 use agent_monitor::config::{
-    Config, Credentials, GenesysConfig, GenesysEndpoints, PersistenceConfig, SlackConfig,
+    AccessConfig, Config, Credentials, GenesysConfig, GenesysEndpoints, LogFormat,
+    PersistenceConfig, SlackConfig,
 };
 use agent_monitor::secret::Secret;
 use agent_monitor::sim::{SimConfig, Simulator};
@@ -113,6 +114,9 @@ pub fn config_for(
         listen_addr: ([127, 0, 0, 1], 0).into(),
         persistence: opts.persistence,
         shutdown_grace: Duration::from_secs(10),
+        access: AccessConfig::default(),
+        retention: None,
+        log_format: LogFormat::Text,
     }
 }
 
