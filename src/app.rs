@@ -102,7 +102,7 @@ impl App {
             client,
             db: db.clone(),
             persistence: config.persistence,
-            slack: config.slack.clone(),
+            delivery: config.delivery.clone(),
             idle_threshold: config.idle_threshold,
             ping_interval: config.genesys.ping_interval,
             silence_timeout: config.genesys.silence_timeout,

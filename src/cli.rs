@@ -15,8 +15,10 @@ use clap::{Args, Parser, Subcommand};
 use url::Url;
 
 use crate::config::{
-    Config, Credentials, GenesysConfig, GenesysEndpoints, PersistenceConfig, SlackConfig,
+    Config, Credentials, DEFAULT_DESTINATION, DeliveryConfig, DestinationConfig, DestinationKind,
+    GenesysConfig, GenesysEndpoints, PersistenceConfig,
 };
+use crate::rules::{DestinationSpec, UrlSource};
 use crate::secret::Secret;
 
 /// agent-monitor: real-time Genesys Cloud agent monitor with transition history, Slack idle
@@ -97,6 +99,14 @@ pub struct RunArgs {
     /// Persistence flush interval (default 100ms).
     #[arg(long, env = "FLUSH_INTERVAL")]
     pub flush_interval: Option<String>,
+    /// Alerts of one rule and destination firing within this window share one message
+    /// (default 10s; 0s: no grouping).
+    #[arg(long, env = "ALERT_GROUP_WAIT")]
+    pub alert_group_wait: Option<String>,
+    /// TEST ONLY: accept webhook URLs that are not https://hooks.slack.com/ (Slack) or not
+    /// https:// (generic webhooks), e.g. a local receiver. Never set it in production.
+    #[arg(long, env = "ALLOW_INSECURE_WEBHOOKS")]
+    pub allow_insecure_webhooks: bool,
 }
 
 /// Settings of `demo`.
@@ -273,14 +283,105 @@ pub fn normalize_database_url(variable: &'static str, raw: &str) -> Result<Strin
 
 /// Validates a Slack incoming webhook URL: `https://hooks.slack.com/…` only.
 pub fn parse_slack_webhook(raw: &str) -> Result<Secret, ConfigError> {
-    let url = Url::parse(raw.trim()).map_err(|_| err("SLACK_WEBHOOK_URL", "is not a URL"))?;
-    if url.scheme() != "https" || url.host_str() != Some("hooks.slack.com") {
-        return Err(err(
-            "SLACK_WEBHOOK_URL",
-            "must be an https://hooks.slack.com/ incoming webhook URL",
-        ));
+    destination_url(DestinationKind::Slack, raw, false)
+        .map_err(|problem| err("SLACK_WEBHOOK_URL", problem))
+}
+
+/// Validates a destination URL. Slack: `https://hooks.slack.com/…` only; generic webhook:
+/// `https://…` only. With `allow_insecure` (`ALLOW_INSECURE_WEBHOOKS`, test only) any http(s)
+/// URL is accepted. The error never contains the URL.
+pub fn destination_url(
+    kind: DestinationKind,
+    raw: &str,
+    allow_insecure: bool,
+) -> Result<Secret, String> {
+    let url = Url::parse(raw.trim()).map_err(|_| "is not a URL".to_string())?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("must be an http(s) URL".into());
+    }
+    if !allow_insecure {
+        match kind {
+            DestinationKind::Slack => {
+                if url.scheme() != "https" || url.host_str() != Some("hooks.slack.com") {
+                    return Err("must be an https://hooks.slack.com/ incoming webhook URL \
+                                (ALLOW_INSECURE_WEBHOOKS=true accepts others, for tests only)"
+                        .into());
+                }
+            }
+            DestinationKind::Webhook => {
+                if url.scheme() != "https" {
+                    return Err("must be an https:// URL \
+                                (ALLOW_INSECURE_WEBHOOKS=true accepts http, for tests only)"
+                        .into());
+                }
+            }
+        }
     }
     Ok(Secret::new(raw.trim()))
+}
+
+/// The destinations of the service: `default` from `SLACK_WEBHOOK_URL` (when set) and every
+/// `[[destinations]]` of the rules file (`specs`, from `RuleSet::destination_specs`), their URLs
+/// read from the named environment variable (`url_env`) or file (`url_file`, trailing newline
+/// ignored) and validated with [`destination_url`]. A file destination named `default` conflicts
+/// with `SLACK_WEBHOOK_URL`.
+pub fn resolve_destinations(
+    slack_webhook_url: Option<&str>,
+    specs: &[DestinationSpec],
+    allow_insecure: bool,
+) -> Result<Vec<DestinationConfig>, ConfigError> {
+    resolve_destinations_with(slack_webhook_url, specs, allow_insecure, |var| {
+        std::env::var(var).ok()
+    })
+}
+
+/// [`resolve_destinations`] with an explicit environment lookup (tests).
+pub fn resolve_destinations_with(
+    slack_webhook_url: Option<&str>,
+    specs: &[DestinationSpec],
+    allow_insecure: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<DestinationConfig>, ConfigError> {
+    let mut out = Vec::new();
+    if let Some(raw) = slack_webhook_url.filter(|v| !v.trim().is_empty()) {
+        let url = destination_url(DestinationKind::Slack, raw, allow_insecure)
+            .map_err(|problem| err("SLACK_WEBHOOK_URL", problem))?;
+        out.push(DestinationConfig::slack(DEFAULT_DESTINATION, url));
+    }
+    for spec in specs {
+        let place = format!(
+            "destination {:?} (rules file line {})",
+            spec.name, spec.line
+        );
+        if spec.name == DEFAULT_DESTINATION && !out.is_empty() {
+            return Err(err(
+                "RULES_FILE",
+                format!("{place}: `default` is already SLACK_WEBHOOK_URL; unset one of them"),
+            ));
+        }
+        let raw = match &spec.url {
+            UrlSource::Env(var) => env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| err("RULES_FILE", format!("{place}: url_env {var} is not set")))?,
+            UrlSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    err(
+                        "RULES_FILE",
+                        format!("{place}: cannot read url_file {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+        };
+        let url = destination_url(spec.kind, &raw, allow_insecure)
+            .map_err(|problem| err("RULES_FILE", format!("{place}: its URL {problem}")))?;
+        out.push(DestinationConfig {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            url,
+        });
+    }
+    Ok(out)
 }
 
 impl RunArgs {
@@ -354,10 +455,21 @@ impl RunArgs {
             }
         };
 
-        let slack_webhook = match self.slack_webhook_url.filter(|v| !v.trim().is_empty()) {
-            Some(raw) => Some(parse_slack_webhook(&raw)?),
-            None => None,
+        let mut delivery = DeliveryConfig {
+            destinations: resolve_destinations(
+                self.slack_webhook_url.as_deref(),
+                &[],
+                self.allow_insecure_webhooks,
+            )?,
+            ..DeliveryConfig::default()
         };
+        if let Some(raw) = self.alert_group_wait.filter(|v| !v.trim().is_empty()) {
+            delivery.group_wait = match raw.trim() {
+                "0" => Duration::ZERO,
+                raw => humantime::parse_duration(raw)
+                    .map_err(|_| err("ALERT_GROUP_WAIT", "is not a duration like 10s"))?,
+            };
+        }
 
         let database_url = match (
             self.database_url.filter(|v| !v.trim().is_empty()),
@@ -460,10 +572,7 @@ impl RunArgs {
                 topics_per_channel: 1000,
                 request_timeout: Duration::from_secs(30),
             },
-            slack: SlackConfig {
-                webhook_url: slack_webhook,
-                ..SlackConfig::default()
-            },
+            delivery,
             database_url: Secret::new(database_url),
             idle_threshold,
             listen_addr,

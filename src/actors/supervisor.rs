@@ -18,7 +18,7 @@ use crate::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
 use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
 use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
 use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
-use crate::config::{PersistenceConfig, SlackConfig};
+use crate::config::{DeliveryConfig, PersistenceConfig};
 use crate::domain::{Source, UserId};
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::health::{ActorStatus, ConnectionStatus, HealthReport};
@@ -79,7 +79,8 @@ pub struct SupervisorArgs {
     pub client: GenesysClient,
     pub db: sea_orm::DatabaseConnection,
     pub persistence: PersistenceConfig,
-    pub slack: SlackConfig,
+    /// Alert destinations and delivery tuning (the Slack actor's).
+    pub delivery: DeliveryConfig,
     pub idle_threshold: Duration,
     pub ping_interval: Duration,
     pub silence_timeout: Duration,
@@ -163,8 +164,9 @@ impl SupervisorState {
             .clone()
             .ok_or("persistence actor is not running")?;
         let args = SlackArgs {
-            config: self.args.slack.clone(),
+            config: self.args.delivery.clone(),
             persistence,
+            db: Some(self.args.db.clone()),
         };
         let (actor, _) = Actor::spawn_linked(None, SlackActor, args, myself.get_cell()).await?;
         self.track(&actor.get_cell(), Child::Slack);

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tracing::{debug, warn};
 
-use crate::config::SlackConfig;
+use crate::config::{DestinationKind, SlackConfig};
 use crate::genesys::backoff::{RetryPolicy, retry_after};
 use crate::secret::{Secret, redact};
 
@@ -34,6 +34,159 @@ pub const PAYLOAD_ERRORS: &[&str] = &[
     "msg_too_long",
     "msg_blocks_too_long",
 ];
+
+/// Slack error strings that mean the destination itself is gone or forbidden (alerting
+/// reference §4.11): the destination is disabled. `no_service*` is matched by prefix.
+pub const DESTINATION_ERRORS: &[&str] = &[
+    "no_service",
+    "no_service_id",
+    "no_active_hooks",
+    "invalid_token",
+    "no_team",
+    "team_disabled",
+    "channel_not_found",
+    "channel_is_archived",
+    "action_prohibited",
+    "posting_to_general_channel_denied",
+    "user_not_found",
+];
+
+/// Is `error` one of Slack's payload refusals ([`PAYLOAD_ERRORS`], `invalid_blocks*`,
+/// `msg_*too_long`)?
+pub fn is_payload_error(error: &str) -> bool {
+    PAYLOAD_ERRORS.contains(&error)
+        || error.starts_with("invalid_blocks")
+        || (error.starts_with("msg_") && error.ends_with("too_long"))
+}
+
+/// Is `error` one of Slack's destination errors ([`DESTINATION_ERRORS`], `no_service*`)?
+pub fn is_destination_error(error: &str) -> bool {
+    DESTINATION_ERRORS.contains(&error) || error.starts_with("no_service")
+}
+
+/// How one POST to a destination ended, classified for the delivery queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Slack: 200 `ok`; generic webhook: any 2xx.
+    Delivered,
+    /// 429 (or Slack's `rate_limited`): pause the destination for the wait (`None`: no usable
+    /// `Retry-After`).
+    RateLimited(Option<Duration>),
+    /// 5xx, timeout or connection error: retry with backoff. The text never has the URL.
+    Retryable(String),
+    /// Slack refused the payload (`invalid_blocks`, …): one text-only retry, then dead letter.
+    Payload(String),
+    /// Slack says the destination is gone (`channel_is_archived`, `no_service`, …): disable it.
+    Destination(String),
+    /// Any other refusal (unknown 4xx, a 2xx body other than `ok`): dead letter.
+    Permanent(String),
+}
+
+/// Classifies an HTTP answer: for Slack by the body's error string first (alerting reference
+/// §1: "classify by body string first, status second"), then by status.
+pub fn classify(kind: DestinationKind, status: StatusCode, body: &str) -> Answer {
+    match kind {
+        DestinationKind::Slack => {
+            if status == StatusCode::OK && body.trim() == "ok" {
+                return Answer::Delivered;
+            }
+            let error = error_string(status, body);
+            if is_payload_error(&error) {
+                Answer::Payload(error)
+            } else if is_destination_error(&error) {
+                Answer::Destination(error)
+            } else if status == StatusCode::TOO_MANY_REQUESTS || error == "rate_limited" {
+                Answer::RateLimited(None)
+            } else if status.is_server_error() {
+                Answer::Retryable(error)
+            } else {
+                Answer::Permanent(error)
+            }
+        }
+        DestinationKind::Webhook => {
+            if status.is_success() {
+                Answer::Delivered
+            } else if status == StatusCode::TOO_MANY_REQUESTS {
+                Answer::RateLimited(None)
+            } else if status.is_server_error() {
+                Answer::Retryable(error_string(status, body))
+            } else {
+                Answer::Permanent(format!(
+                    "http_{}: {}",
+                    status.as_u16(),
+                    error_string(status, body)
+                ))
+            }
+        }
+    }
+}
+
+/// One destination's HTTP endpoint: a single POST per [`Endpoint::post_once`], retries are the
+/// caller's (the delivery queue schedules them with timers). `Debug` never prints the URL.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    http: reqwest::Client,
+    url: Secret,
+    kind: DestinationKind,
+}
+
+impl Endpoint {
+    /// A client for `url` with `timeout` per POST.
+    pub fn new(url: Secret, kind: DestinationKind, timeout: Duration) -> Result<Self, SlackError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("agent-monitor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SlackError::Setup(redact(&e.without_url().to_string(), &[&url])))?;
+        Ok(Endpoint { http, url, kind })
+    }
+
+    /// POSTs `payload` once and classifies the answer. Errors never contain the URL.
+    pub async fn post_once(&self, payload: &Value) -> Answer {
+        let answer = async {
+            let response = self
+                .http
+                .post(self.url.expose())
+                .json(payload)
+                .send()
+                .await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.text().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        }
+        .await;
+        match answer {
+            Err(e) => Answer::Retryable(describe(e, &self.url)),
+            Ok((status, headers, body)) => {
+                match classify(self.kind, status, &redact(&body, &[&self.url])) {
+                    Answer::RateLimited(_) => Answer::RateLimited(retry_after(&headers)),
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
+/// A transport error as text without the URL.
+fn describe(error: reqwest::Error, url: &Secret) -> String {
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connection error"
+    } else {
+        "request error"
+    };
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    redact(&format!("{kind}: {text}"), &[url])
+}
 
 /// A successful delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,21 +404,7 @@ impl SlackWebhook {
 
     /// A transport error as text without the URL.
     fn describe(&self, error: reqwest::Error) -> String {
-        let kind = if error.is_timeout() {
-            "timeout"
-        } else if error.is_connect() {
-            "connection error"
-        } else {
-            "request error"
-        };
-        let error = error.without_url();
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            text = format!("{text}: {cause}");
-            source = cause.source();
-        }
-        redact(&format!("{kind}: {text}"), &[&self.url])
+        describe(error, &self.url)
     }
 }
 
