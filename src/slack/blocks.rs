@@ -331,7 +331,8 @@ pub fn group_message(alerts: &[Alert], max_listed: usize) -> Value {
         if !current.is_empty()
             && current.chars().count() + 1 + line.chars().count() > SECTION_TEXT_MAX_CHARS
         {
-            if blocks.len() + 2 > MAX_BLOCKS {
+            // Room for this section, the one being filled and the closing context block.
+            if blocks.len() + 3 > MAX_BLOCKS {
                 break;
             }
             blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": std::mem::take(&mut current)}}));
@@ -579,6 +580,116 @@ mod tests {
         assert_eq!(
             text_only_message(&alert(Some("Jane"))),
             json!({"text": ":warning: Jane idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC"})
+        );
+    }
+
+    fn many(n: usize, name: &str) -> Vec<Alert> {
+        (0..n)
+            .map(|i| {
+                let mut a = alert(Some(&format!("{name} {i}")));
+                a.alert_key = format!("idle:u{i}:1");
+                a
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_lists_agents_then_says_how_many_more() {
+        let alerts = many(25, "Agent");
+        let message = group_message(&alerts, 20);
+        let blocks = message["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["text"]["text"], ":warning: 25 agents match idle");
+        let listed = message.to_string().matches("• *Agent ").count();
+        assert_eq!(listed, 20);
+        assert_eq!(blocks.last().unwrap()["elements"][0]["text"], "+5 more");
+        let text = message["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(":warning: 25 agents match rule idle past 10m 00s: Agent 0, Agent 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("+20 more"), "{text}");
+        // One alert is the single-alert message.
+        assert_eq!(group_message(&alerts[..1], 20), alert_message(&alerts[0]));
+    }
+
+    #[test]
+    fn a_huge_group_keeps_every_block_limit() {
+        // Long names: every line near LINE_MAX_CHARS, so sections fill up and many are needed.
+        let alerts = many(400, &"<&>".repeat(400));
+        let message = group_message(&alerts, 400);
+        let blocks = message["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= MAX_BLOCKS, "{}", blocks.len());
+        assert!(chars(&blocks[0]["text"]["text"]) <= HEADER_MAX_CHARS);
+        for b in blocks.iter().filter(|b| b["type"] == "section") {
+            assert!(chars(&b["text"]["text"]) <= SECTION_TEXT_MAX_CHARS);
+        }
+        let last = blocks.last().unwrap()["elements"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(last.starts_with('+') && last.ends_with(" more"), "{last}");
+        assert!(chars(&message["text"]) <= FALLBACK_MAX_CHARS);
+        let text = message.to_string();
+        assert!(
+            !text.contains('<') && !text.contains('>'),
+            "unescaped user data"
+        );
+    }
+
+    #[test]
+    fn limit_blocks_cuts_at_fifty() {
+        let blocks: Vec<Value> = (0..80)
+            .map(|i| json!({"type": "divider", "i": i}))
+            .collect();
+        let kept = limit_blocks(blocks);
+        assert_eq!(kept.len(), MAX_BLOCKS);
+        assert_eq!(kept[49]["elements"][0]["text"], "31 more blocks left out");
+    }
+
+    #[test]
+    fn resolved_messages_state_the_total_duration() {
+        let mut a = alert(Some("Jane & <Co>"));
+        a.kind = AlertKind::Resolved {
+            duration: Duration::from_secs(3725),
+        };
+        let message = alert_message(&a);
+        assert_eq!(
+            message["blocks"][0]["text"]["text"],
+            ":white_check_mark: Jane &amp; &lt;Co&gt; no longer routing IDLE"
+        );
+        assert_eq!(
+            message["text"],
+            ":white_check_mark: Jane &amp; &lt;Co&gt; no longer routing IDLE after 1h 02m in total (since 2024-05-01 10:15:30 UTC)"
+        );
+        assert_eq!(
+            message["blocks"][1]["fields"][3]["text"],
+            "*Total duration*\n1h 02m"
+        );
+        let group = group_message(&[a.clone(), a.clone()], 20);
+        assert_eq!(
+            group["blocks"][0]["text"]["text"],
+            ":white_check_mark: 2 agents no longer match idle"
+        );
+        assert!(group.to_string().contains("1h 02m in total"));
+    }
+
+    #[test]
+    fn webhook_body_is_the_documented_json() {
+        let a = alert(Some("Jane <Doe>"));
+        let body = webhook_body("ops", &[a]);
+        assert_eq!(
+            body,
+            json!({
+                "version": 1, "status": "firing", "rule": "idle", "severity": "warning",
+                "destination": "ops",
+                "text": ":warning: Jane &lt;Doe&gt; idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC",
+                "count": 1,
+                "alerts": [{
+                    "alert_key": "idle:u1:1714558530000", "episode_key": "",
+                    "status": "firing", "repeat": 0, "rule": "idle", "severity": "warning",
+                    "user_id": "u1", "user_name": "Jane <Doe>", "state": "routing IDLE",
+                    "since": "2024-05-01T10:15:30.500Z", "fired_at": "2024-05-01T10:28:00.900Z",
+                    "threshold_seconds": 600, "duration_seconds": 750}]
+            })
         );
     }
 }

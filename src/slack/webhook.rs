@@ -597,4 +597,74 @@ mod tests {
         assert!(!text.contains("XXXXSECRET"), "{text}");
         assert!(text.contains("connection error"), "{text}");
     }
+
+    #[test]
+    fn slack_answers_are_classified_by_body_first() {
+        use DestinationKind::Slack;
+        let c =
+            |status: u16, body: &str| classify(Slack, StatusCode::from_u16(status).unwrap(), body);
+        assert_eq!(c(200, "ok"), Answer::Delivered);
+        assert_eq!(
+            c(400, "invalid_blocks"),
+            Answer::Payload("invalid_blocks".into())
+        );
+        assert_eq!(
+            c(400, "invalid_blocks_format"),
+            Answer::Payload("invalid_blocks_format".into())
+        );
+        assert_eq!(
+            c(500, "msg_blocks_too_long"),
+            Answer::Payload("msg_blocks_too_long".into())
+        );
+        assert_eq!(c(200, "no_text"), Answer::Payload("no_text".into()));
+        assert_eq!(
+            c(410, "channel_is_archived"),
+            Answer::Destination("channel_is_archived".into())
+        );
+        assert_eq!(
+            c(404, "no_service_id"),
+            Answer::Destination("no_service_id".into())
+        );
+        assert_eq!(
+            c(403, "invalid_token"),
+            Answer::Destination("invalid_token".into())
+        );
+        assert_eq!(
+            c(500, "team_disabled"),
+            Answer::Destination("team_disabled".into())
+        );
+        assert_eq!(
+            c(
+                429,
+                r#"{"retry_after":1,"ok":false,"error":"rate_limited"}"#
+            ),
+            Answer::RateLimited(None)
+        );
+        assert_eq!(
+            c(500, "rollup_error"),
+            Answer::Retryable("rollup_error".into())
+        );
+        assert_eq!(c(503, ""), Answer::Retryable("http_503".into()));
+        assert_eq!(c(418, "teapot"), Answer::Permanent("teapot".into()));
+        assert_eq!(c(200, "weird"), Answer::Permanent("weird".into()));
+    }
+
+    #[test]
+    fn generic_webhook_answers() {
+        use DestinationKind::Webhook;
+        let c = |status: u16, body: &str| {
+            classify(Webhook, StatusCode::from_u16(status).unwrap(), body)
+        };
+        assert_eq!(c(200, "{}"), Answer::Delivered);
+        assert_eq!(c(204, ""), Answer::Delivered);
+        assert_eq!(c(429, ""), Answer::RateLimited(None));
+        assert_eq!(
+            c(502, "bad gateway"),
+            Answer::Retryable("bad gateway".into())
+        );
+        assert_eq!(
+            c(404, "channel_not_found"),
+            Answer::Permanent("http_404: channel_not_found".into())
+        );
+    }
 }
