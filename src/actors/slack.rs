@@ -391,11 +391,10 @@ impl SlackState {
         if !dest.enabled {
             let reason = dest.disabled_reason.clone().unwrap_or_default();
             dest.failed += 1;
-            self.report.fail(
-                &name,
-                &Message::new(vec![alert]),
-                &format!("destination disabled: {reason}"),
-            );
+            let mut msg = Message::new(vec![alert]);
+            msg.payload = Some(payload(dest, &msg, self.config.group_max_listed));
+            self.report
+                .fail(&name, &msg, &format!("destination disabled: {reason}"));
             return;
         }
         if self.config.group_wait.is_zero() {
@@ -537,11 +536,7 @@ impl SlackState {
                 return;
             }
             let mut msg = dest.queue.pop_front().expect("the head exists");
-            let payload = match dest.kind {
-                DestinationKind::Slack if msg.text_only => group_text_only(&msg.alerts),
-                DestinationKind::Slack => group_message(&msg.alerts, self.config.group_max_listed),
-                DestinationKind::Webhook => webhook_body(&dest.name, &msg.alerts),
-            };
+            let payload = payload(dest, &msg, self.config.group_max_listed);
             msg.attempts += 1;
             msg.not_before = None;
             msg.first_attempt.get_or_insert((now, Utc::now()));
@@ -637,16 +632,31 @@ impl SlackState {
                 dest.enabled = false;
                 dest.disabled_reason = Some(error.clone());
                 dest.paused_until = None;
-                let backlog: Vec<Message> = std::iter::once(msg)
+                let mut backlog: Vec<Message> = std::iter::once(msg)
                     .chain(dest.queue.drain(..))
                     .chain(dest.groups.drain(..).map(|g| Message::new(g.alerts)))
                     .collect();
+                for m in &mut backlog {
+                    if m.payload.is_none() {
+                        m.payload = Some(payload(dest, m, config.group_max_listed));
+                    }
+                }
                 for m in &backlog {
                     dest.failed += 1;
                     self.report.fail(&dest.name, m, &error);
                 }
             }
         }
+    }
+}
+
+/// What `msg` sends to `dest`: Block Kit (or text only after a payload refusal) for Slack, the
+/// documented JSON for a generic webhook.
+fn payload(dest: &Destination, msg: &Message, max_listed: usize) -> Value {
+    match dest.kind {
+        DestinationKind::Slack if msg.text_only => group_text_only(&msg.alerts),
+        DestinationKind::Slack => group_message(&msg.alerts, max_listed),
+        DestinationKind::Webhook => webhook_body(&dest.name, &msg.alerts),
     }
 }
 

@@ -2,6 +2,7 @@
 //! real part of it) over loopback.
 
 mod api;
+mod delivery;
 mod fixtures;
 mod helpers;
 mod openapi;
