@@ -687,4 +687,81 @@ mod tests {
         .unwrap();
         assert_eq!(c.genesys.endpoints.api_base.as_str(), "http://127.0.0.1:9/");
     }
+
+    #[test]
+    fn destination_urls_are_checked_unless_insecure_is_allowed() {
+        use DestinationKind::{Slack, Webhook};
+        assert!(destination_url(Slack, "https://hooks.slack.com/services/T/B/X", false).is_ok());
+        let e =
+            destination_url(Slack, "https://example.com/services/T/B/s3cret", false).unwrap_err();
+        assert!(
+            e.contains("hooks.slack.com") && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert!(destination_url(Slack, "http://127.0.0.1:9/hook", true).is_ok());
+        assert!(destination_url(Webhook, "https://tool.example/hook", false).is_ok());
+        assert!(destination_url(Webhook, "http://tool.example/hook", false).is_err());
+        assert!(destination_url(Webhook, "http://tool.example/hook", true).is_ok());
+        assert!(destination_url(Webhook, "ftp://tool.example/hook", true).is_err());
+    }
+
+    #[test]
+    fn destinations_resolve_from_env_and_files() {
+        let dir = std::env::temp_dir().join(format!("am-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ops_url");
+        std::fs::write(&file, "https://tool.example/hook\n").unwrap();
+        let specs = vec![
+            DestinationSpec {
+                name: "team".into(),
+                kind: DestinationKind::Slack,
+                url: UrlSource::Env("TEAM_URL".into()),
+                line: 3,
+            },
+            DestinationSpec {
+                name: "ops".into(),
+                kind: DestinationKind::Webhook,
+                url: UrlSource::File(file.clone()),
+                line: 8,
+            },
+        ];
+        let env = |v: &str| {
+            (v == "TEAM_URL").then(|| "https://hooks.slack.com/services/T/B/Y".to_string())
+        };
+        let out = resolve_destinations_with(
+            Some("https://hooks.slack.com/services/T/B/X"),
+            &specs,
+            false,
+            env,
+        )
+        .unwrap();
+        let names: Vec<&str> = out.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["default", "team", "ops"]);
+        assert_eq!(out[2].url.expose(), "https://tool.example/hook");
+        assert_eq!(out[2].kind, DestinationKind::Webhook);
+
+        // A missing variable names the destination and its line.
+        let e = resolve_destinations_with(None, &specs, false, |_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"team\" (rules file line 3): url_env TEAM_URL is not set"),
+            "{e}"
+        );
+        // A bad URL never shows the URL.
+        let e = resolve_destinations_with(None, &specs, false, |_| {
+            Some("https://evil.example/s3cret".into())
+        })
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        // `default` twice.
+        let twice = [DestinationSpec {
+            name: "default".into(),
+            ..specs[0].clone()
+        }];
+        assert!(
+            resolve_destinations_with(Some("https://hooks.slack.com/x"), &twice, false, env)
+                .is_err()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
