@@ -46,6 +46,8 @@ use crate::health::DestinationStatus;
 use crate::slack::{Answer, Endpoint, group_message, group_text_only, webhook_body};
 
 /// Messages of the Slack actor.
+// `Alert(Alert)` is the agent actors' contract; boxing it would change every sender.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SlackMsg {
     /// Deliver one alert; the outcome goes to the persistence actor as `PersistMsg::AlertOutcome`.

@@ -447,3 +447,41 @@ async fn the_generic_webhook_receives_the_documented_json() {
     rig.wait_status(&lost.alert_key, "not_configured").await;
     assert_eq!(receiver.received().len(), 1);
 }
+
+/// The whole service: a destination Slack disables shows in `/readyz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_destination_shows_in_readyz() {
+    use crate::service::{Harness, Opts, start_sim};
+    let sim = start_sim(1).await;
+    let id = sim.agent_ids().await.unwrap()[0].clone();
+    sim.set_routing_status(&id, "INTERACTING").await.unwrap();
+    let h = Harness::start_on(
+        sim,
+        Opts {
+            agents: 1,
+            idle_threshold: Duration::from_secs(1),
+            ..Opts::default()
+        },
+    )
+    .await;
+    h.wait_state(&id, "routing", "INTERACTING").await;
+    h.slack.script([reply(410, "channel_is_archived")]);
+    h.sim.set_routing_status(&id, "IDLE").await.unwrap();
+    let destination = wait_for("default disabled in /readyz", DEADLINE, || async {
+        let (_, body) = h.get("/readyz").await;
+        body["destinations"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == "default").cloned())
+            .filter(|d| d["enabled"] == false)
+    })
+    .await;
+    assert_eq!(destination["kind"], "slack");
+    assert_eq!(destination["disabled_reason"], "channel_is_archived");
+    assert_eq!(destination["failed"], 1);
+    assert!(
+        !destination.to_string().contains("XXXX"),
+        "no URL: {destination}"
+    );
+    assert_eq!(h.slack.received().len(), 1);
+    h.app.shutdown().await;
+}
