@@ -513,14 +513,27 @@ impl SlackState {
                     head.attempts,
                 );
             }
-            if head.alerts.is_empty() {
-                dest.queue.pop_front();
-                continue;
-            }
             if !stale.is_empty() {
                 // The payload changes with the alerts: the text-only downgrade starts over.
                 head.text_only = false;
+                // The firing message becomes the resolved one: resolved alerts of the same
+                // episodes waiting further back (queue or group) take its place.
+                let head_empty = head.alerts.is_empty();
+                let resolved = take_resolved(dest, &stale);
+                if head_empty {
+                    dest.queue.pop_front();
+                    if !resolved.is_empty() {
+                        dest.queue.push_front(Message::new(resolved));
+                    }
+                    continue;
+                }
+                if !resolved.is_empty() {
+                    dest.queue.insert(1, Message::new(resolved));
+                }
             }
+            let Some(head) = dest.queue.front() else {
+                return;
+            };
             let now = Instant::now();
             if let Some((until, _)) = dest.paused_until {
                 if until > now {
@@ -650,6 +663,37 @@ impl SlackState {
             }
         }
     }
+}
+
+/// Takes the resolved alerts of `stale`'s episodes out of `dest`'s queue (after its head) and
+/// groups; emptied messages and groups disappear (a group's `GroupDue` then finds nothing).
+fn take_resolved(dest: &mut Destination, stale: &[Alert]) -> Vec<Alert> {
+    let is_match = |a: &Alert| {
+        matches!(a.kind, AlertKind::Resolved { .. })
+            && stale.iter().any(|s| s.episode_key == a.episode_key)
+    };
+    let mut taken = Vec::new();
+    for msg in dest.queue.iter_mut().skip(1) {
+        let (matched, kept): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut msg.alerts)
+            .into_iter()
+            .partition(is_match);
+        msg.alerts = kept;
+        taken.extend(matched);
+    }
+    for group in &mut dest.groups {
+        let (matched, kept): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut group.alerts)
+            .into_iter()
+            .partition(is_match);
+        group.alerts = kept;
+        taken.extend(matched);
+    }
+    let mut index = 0;
+    dest.queue.retain(|m| {
+        index += 1;
+        index == 1 || !m.alerts.is_empty()
+    });
+    dest.groups.retain(|g| !g.alerts.is_empty());
+    taken
 }
 
 /// What `msg` sends to `dest`: Block Kit (or text only after a payload refusal) for Slack, the

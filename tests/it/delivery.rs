@@ -485,3 +485,42 @@ async fn a_disabled_destination_shows_in_readyz() {
     assert_eq!(h.slack.received().len(), 1);
     h.app.shutdown().await;
 }
+
+/// The firing message pending a retry becomes the resolved message: the resolved alert waiting
+/// in its group is sent in the firing one's place, before the group's wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_message_pending_retry_becomes_the_resolved_message() {
+    let receiver = SlackReceiver::start().await;
+    receiver.script([reply(503, "")]);
+    let rig = rig(DeliveryConfig {
+        base_backoff: Duration::from_millis(1000),
+        max_backoff: Duration::from_secs(1),
+        group_wait: Duration::from_secs(4),
+        ..fast(vec![slack("default", &receiver)])
+    })
+    .await;
+    let a = alert("idle", 1);
+    rig.fire(a.clone());
+    wait_received(&receiver, 1).await;
+    let a_resolved = resolved(&a);
+    let resolved_at = std::time::Instant::now();
+    rig.fire(a_resolved.clone());
+    let got = wait_received(&receiver, 2).await;
+    let took = got[1].at.duration_since(resolved_at);
+    assert!(
+        took < Duration::from_millis(3500),
+        "sent in the retry's slot: {took:?}"
+    );
+    assert!(
+        got[1].body["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(":white_check_mark: Agent 1"),
+        "{}",
+        got[1].body
+    );
+    rig.wait_status(&a.alert_key, "dropped").await;
+    rig.wait_status(&a_resolved.alert_key, "delivered").await;
+    assert_eq!(rig.status().await[0].queue_depth, 0);
+    assert_eq!(receiver.received().len(), 2);
+}
