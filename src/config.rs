@@ -175,28 +175,6 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// Legacy single-webhook settings, still used by the `SlackWebhook` client (the `demo`
-/// command and its tests): timeout and attempts.
-#[derive(Debug, Clone)]
-pub struct SlackConfig {
-    /// `None`: alerts are logged and stored but not sent.
-    pub webhook_url: Option<Secret>,
-    /// Timeout of one POST (default 10 s).
-    pub timeout: Duration,
-    /// Attempts for 5xx, timeouts and connection errors (default 4).
-    pub max_attempts: u32,
-}
-
-impl Default for SlackConfig {
-    fn default() -> Self {
-        SlackConfig {
-            webhook_url: None,
-            timeout: Duration::from_secs(10),
-            max_attempts: 4,
-        }
-    }
-}
-
 /// The whole service configuration (`agent-monitor run`).
 #[derive(Debug, Clone)]
 pub struct Config {

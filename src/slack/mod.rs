@@ -12,4 +12,4 @@ pub use blocks::{
     alert_message, alert_text, escape, group_message, group_text, group_text_only,
     text_only_message, webhook_body,
 };
-pub use webhook::{Answer, Delivered, Endpoint, SlackError, SlackWebhook, classify};
+pub use webhook::{Answer, Endpoint, SetupError, classify};
