@@ -104,7 +104,7 @@ impl App {
             client,
             db: db.clone(),
             persistence: config.persistence,
-            slack: config.slack.clone(),
+            delivery: config.delivery.clone(),
             rules: config.rules.clone(),
             rules_path: config.rules_path.clone(),
             ping_interval: config.genesys.ping_interval,

@@ -15,9 +15,11 @@ use clap::{Args, Parser, Subcommand};
 use url::Url;
 
 use crate::config::{
-    AccessConfig, ApiToken, Config, Credentials, GenesysConfig, GenesysEndpoints, LogFormat,
-    PersistenceConfig, RetentionConfig, SlackConfig,
+    AccessConfig, ApiToken, Config, Credentials, DEFAULT_DESTINATION, DeliveryConfig,
+    DestinationConfig, DestinationKind, GenesysConfig, GenesysEndpoints, LogFormat,
+    PersistenceConfig, RetentionConfig,
 };
+use crate::rules::{DestinationSpec, UrlSource};
 use crate::secret::Secret;
 
 /// agent-monitor: real-time Genesys Cloud agent monitor with transition history, Slack idle
@@ -128,6 +130,18 @@ pub struct RunArgs {
     /// receiver). Never set it in production: the alerts would go wherever the URL points.
     #[arg(long, env = "SLACK_ALLOW_INSECURE_URL", hide = true)]
     pub slack_allow_insecure_url: Option<String>,
+    /// Alerts of one rule and destination firing within this window share one message
+    /// (default 10s; 0s: no grouping).
+    #[arg(long, env = "ALERT_GROUP_WAIT")]
+    pub alert_group_wait: Option<String>,
+    /// Delivery attempts per alert message for 5xx, timeouts and connection errors (1–100,
+    /// default 10); after the last, the message is dead-lettered.
+    #[arg(long, env = "ALERT_MAX_ATTEMPTS")]
+    pub alert_max_attempts: Option<String>,
+    /// TEST ONLY: accept webhook URLs that are not https://hooks.slack.com/ (Slack) or not
+    /// https:// (generic webhooks), e.g. a local receiver. Never set it in production.
+    #[arg(long, env = "ALLOW_INSECURE_WEBHOOKS")]
+    pub allow_insecure_webhooks: bool,
 }
 
 /// Settings of `demo`.
@@ -340,27 +354,39 @@ fn sqlite_directory_exists(variable: &'static str, path: &str) -> Result<(), Con
 
 /// Validates a Slack incoming webhook URL: `https://hooks.slack.com/…` only.
 pub fn parse_slack_webhook(raw: &str) -> Result<Secret, ConfigError> {
-    parse_slack_webhook_with(raw, false)
+    destination_url(DestinationKind::Slack, raw, false)
+        .map_err(|problem| err("SLACK_WEBHOOK_URL", problem))
 }
 
-/// [`parse_slack_webhook`]; with `allow_insecure` (`SLACK_ALLOW_INSECURE_URL=true`, for tests
-/// against a local receiver) any http:// or https:// URL with a host is accepted.
-pub fn parse_slack_webhook_with(raw: &str, allow_insecure: bool) -> Result<Secret, ConfigError> {
-    let url = Url::parse(raw.trim()).map_err(|_| err("SLACK_WEBHOOK_URL", "is not a URL"))?;
-    if allow_insecure {
-        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(err(
-                "SLACK_WEBHOOK_URL",
-                "must be an http:// or https:// URL with a host",
-            ));
-        }
-        return Ok(Secret::new(raw.trim()));
+/// Validates a destination URL. Slack: `https://hooks.slack.com/…` only; generic webhook:
+/// `https://…` only. With `allow_insecure` (`ALLOW_INSECURE_WEBHOOKS`, test only) any http(s)
+/// URL is accepted. The error never contains the URL.
+pub fn destination_url(
+    kind: DestinationKind,
+    raw: &str,
+    allow_insecure: bool,
+) -> Result<Secret, String> {
+    let url = Url::parse(raw.trim()).map_err(|_| "is not a URL".to_string())?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("must be an http(s) URL".into());
     }
-    if url.scheme() != "https" || url.host_str() != Some("hooks.slack.com") {
-        return Err(err(
-            "SLACK_WEBHOOK_URL",
-            "must be an https://hooks.slack.com/ incoming webhook URL",
-        ));
+    if !allow_insecure {
+        match kind {
+            DestinationKind::Slack => {
+                if url.scheme() != "https" || url.host_str() != Some("hooks.slack.com") {
+                    return Err("must be an https://hooks.slack.com/ incoming webhook URL \
+                                (ALLOW_INSECURE_WEBHOOKS=true accepts others, for tests only)"
+                        .into());
+                }
+            }
+            DestinationKind::Webhook => {
+                if url.scheme() != "https" {
+                    return Err("must be an https:// URL \
+                                (ALLOW_INSECURE_WEBHOOKS=true accepts http, for tests only)"
+                        .into());
+                }
+            }
+        }
     }
     Ok(Secret::new(raw.trim()))
 }
@@ -456,6 +482,70 @@ pub fn parse_tokens<'a>(
     Ok(tokens)
 }
 
+/// The destinations of the service: `default` from `SLACK_WEBHOOK_URL` (when set) and every
+/// `[[destinations]]` of the rules file (`specs`, from `RuleSet::destination_specs`), their URLs
+/// read from the named environment variable (`url_env`) or file (`url_file`, trailing newline
+/// ignored) and validated with [`destination_url`]. A file destination named `default` conflicts
+/// with `SLACK_WEBHOOK_URL`.
+pub fn resolve_destinations(
+    slack_webhook_url: Option<&str>,
+    specs: &[DestinationSpec],
+    allow_insecure: bool,
+) -> Result<Vec<DestinationConfig>, ConfigError> {
+    resolve_destinations_with(slack_webhook_url, specs, allow_insecure, |var| {
+        std::env::var(var).ok()
+    })
+}
+
+/// [`resolve_destinations`] with an explicit environment lookup (tests).
+pub fn resolve_destinations_with(
+    slack_webhook_url: Option<&str>,
+    specs: &[DestinationSpec],
+    allow_insecure: bool,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<DestinationConfig>, ConfigError> {
+    let mut out = Vec::new();
+    if let Some(raw) = slack_webhook_url.filter(|v| !v.trim().is_empty()) {
+        let url = destination_url(DestinationKind::Slack, raw, allow_insecure)
+            .map_err(|problem| err("SLACK_WEBHOOK_URL", problem))?;
+        out.push(DestinationConfig::slack(DEFAULT_DESTINATION, url));
+    }
+    for spec in specs {
+        let place = format!(
+            "destination {:?} (rules file line {})",
+            spec.name, spec.line
+        );
+        if spec.name == DEFAULT_DESTINATION && !out.is_empty() {
+            return Err(err(
+                "RULES_FILE",
+                format!("{place}: `default` is already SLACK_WEBHOOK_URL; unset one of them"),
+            ));
+        }
+        let raw = match &spec.url {
+            UrlSource::Env(var) => env(var)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| err("RULES_FILE", format!("{place}: url_env {var} is not set")))?,
+            UrlSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    err(
+                        "RULES_FILE",
+                        format!("{place}: cannot read url_file {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+        };
+        let url = destination_url(spec.kind, &raw, allow_insecure)
+            .map_err(|problem| err("RULES_FILE", format!("{place}: its URL {problem}")))?;
+        out.push(DestinationConfig {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            url,
+        });
+    }
+    Ok(out)
+}
+
 impl RunArgs {
     /// Validates everything and builds the [`Config`]. Reads the secret file if given.
     pub fn resolve(self) -> Result<Config, ConfigError> {
@@ -527,11 +617,12 @@ impl RunArgs {
             }
         };
 
-        let allow_insecure_slack = match &self.slack_allow_insecure_url {
-            Some(raw) => parse_bool("SLACK_ALLOW_INSECURE_URL", raw)?,
-            None => false,
-        };
-        let slack_webhook = match (
+        let allow_insecure = self.allow_insecure_webhooks
+            || match &self.slack_allow_insecure_url {
+                Some(raw) => parse_bool("SLACK_ALLOW_INSECURE_URL", raw)?,
+                None => false,
+            };
+        let slack_url: Option<String> = match (
             self.slack_webhook_url.filter(|v| !v.trim().is_empty()),
             self.slack_webhook_url_file,
         ) {
@@ -541,7 +632,7 @@ impl RunArgs {
                     "set either SLACK_WEBHOOK_URL or SLACK_WEBHOOK_URL_FILE, not both",
                 ));
             }
-            (Some(raw), None) => Some(parse_slack_webhook_with(&raw, allow_insecure_slack)?),
+            (Some(raw), None) => Some(raw),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     err(
@@ -549,13 +640,32 @@ impl RunArgs {
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                Some(
-                    parse_slack_webhook_with(text.trim(), allow_insecure_slack)
-                        .map_err(|e| err("SLACK_WEBHOOK_URL_FILE", e.problem))?,
-                )
+                Some(text.trim().to_string())
             }
             (None, None) => None,
         };
+        // Destinations are resolved once the rules file (which may declare more) is loaded.
+        let mut delivery = DeliveryConfig::default();
+        if let Some(raw) = self.alert_max_attempts.filter(|v| !v.trim().is_empty()) {
+            delivery.max_attempts = raw
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    err(
+                        "ALERT_MAX_ATTEMPTS",
+                        format!("{raw:?} is not a number between 1 and 100"),
+                    )
+                })?;
+        }
+        if let Some(raw) = self.alert_group_wait.filter(|v| !v.trim().is_empty()) {
+            delivery.group_wait = match raw.trim() {
+                "0" => Duration::ZERO,
+                raw => humantime::parse_duration(raw)
+                    .map_err(|_| err("ALERT_GROUP_WAIT", "is not a duration like 10s"))?,
+            };
+        }
 
         let database_url = match (
             self.database_url.filter(|v| !v.trim().is_empty()),
@@ -629,6 +739,11 @@ impl RunArgs {
             }
             None => (crate::rules::RuleSet::builtin_idle(idle_threshold), None),
         };
+        delivery.destinations = resolve_destinations(
+            slack_url.as_deref(),
+            &rules.destination_specs(),
+            allow_insecure,
+        )?;
 
         let listen_addr: SocketAddr = match self.listen_addr.filter(|v| !v.trim().is_empty()) {
             Some(raw) => raw.trim().parse().map_err(|_| {
@@ -754,10 +869,7 @@ impl RunArgs {
                 topics_per_channel: 1000,
                 request_timeout: Duration::from_secs(30),
             },
-            slack: SlackConfig {
-                webhook_url: slack_webhook,
-                ..SlackConfig::default()
-            },
+            delivery,
             database_url: Secret::new(database_url),
             idle_threshold,
             rules: std::sync::Arc::new(rules),
@@ -1034,6 +1146,83 @@ mod tests {
         }
         .resolve()
         .unwrap();
-        assert!(c.slack.webhook_url.is_some());
+        assert!(!c.delivery.destinations.is_empty());
+    }
+
+    #[test]
+    fn destination_urls_are_checked_unless_insecure_is_allowed() {
+        use DestinationKind::{Slack, Webhook};
+        assert!(destination_url(Slack, "https://hooks.slack.com/services/T/B/X", false).is_ok());
+        let e =
+            destination_url(Slack, "https://example.com/services/T/B/s3cret", false).unwrap_err();
+        assert!(
+            e.contains("hooks.slack.com") && !e.contains("s3cret"),
+            "{e}"
+        );
+        assert!(destination_url(Slack, "http://127.0.0.1:9/hook", true).is_ok());
+        assert!(destination_url(Webhook, "https://tool.example/hook", false).is_ok());
+        assert!(destination_url(Webhook, "http://tool.example/hook", false).is_err());
+        assert!(destination_url(Webhook, "http://tool.example/hook", true).is_ok());
+        assert!(destination_url(Webhook, "ftp://tool.example/hook", true).is_err());
+    }
+
+    #[test]
+    fn destinations_resolve_from_env_and_files() {
+        let dir = std::env::temp_dir().join(format!("am-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ops_url");
+        std::fs::write(&file, "https://tool.example/hook\n").unwrap();
+        let specs = vec![
+            DestinationSpec {
+                name: "team".into(),
+                kind: DestinationKind::Slack,
+                url: UrlSource::Env("TEAM_URL".into()),
+                line: 3,
+            },
+            DestinationSpec {
+                name: "ops".into(),
+                kind: DestinationKind::Webhook,
+                url: UrlSource::File(file.clone()),
+                line: 8,
+            },
+        ];
+        let env = |v: &str| {
+            (v == "TEAM_URL").then(|| "https://hooks.slack.com/services/T/B/Y".to_string())
+        };
+        let out = resolve_destinations_with(
+            Some("https://hooks.slack.com/services/T/B/X"),
+            &specs,
+            false,
+            env,
+        )
+        .unwrap();
+        let names: Vec<&str> = out.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["default", "team", "ops"]);
+        assert_eq!(out[2].url.expose(), "https://tool.example/hook");
+        assert_eq!(out[2].kind, DestinationKind::Webhook);
+
+        // A missing variable names the destination and its line.
+        let e = resolve_destinations_with(None, &specs, false, |_| None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"team\" (rules file line 3): url_env TEAM_URL is not set"),
+            "{e}"
+        );
+        // A bad URL never shows the URL.
+        let e = resolve_destinations_with(None, &specs, false, |_| {
+            Some("https://evil.example/s3cret".into())
+        })
+        .unwrap_err();
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        // `default` twice.
+        let twice = [DestinationSpec {
+            name: "default".into(),
+            ..specs[0].clone()
+        }];
+        assert!(
+            resolve_destinations_with(Some("https://hooks.slack.com/x"), &twice, false, env)
+                .is_err()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

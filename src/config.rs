@@ -63,23 +63,114 @@ impl Default for PersistenceConfig {
     }
 }
 
-/// Slack incoming webhook delivery.
-#[derive(Debug, Clone)]
-pub struct SlackConfig {
-    /// `None`: alerts are logged and stored but not sent.
-    pub webhook_url: Option<Secret>,
-    /// Timeout of one POST (default 10 s).
-    pub timeout: Duration,
-    /// Attempts for 5xx, timeouts and connection errors (default 4).
-    pub max_attempts: u32,
+/// What kind of endpoint a destination is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationKind {
+    /// A Slack incoming webhook: Block Kit payload, `200 ok` is success, Slack's error strings.
+    Slack,
+    /// A generic JSON webhook: the documented JSON body (`slack::blocks::webhook_body`), any 2xx
+    /// is success.
+    Webhook,
 }
 
-impl Default for SlackConfig {
+impl DestinationKind {
+    /// `slack` or `webhook`, as written in the rules file and shown in `/readyz`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Slack => "slack",
+            DestinationKind::Webhook => "webhook",
+        }
+    }
+
+    /// Parses `slack` / `webhook`.
+    pub fn parse(raw: &str) -> Option<DestinationKind> {
+        match raw {
+            "slack" => Some(DestinationKind::Slack),
+            "webhook" => Some(DestinationKind::Webhook),
+            _ => None,
+        }
+    }
+}
+
+/// The implicit destination fed by `SLACK_WEBHOOK_URL`; alerts without a destination go there.
+pub const DEFAULT_DESTINATION: &str = "default";
+
+/// One named alert destination with its (validated, secret) URL.
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    /// Unique name (`default` for `SLACK_WEBHOOK_URL`).
+    pub name: String,
+    pub kind: DestinationKind,
+    /// The URL is the credential: never logged.
+    pub url: Secret,
+}
+
+impl DestinationConfig {
+    /// A Slack destination.
+    pub fn slack(name: impl Into<String>, url: Secret) -> Self {
+        DestinationConfig {
+            name: name.into(),
+            kind: DestinationKind::Slack,
+            url,
+        }
+    }
+
+    /// A generic JSON webhook destination.
+    pub fn webhook(name: impl Into<String>, url: Secret) -> Self {
+        DestinationConfig {
+            name: name.into(),
+            kind: DestinationKind::Webhook,
+            url,
+        }
+    }
+}
+
+/// Alert delivery: destinations, pacing, retries and grouping (`shared/alerting.md` §4.8–4.11).
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Every destination; none: alerts are logged and stored but not sent (`not_configured`).
+    pub destinations: Vec<DestinationConfig>,
+    /// Timeout of one POST (default 10 s).
+    pub timeout: Duration,
+    /// Requests per message for 5xx, timeouts and connection errors (default 10).
+    pub max_attempts: u32,
+    /// A message is given up once retrying would pass this long after its first attempt
+    /// (default 15 min).
+    pub max_retry_time: Duration,
+    /// First retry delay; doubles per failure up to `max_backoff`, jittered (default 1 s).
+    pub base_backoff: Duration,
+    /// Longest retry delay (default 60 s).
+    pub max_backoff: Duration,
+    /// Wait after a 429 without `Retry-After` (default 3 s).
+    pub default_retry_after: Duration,
+    /// Messages per destination at once (default 3) …
+    pub burst: u32,
+    /// … then one per this interval (default 1 s).
+    pub send_interval: Duration,
+    /// Alerts of one rule and destination that fire within this window share one message
+    /// (default 10 s; zero: no grouping).
+    pub group_wait: Duration,
+    /// Agents listed in a grouped message before "+k more" (default 20).
+    pub group_max_listed: usize,
+    /// How long the active silences read from the database are reused (default 1 s).
+    pub silence_cache: Duration,
+}
+
+impl Default for DeliveryConfig {
     fn default() -> Self {
-        SlackConfig {
-            webhook_url: None,
+        DeliveryConfig {
+            destinations: Vec::new(),
             timeout: Duration::from_secs(10),
-            max_attempts: 4,
+            max_attempts: 10,
+            max_retry_time: Duration::from_secs(15 * 60),
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            default_retry_after: Duration::from_secs(3),
+            burst: 3,
+            send_interval: Duration::from_secs(1),
+            group_wait: Duration::from_secs(10),
+            group_max_listed: 20,
+            silence_cache: Duration::from_secs(1),
         }
     }
 }
@@ -88,7 +179,8 @@ impl Default for SlackConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub genesys: GenesysConfig,
-    pub slack: SlackConfig,
+    /// Alert destinations and delivery tuning.
+    pub delivery: DeliveryConfig,
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: Secret,
     /// Alert when an agent stays idle this long (default 15 minutes): the built-in `idle`

@@ -1,40 +1,84 @@
 #![warn(missing_docs)]
-//! The Slack actor: posts alerts to the incoming webhook, one at a time, and reports each
-//! outcome to the persistence actor as `PersistMsg::AlertOutcome`.
+//! The Slack actor: delivers alerts to every configured destination (Slack incoming webhooks
+//! and generic JSON webhooks) and reports each alert's outcome to the persistence actor as
+//! `PersistMsg::AlertOutcome` (and `PersistMsg::DeadLetter` when it fails for good).
 //!
-//! Deliveries are serial: while one alert waits out a 429 or a backoff, the next ones queue in
-//! the mailbox, which is the "pause the whole webhook queue" the alerting reference asks for
-//! (`shared/alerting.md` §4.9–4.10). On top of that a token bucket (burst 3, 1 message per
-//! second) keeps us under Slack's "1 message per second" webhook limit. A delivery failure is
-//! never an `Err` from `handle` (that would restart the actor): it becomes a `Failed` outcome.
+//! Model: `shared/alerting.md` §4.8–4.12.
 //!
-//! Because a handler is not interrupted by `stop`, stopping waits for the delivery in progress
-//! (at most `max_attempts` × the 10 s timeout plus backoffs).
+//! - **One queue per destination**, each paced by its own token bucket (burst 3, then one
+//!   message per second). A destination's queue is serial: one POST in flight at a time.
+//! - **Nothing blocks the handler**: a POST runs in a spawned task that reports back with
+//!   [`SlackMsg::Sent`]; pacing waits, 429 pauses and retry backoffs are `send_after` timers
+//!   ([`SlackMsg::Wake`]). So `/readyz` status requests and other destinations never wait.
+//! - **Grouping**: alerts of the same rule and destination (and the same kind, firing or
+//!   resolved) arriving within `group_wait` share one message ([`SlackMsg::GroupDue`]); every
+//!   alert still gets its own outcome.
+//! - **Retries**: 429 pauses the destination for `Retry-After` (the message stays at the head);
+//!   5xx, timeouts and connection errors back off exponentially with jitter, bounded by
+//!   `max_attempts` and `max_retry_time`. Before every send the head message is checked: a
+//!   firing alert whose episode has ended ([`SlackMsg::EpisodeEnded`], or a resolved alert of the
+//!   same episode received) is dropped (`DeliveryStatus::Dropped`); the resolved message, if
+//!   any, is delivered in its place.
+//! - **Permanent errors**, by Slack's body string first: payload errors get one text-only retry,
+//!   then a dead letter; destination errors (`channel_is_archived`, `no_service`, …) disable the
+//!   destination, dead-letter its backlog and show in `/readyz`; other refusals dead-letter the
+//!   message.
+//! - **Silences and quiet hours**: an alert with `muted` set, or matching an active silence
+//!   (read from the database, cached for `silence_cache`), is recorded `suppressed`, not sent.
+//!
+//! Webhook URLs are credentials: never logged, never in outcomes or dead letters.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rand::Rng;
+use serde_json::Value;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::actors::persistence::PersistMsg;
-use crate::config::SlackConfig;
-use crate::domain::{Alert, AlertOutcome, DeliveryStatus};
-use crate::slack::{SlackWebhook, alert_message, text_only_message};
+use crate::config::{DEFAULT_DESTINATION, DeliveryConfig, DestinationKind};
+use crate::domain::{Alert, AlertKind, AlertOutcome, DeadLetter, DeliveryStatus, Silence};
+use crate::health::DestinationStatus;
+use crate::slack::{Answer, Endpoint, group_message, group_text_only, webhook_body};
 
 /// Messages of the Slack actor.
+// `Alert(Alert)` is the agent actors' contract; boxing it would change every sender.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SlackMsg {
     /// Deliver one alert; the outcome goes to the persistence actor as `PersistMsg::AlertOutcome`.
     Alert(Alert),
-    /// An episode ended: a firing message of it still waiting for a retry no longer matters.
+    /// An episode ended: a firing message of it still waiting (grouping, pacing or a retry) no
+    /// longer matters and is dropped.
     EpisodeEnded {
         /// `<rule>:<user_id>:<episode start in ms>`.
         episode_key: String,
     },
     /// The status of every destination, for `/readyz`.
-    Status(ractor::RpcReplyPort<Vec<crate::health::DestinationStatus>>),
+    Status(ractor::RpcReplyPort<Vec<DestinationStatus>>),
+    /// Internal: the `group_wait` of a group is over: queue its message.
+    GroupDue {
+        /// Destination name.
+        destination: String,
+        /// Group id.
+        group: u64,
+    },
+    /// Internal: look at a destination's queue again (pacing, a pause or a backoff is over).
+    Wake {
+        /// Destination name.
+        destination: String,
+    },
+    /// Internal: the POST of a destination's in-flight message finished.
+    Sent {
+        /// Destination name.
+        destination: String,
+        /// How it ended.
+        answer: Answer,
+    },
 }
 
 /// The Slack actor (ractor). Spawn it with [`SlackArgs`].
@@ -44,18 +88,140 @@ pub struct SlackActor;
 /// Arguments of [`SlackActor`].
 #[derive(Debug, Clone)]
 pub struct SlackArgs {
-    /// Webhook URL (`None`: alerts are only logged, outcome `not_configured`), POST timeout and
-    /// attempts.
-    pub config: SlackConfig,
-    /// Where outcomes go (`PersistMsg::AlertOutcome`).
+    /// Destinations (none: alerts are only logged, outcome `not_configured`), pacing, retries,
+    /// grouping.
+    pub config: DeliveryConfig,
+    /// Where outcomes and dead letters go.
     pub persistence: ActorRef<PersistMsg>,
+    /// Where active silences are read (`db::alerting::active_silences`); `None`: no silences.
+    pub db: Option<sea_orm::DatabaseConnection>,
 }
 
 /// State of [`SlackActor`].
 pub struct SlackState {
-    webhook: Option<SlackWebhook>,
-    persistence: ActorRef<PersistMsg>,
+    config: DeliveryConfig,
+    report: Reporter,
+    db: Option<sea_orm::DatabaseConnection>,
+    destinations: BTreeMap<String, Destination>,
+    /// Episodes known to have ended, with when we learnt it (pruned after an hour).
+    ended: HashMap<String, Instant>,
+    /// Active silences and when they were read.
+    silences: Option<(Instant, Vec<Silence>)>,
+    next_group: u64,
+}
+
+/// One destination's queue and health.
+struct Destination {
+    name: String,
+    kind: DestinationKind,
+    endpoint: Endpoint,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    /// Groups still inside their `group_wait`.
+    groups: Vec<Group>,
+    queue: VecDeque<Message>,
+    in_flight: Option<Message>,
     pacer: Pacer,
+    /// Paused by a 429 until then.
+    paused_until: Option<(Instant, DateTime<Utc>)>,
+    /// A `Wake` is scheduled for then.
+    wake_at: Option<Instant>,
+    delivered: u64,
+    failed: u64,
+}
+
+struct Group {
+    id: u64,
+    rule: String,
+    resolved: bool,
+    alerts: Vec<Alert>,
+}
+
+/// One message of a destination: one alert, or a group of one rule.
+struct Message {
+    alerts: Vec<Alert>,
+    /// Slack refused the blocks once: send the text only.
+    text_only: bool,
+    /// HTTP requests made.
+    attempts: u32,
+    /// 5xx / transport failures so far.
+    failures: u32,
+    first_attempt: Option<(Instant, DateTime<Utc>)>,
+    not_before: Option<Instant>,
+    /// The last payload sent (for the dead letter's hash).
+    payload: Option<Value>,
+}
+
+impl Message {
+    fn new(alerts: Vec<Alert>) -> Self {
+        Message {
+            alerts,
+            text_only: false,
+            attempts: 0,
+            failures: 0,
+            first_attempt: None,
+            not_before: None,
+            payload: None,
+        }
+    }
+}
+
+/// Sends outcomes and dead letters to the persistence actor.
+struct Reporter {
+    persistence: ActorRef<PersistMsg>,
+}
+
+impl Reporter {
+    fn outcome(&self, alert: &Alert, status: DeliveryStatus, error: Option<String>, attempts: u32) {
+        let outcome = AlertOutcome {
+            alert_key: alert.alert_key.clone(),
+            status,
+            error,
+            attempts,
+            finished_at: Utc::now(),
+        };
+        if let Err(e) = self.persistence.cast(PersistMsg::AlertOutcome(outcome)) {
+            warn!(alert_key = %alert.alert_key, error = %e,
+                  "could not report an alert outcome to the persistence actor");
+        }
+    }
+
+    /// Every alert of `msg` failed for good: `Failed` outcomes and dead letters.
+    fn fail(&self, destination: &str, msg: &Message, error: &str) {
+        let now = Utc::now();
+        let first = msg.first_attempt.map_or(now, |(_, at)| at);
+        let hash = msg.payload.as_ref().map(payload_hash).unwrap_or_default();
+        for alert in &msg.alerts {
+            crate::metrics::alert_failed(error);
+            crate::metrics::delivery_dequeued();
+            self.outcome(
+                alert,
+                DeliveryStatus::Failed,
+                Some(error.to_string()),
+                msg.attempts,
+            );
+            let letter = DeadLetter {
+                alert_key: alert.alert_key.clone(),
+                destination: destination.to_string(),
+                error: error.to_string(),
+                attempts: msg.attempts,
+                first_attempt_at: first,
+                last_attempt_at: now,
+                payload_hash: hash.clone(),
+            };
+            if let Err(e) = self.persistence.cast(PersistMsg::DeadLetter(letter)) {
+                warn!(alert_key = %alert.alert_key, error = %e,
+                      "could not report a dead letter to the persistence actor");
+            }
+        }
+    }
+}
+
+/// A fingerprint of a payload (std hasher, hex), to spot identical dead letters.
+fn payload_hash(payload: &Value) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    payload.to_string().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 impl Actor for SlackActor {
@@ -63,102 +229,498 @@ impl Actor for SlackActor {
     type State = SlackState;
     type Arguments = SlackArgs;
 
-    /// Builds the HTTP client; fails only if it cannot be built (a TLS setup problem).
+    /// Builds one HTTP client per destination; fails only if one cannot be built (a TLS setup
+    /// problem).
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
         args: SlackArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let webhook = match args.config.webhook_url.clone() {
-            Some(url) => Some(SlackWebhook::new(url, &args.config)?),
-            None => {
-                info!("no Slack webhook configured: alerts are logged and stored only");
-                None
-            }
-        };
+        let mut destinations = BTreeMap::new();
+        for d in &args.config.destinations {
+            let endpoint = Endpoint::new(d.url.clone(), d.kind, args.config.timeout)?;
+            info!(destination = %d.name, kind = d.kind.as_str(), "alert destination ready");
+            destinations.insert(
+                d.name.clone(),
+                Destination {
+                    name: d.name.clone(),
+                    kind: d.kind,
+                    endpoint,
+                    enabled: true,
+                    disabled_reason: None,
+                    groups: Vec::new(),
+                    queue: VecDeque::new(),
+                    in_flight: None,
+                    pacer: Pacer::new(args.config.burst.max(1), args.config.send_interval),
+                    paused_until: None,
+                    wake_at: None,
+                    delivered: 0,
+                    failed: 0,
+                },
+            );
+        }
+        if destinations.is_empty() {
+            info!("no alert destination configured: alerts are logged and stored only");
+        }
         Ok(SlackState {
-            webhook,
-            persistence: args.persistence,
-            pacer: Pacer::new(3, Duration::from_secs(1)),
+            config: args.config,
+            report: Reporter {
+                persistence: args.persistence,
+            },
+            db: args.db,
+            destinations,
+            ended: HashMap::new(),
+            silences: None,
+            next_group: 0,
         })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SlackMsg::EpisodeEnded { .. } => {}
+            SlackMsg::Alert(alert) => state.accept(&myself, alert).await,
+            SlackMsg::EpisodeEnded { episode_key } => state.episode_ended(episode_key),
             SlackMsg::Status(reply) => {
-                let _ = reply.send(Vec::new());
+                let _ = reply.send(state.status());
             }
-            SlackMsg::Alert(alert) => {
-                let outcome = deliver(state, &alert).await;
-                crate::metrics::delivery_dequeued();
-                if let Err(e) = state
-                    .persistence
-                    .cast(PersistMsg::AlertOutcome(outcome.clone()))
-                {
-                    warn!(alert_key = %outcome.alert_key, error = %e,
-                          "could not report an alert outcome to the persistence actor");
+            SlackMsg::GroupDue { destination, group } => {
+                if let Some(dest) = state.destinations.get_mut(&destination) {
+                    if let Some(i) = dest.groups.iter().position(|g| g.id == group) {
+                        let group = dest.groups.remove(i);
+                        dest.queue.push_back(Message::new(group.alerts));
+                    }
                 }
+                state.pump(&myself, &destination);
+            }
+            SlackMsg::Wake { destination } => {
+                if let Some(dest) = state.destinations.get_mut(&destination) {
+                    if dest.wake_at.is_some_and(|w| w <= Instant::now()) {
+                        dest.wake_at = None;
+                    }
+                }
+                state.pump(&myself, &destination);
+            }
+            SlackMsg::Sent {
+                destination,
+                answer,
+            } => {
+                state.sent(&destination, answer);
+                state.pump(&myself, &destination);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        for dest in state.destinations.values() {
+            let waiting = dest.depth();
+            if waiting > 0 {
+                warn!(destination = %dest.name, waiting,
+                      "stopping with alert messages not delivered");
             }
         }
         Ok(())
     }
 }
 
-/// Delivers one alert and describes how it ended. Payload refusals (`invalid_blocks`, …) get
-/// one text-only retry (alerting reference §4.11).
-async fn deliver(state: &mut SlackState, alert: &Alert) -> AlertOutcome {
-    let outcome = |status, error, attempts| AlertOutcome {
-        alert_key: alert.alert_key.clone(),
-        status,
-        error,
-        attempts,
-        finished_at: Utc::now(),
-    };
-    let Some(webhook) = state.webhook.as_ref() else {
-        info!(alert_key = %alert.alert_key, user_id = %alert.user_id,
-              user_name = alert.user_name.as_deref().unwrap_or(""), state = %alert.state,
-              since = %alert.since, held_s = alert.held_for().as_secs(),
-              "idle alert (no Slack webhook configured)");
-        return outcome(DeliveryStatus::NotConfigured, None, 0);
-    };
-    state.pacer.take().await;
-    let first = webhook.post(&alert_message(alert)).await;
-    let result = match first {
-        Err(e) if e.is_payload_error() => {
-            warn!(alert_key = %alert.alert_key, error = %e.slack_error(),
-                  "Slack refused the blocks: retrying once as text only");
-            state.pacer.take().await;
-            let spent = e.attempts();
-            match webhook.post(&text_only_message(alert)).await {
-                Ok(d) => Ok(d.attempts + spent),
-                Err(e2) => Err((e2.slack_error(), e2.attempts() + spent, e2.to_string())),
+impl Destination {
+    /// Alerts waiting or in flight.
+    fn depth(&self) -> usize {
+        self.groups.iter().map(|g| g.alerts.len()).sum::<usize>()
+            + self.queue.iter().map(|m| m.alerts.len()).sum::<usize>()
+            + self.in_flight.as_ref().map_or(0, |m| m.alerts.len())
+    }
+
+    /// Makes sure a `Wake` comes at or before `at`.
+    fn wake(&mut self, myself: &ActorRef<SlackMsg>, at: Instant) {
+        let now = Instant::now();
+        if self.wake_at.is_some_and(|w| w > now && w <= at) {
+            return;
+        }
+        self.wake_at = Some(at);
+        let destination = self.name.clone();
+        myself.send_after(at.saturating_duration_since(now), move || SlackMsg::Wake {
+            destination,
+        });
+    }
+}
+
+impl SlackState {
+    /// Records, suppresses or queues one alert.
+    async fn accept(&mut self, myself: &ActorRef<SlackMsg>, alert: Alert) {
+        if let Some(reason) = &alert.muted {
+            info!(alert_key = %alert.alert_key, reason = %reason, "alert muted: recorded, not sent");
+            self.report
+                .outcome(&alert, DeliveryStatus::Suppressed, Some(reason.clone()), 0);
+            return;
+        }
+        if let Some(silence) = self.silence_for(&alert).await {
+            info!(alert_key = %alert.alert_key, silence = silence.id, "alert silenced: recorded, not sent");
+            self.report.outcome(
+                &alert,
+                DeliveryStatus::Suppressed,
+                Some(format!("silenced: {}", silence.comment)),
+                0,
+            );
+            return;
+        }
+        if matches!(alert.kind, AlertKind::Resolved { .. }) && !alert.episode_key.is_empty() {
+            self.episode_ended(alert.episode_key.clone());
+        }
+        let name = alert
+            .destination
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DESTINATION.to_string());
+        let Some(dest) = self.destinations.get_mut(&name) else {
+            info!(alert_key = %alert.alert_key, destination = %name, user_id = %alert.user_id,
+                  user_name = alert.user_name.as_deref().unwrap_or(""), state = %alert.state,
+                  since = %alert.since, held_s = alert.held_for().as_secs(),
+                  kind = alert.kind.as_str(),
+                  "alert (destination not configured: logged and stored only)");
+            self.report
+                .outcome(&alert, DeliveryStatus::NotConfigured, None, 0);
+            return;
+        };
+        crate::metrics::delivery_queued();
+        if !dest.enabled {
+            let reason = dest.disabled_reason.clone().unwrap_or_default();
+            dest.failed += 1;
+            let mut msg = Message::new(vec![alert]);
+            msg.payload = Some(payload(dest, &msg, self.config.group_max_listed));
+            self.report
+                .fail(&name, &msg, &format!("destination disabled: {reason}"));
+            return;
+        }
+        if self.config.group_wait.is_zero() {
+            dest.queue.push_back(Message::new(vec![alert]));
+            self.pump(myself, &name);
+            return;
+        }
+        let resolved = matches!(alert.kind, AlertKind::Resolved { .. });
+        match dest
+            .groups
+            .iter_mut()
+            .find(|g| g.rule == alert.rule && g.resolved == resolved)
+        {
+            Some(group) => group.alerts.push(alert),
+            None => {
+                self.next_group += 1;
+                let id = self.next_group;
+                dest.groups.push(Group {
+                    id,
+                    rule: alert.rule.clone(),
+                    resolved,
+                    alerts: vec![alert],
+                });
+                let destination = name.clone();
+                myself.send_after(self.config.group_wait, move || SlackMsg::GroupDue {
+                    destination,
+                    group: id,
+                });
             }
         }
-        Ok(d) => Ok(d.attempts),
-        Err(e) => Err((e.slack_error(), e.attempts(), e.to_string())),
-    };
-    match result {
-        Ok(attempts) => {
-            info!(alert_key = %alert.alert_key, attempts, "alert delivered to Slack");
-            crate::metrics::alert_delivered();
-            outcome(DeliveryStatus::Delivered, None, attempts)
+    }
+
+    /// The active silence matching `alert`, if any (silences are re-read at most every
+    /// `silence_cache`; a read error is logged and counts as no silence).
+    async fn silence_for(&mut self, alert: &Alert) -> Option<Silence> {
+        let db = self.db.as_ref()?;
+        let fresh = self
+            .silences
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < self.config.silence_cache);
+        if !fresh {
+            match crate::db::alerting::active_silences(db, Utc::now()).await {
+                Ok(list) => self.silences = Some((Instant::now(), list)),
+                Err(e) => {
+                    warn!(error = %crate::db::describe(&e),
+                          "could not read silences: alerts are delivered unsilenced");
+                    self.silences = Some((Instant::now(), Vec::new()));
+                }
+            }
         }
-        Err((error, attempts, description)) => {
-            warn!(alert_key = %alert.alert_key, attempts, error = %description,
-                  "alert delivery to Slack failed");
-            crate::metrics::alert_failed(&error);
-            outcome(DeliveryStatus::Failed, Some(error), attempts)
+        let now = Utc::now();
+        self.silences
+            .as_ref()
+            .and_then(|(_, list)| list.iter().find(|s| s.matches(alert, now)).cloned())
+    }
+
+    fn episode_ended(&mut self, episode_key: String) {
+        let now = Instant::now();
+        if self.ended.len() > 10_000 {
+            self.ended
+                .retain(|_, at| now.duration_since(*at) < Duration::from_secs(3600));
+        }
+        self.ended.insert(episode_key, now);
+    }
+
+    fn status(&self) -> Vec<DestinationStatus> {
+        let now = Instant::now();
+        self.destinations
+            .values()
+            .map(|d| DestinationStatus {
+                name: d.name.clone(),
+                kind: d.kind.as_str().into(),
+                enabled: d.enabled,
+                disabled_reason: d.disabled_reason.clone(),
+                queue_depth: d.depth(),
+                paused_until: d
+                    .paused_until
+                    .filter(|(at, _)| *at > now)
+                    .map(|(_, utc)| utc),
+                delivered: d.delivered,
+                failed: d.failed,
+            })
+            .collect()
+    }
+
+    /// Sends the head of a destination's queue if nothing is in flight and pacing, pauses and
+    /// backoffs allow; otherwise schedules a `Wake`. Firing alerts of ended episodes are dropped
+    /// from the head first.
+    fn pump(&mut self, myself: &ActorRef<SlackMsg>, name: &str) {
+        let Some(dest) = self.destinations.get_mut(name) else {
+            return;
+        };
+        loop {
+            if !dest.enabled || dest.in_flight.is_some() {
+                return;
+            }
+            let Some(head) = dest.queue.front_mut() else {
+                return;
+            };
+            let (stale, live): (Vec<Alert>, Vec<Alert>) =
+                std::mem::take(&mut head.alerts).into_iter().partition(|a| {
+                    matches!(a.kind, AlertKind::Firing { .. })
+                        && self.ended.contains_key(&a.episode_key)
+                });
+            head.alerts = live;
+            for alert in &stale {
+                info!(alert_key = %alert.alert_key, destination = %dest.name,
+                      "episode ended before delivery: firing alert dropped");
+                crate::metrics::delivery_dequeued();
+                self.report.outcome(
+                    alert,
+                    DeliveryStatus::Dropped,
+                    Some("episode ended before delivery".into()),
+                    head.attempts,
+                );
+            }
+            if !stale.is_empty() {
+                // The payload changes with the alerts: the text-only downgrade starts over.
+                head.text_only = false;
+                // The firing message becomes the resolved one: resolved alerts of the same
+                // episodes waiting further back (queue or group) take its place.
+                let head_empty = head.alerts.is_empty();
+                let resolved = take_resolved(dest, &stale);
+                if head_empty {
+                    dest.queue.pop_front();
+                    if !resolved.is_empty() {
+                        dest.queue.push_front(Message::new(resolved));
+                    }
+                    continue;
+                }
+                if !resolved.is_empty() {
+                    dest.queue.insert(1, Message::new(resolved));
+                }
+            }
+            let Some(head) = dest.queue.front() else {
+                return;
+            };
+            let now = Instant::now();
+            if let Some((until, _)) = dest.paused_until {
+                if until > now {
+                    dest.wake(myself, until);
+                    return;
+                }
+                dest.paused_until = None;
+            }
+            if let Some(at) = head.not_before.filter(|at| *at > now) {
+                dest.wake(myself, at);
+                return;
+            }
+            if let Err(wait) = dest.pacer.try_take(now) {
+                dest.wake(myself, now + wait);
+                return;
+            }
+            let mut msg = dest.queue.pop_front().expect("the head exists");
+            let payload = payload(dest, &msg, self.config.group_max_listed);
+            msg.attempts += 1;
+            msg.not_before = None;
+            msg.first_attempt.get_or_insert((now, Utc::now()));
+            msg.payload = Some(payload.clone());
+            let endpoint = dest.endpoint.clone();
+            let reply = myself.clone();
+            let destination = dest.name.clone();
+            tokio::spawn(async move {
+                let answer = endpoint.post_once(&payload).await;
+                let _ = reply.cast(SlackMsg::Sent {
+                    destination,
+                    answer,
+                });
+            });
+            dest.in_flight = Some(msg);
+            return;
+        }
+    }
+
+    /// Handles the answer to the in-flight message of a destination.
+    fn sent(&mut self, name: &str, answer: Answer) {
+        let config = &self.config;
+        let Some(dest) = self.destinations.get_mut(name) else {
+            return;
+        };
+        let Some(mut msg) = dest.in_flight.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let elapsed = msg
+            .first_attempt
+            .map_or(Duration::ZERO, |(at, _)| now.duration_since(at));
+        match answer {
+            Answer::Delivered => {
+                info!(destination = %dest.name, alerts = msg.alerts.len(), attempts = msg.attempts,
+                      "alert message delivered");
+                dest.delivered += 1;
+                for alert in &msg.alerts {
+                    crate::metrics::alert_delivered();
+                    crate::metrics::delivery_dequeued();
+                    self.report
+                        .outcome(alert, DeliveryStatus::Delivered, None, msg.attempts);
+                }
+            }
+            Answer::RateLimited(wait) => {
+                crate::metrics::rate_limited("slack");
+                let wait = wait.unwrap_or(config.default_retry_after);
+                if elapsed + wait > config.max_retry_time {
+                    warn!(destination = %dest.name, wait_ms = wait.as_millis() as u64,
+                          "rate limited past the retry time budget: giving up on the message");
+                    dest.failed += 1;
+                    self.report.fail(&dest.name, &msg, "rate_limited");
+                } else {
+                    warn!(destination = %dest.name, wait_ms = wait.as_millis() as u64,
+                          "rate limited (429): pausing this destination");
+                    dest.paused_until = Some((now + wait, Utc::now() + wait));
+                    dest.queue.push_front(msg);
+                }
+            }
+            Answer::Retryable(error) => {
+                msg.failures += 1;
+                let delay = backoff(config, msg.failures - 1);
+                if msg.failures >= config.max_attempts.max(1)
+                    || elapsed + delay > config.max_retry_time
+                {
+                    warn!(destination = %dest.name, attempts = msg.attempts, error = %error,
+                          "alert delivery failed: retries exhausted");
+                    dest.failed += 1;
+                    self.report.fail(&dest.name, &msg, &error);
+                } else {
+                    warn!(destination = %dest.name, attempts = msg.attempts, error = %error,
+                          delay_ms = delay.as_millis() as u64, "alert delivery failed: retrying");
+                    msg.not_before = Some(now + delay);
+                    dest.queue.push_front(msg);
+                }
+            }
+            Answer::Payload(error) if !msg.text_only && dest.kind == DestinationKind::Slack => {
+                warn!(destination = %dest.name, error = %error,
+                      "Slack refused the blocks: retrying once as text only");
+                msg.text_only = true;
+                dest.queue.push_front(msg);
+            }
+            Answer::Payload(error) | Answer::Permanent(error) => {
+                warn!(destination = %dest.name, attempts = msg.attempts, error = %error,
+                      "alert message refused for good: dead-lettered");
+                dest.failed += 1;
+                self.report.fail(&dest.name, &msg, &error);
+            }
+            Answer::Destination(error) => {
+                error!(destination = %dest.name, kind = dest.kind.as_str(), error = %error,
+                       "alert destination disabled: the webhook no longer accepts messages \
+                        (fix or replace it and restart); its queued alerts are dead-lettered");
+                dest.enabled = false;
+                dest.disabled_reason = Some(error.clone());
+                dest.paused_until = None;
+                let mut backlog: Vec<Message> = std::iter::once(msg)
+                    .chain(dest.queue.drain(..))
+                    .chain(dest.groups.drain(..).map(|g| Message::new(g.alerts)))
+                    .collect();
+                for m in &mut backlog {
+                    if m.payload.is_none() {
+                        m.payload = Some(payload(dest, m, config.group_max_listed));
+                    }
+                }
+                for m in &backlog {
+                    dest.failed += 1;
+                    self.report.fail(&dest.name, m, &error);
+                }
+            }
         }
     }
 }
 
-/// A token bucket: `capacity` sends at once, then one per `every`.
+/// Takes the resolved alerts of `stale`'s episodes out of `dest`'s queue (after its head) and
+/// groups; emptied messages and groups disappear (a group's `GroupDue` then finds nothing).
+fn take_resolved(dest: &mut Destination, stale: &[Alert]) -> Vec<Alert> {
+    let is_match = |a: &Alert| {
+        matches!(a.kind, AlertKind::Resolved { .. })
+            && stale.iter().any(|s| s.episode_key == a.episode_key)
+    };
+    let mut taken = Vec::new();
+    for msg in dest.queue.iter_mut().skip(1) {
+        let (matched, kept): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut msg.alerts)
+            .into_iter()
+            .partition(is_match);
+        msg.alerts = kept;
+        taken.extend(matched);
+    }
+    for group in &mut dest.groups {
+        let (matched, kept): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut group.alerts)
+            .into_iter()
+            .partition(is_match);
+        group.alerts = kept;
+        taken.extend(matched);
+    }
+    let mut index = 0;
+    dest.queue.retain(|m| {
+        index += 1;
+        index == 1 || !m.alerts.is_empty()
+    });
+    dest.groups.retain(|g| !g.alerts.is_empty());
+    taken
+}
+
+/// What `msg` sends to `dest`: Block Kit (or text only after a payload refusal) for Slack, the
+/// documented JSON for a generic webhook.
+fn payload(dest: &Destination, msg: &Message, max_listed: usize) -> Value {
+    match dest.kind {
+        DestinationKind::Slack if msg.text_only => group_text_only(&msg.alerts),
+        DestinationKind::Slack => group_message(&msg.alerts, max_listed),
+        DestinationKind::Webhook => webhook_body(&dest.name, &msg.alerts),
+    }
+}
+
+/// Exponential backoff with jitter: uniformly in `[c/2, c]` where
+/// `c = min(max_backoff, base_backoff × 2^retry)`.
+fn backoff(config: &DeliveryConfig, retry: u32) -> Duration {
+    let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
+    let ceiling = config
+        .base_backoff
+        .checked_mul(factor)
+        .unwrap_or(config.max_backoff)
+        .min(config.max_backoff);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+/// A token bucket: `capacity` sends at once, then one per `every`. Never sleeps: says how long
+/// to wait instead.
 struct Pacer {
     capacity: f64,
     tokens: f64,
@@ -176,218 +738,22 @@ impl Pacer {
         }
     }
 
-    /// Waits until a send is allowed and uses it.
-    async fn take(&mut self) {
-        let now = Instant::now();
+    /// Uses a send if one is available, else says how long until one is.
+    fn try_take(&mut self, now: Instant) -> Result<(), Duration> {
+        if self.every.is_zero() {
+            return Ok(());
+        }
         let refill = now.duration_since(self.updated).as_secs_f64() / self.every.as_secs_f64();
         self.tokens = (self.tokens + refill).min(self.capacity);
         self.updated = now;
-        if self.tokens < 1.0 {
-            let wait = self.every.mul_f64(1.0 - self.tokens);
-            tokio::time::sleep(wait).await;
-            self.tokens = 1.0;
-            self.updated = Instant::now();
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.every.mul_f64(1.0 - self.tokens))
         }
-        self.tokens -= 1.0;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use serde_json::{Value, json};
-    use tokio::sync::mpsc;
-
-    use super::*;
-    use crate::domain::{UserId, parse_timestamp};
-    use crate::genesys::test_server::{Reply, TestServer, wait_until};
-    use crate::secret::Secret;
-
-    /// Stands in for the persistence actor: forwards every outcome to a channel.
-    struct FakePersistence;
-
-    impl Actor for FakePersistence {
-        type Msg = PersistMsg;
-        type State = mpsc::UnboundedSender<AlertOutcome>;
-        type Arguments = mpsc::UnboundedSender<AlertOutcome>;
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<PersistMsg>,
-            tx: Self::Arguments,
-        ) -> Result<Self::State, ActorProcessingErr> {
-            Ok(tx)
-        }
-
-        async fn handle(
-            &self,
-            _myself: ActorRef<PersistMsg>,
-            message: PersistMsg,
-            tx: &mut Self::State,
-        ) -> Result<(), ActorProcessingErr> {
-            if let PersistMsg::AlertOutcome(outcome) = message {
-                let _ = tx.send(outcome);
-            }
-            Ok(())
-        }
-    }
-
-    fn alert(key: &str) -> Alert {
-        Alert {
-            alert_key: key.into(),
-            episode_key: String::new(),
-            severity: "warning".into(),
-            destination: None,
-            kind: crate::domain::AlertKind::Firing { repeat: 0 },
-            muted: None,
-            rule: "idle".into(),
-            user_id: UserId::parse("U1").unwrap(),
-            user_name: Some("Jane <Doe>".into()),
-            state: "routing IDLE".into(),
-            since: parse_timestamp("2024-05-01T10:15:30Z").unwrap(),
-            threshold: Duration::from_secs(600),
-            fired_at: parse_timestamp("2024-05-01T10:30:30Z").unwrap(),
-        }
-    }
-
-    async fn spawn(
-        webhook_url: Option<String>,
-    ) -> (ActorRef<SlackMsg>, mpsc::UnboundedReceiver<AlertOutcome>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (persistence, _) = Actor::spawn(None, FakePersistence, tx).await.unwrap();
-        let config = SlackConfig {
-            webhook_url: webhook_url.map(Secret::new),
-            timeout: Duration::from_secs(5),
-            max_attempts: 3,
-        };
-        let (slack, _) = Actor::spawn(
-            None,
-            SlackActor,
-            SlackArgs {
-                config,
-                persistence,
-            },
-        )
-        .await
-        .unwrap();
-        (slack, rx)
-    }
-
-    async fn next(rx: &mut mpsc::UnboundedReceiver<AlertOutcome>) -> AlertOutcome {
-        tokio::time::timeout(Duration::from_secs(10), rx.recv())
-            .await
-            .expect("an outcome within 10 s")
-            .unwrap()
-    }
-
-    /// A receiver answering each POST from `script` in turn, then `ok`.
-    async fn receiver(script: Vec<Reply>) -> TestServer {
-        let n = Arc::new(AtomicUsize::new(0));
-        TestServer::start(move |_| {
-            let i = n.fetch_add(1, Ordering::SeqCst);
-            script
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| Reply::text(200, "ok"))
-        })
-        .await
-    }
-
-    #[tokio::test]
-    async fn without_a_webhook_the_alert_is_logged_as_not_configured() {
-        let (slack, mut rx) = spawn(None).await;
-        slack.cast(SlackMsg::Alert(alert("k0"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.alert_key, "k0");
-        assert_eq!(outcome.status, DeliveryStatus::NotConfigured);
-        assert_eq!(outcome.attempts, 0);
-        assert_eq!(outcome.error, None);
-    }
-
-    #[tokio::test]
-    async fn delivered_alerts_carry_the_blocks() {
-        let server = receiver(vec![]).await;
-        let (slack, mut rx) = spawn(Some(format!("{}/services/T/B/SECRET", server.base))).await;
-        slack.cast(SlackMsg::Alert(alert("k1"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.status, DeliveryStatus::Delivered);
-        assert_eq!(outcome.attempts, 1);
-        assert_eq!(outcome.error, None);
-        let sent: Value = serde_json::from_str(&server.requests()[0].body).unwrap();
-        assert_eq!(sent, alert_message(&alert("k1")));
-        assert_eq!(sent["blocks"][0]["type"], "header");
-        assert_eq!(
-            sent["blocks"][1]["fields"][0]["text"],
-            "*Agent*\nJane &lt;Doe&gt;"
-        );
-        assert_eq!(
-            sent["blocks"][1]["fields"][3]["text"],
-            "*Idle for*\n15m 00s"
-        );
-    }
-
-    #[tokio::test]
-    async fn rate_limit_then_ok() {
-        let server = receiver(vec![
-            Reply::json(429, json!({"ok": false, "error": "rate_limited"}))
-                .header("Retry-After", "1"),
-        ])
-        .await;
-        let (slack, mut rx) = spawn(Some(format!("{}/services/T/B/SECRET", server.base))).await;
-        let started = std::time::Instant::now();
-        slack.cast(SlackMsg::Alert(alert("k2"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.status, DeliveryStatus::Delivered);
-        assert_eq!(outcome.attempts, 2);
-        assert!(started.elapsed() >= Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn server_error_then_ok() {
-        let server = receiver(vec![Reply::text(500, "rollup_error")]).await;
-        let (slack, mut rx) = spawn(Some(format!("{}/services/T/B/SECRET", server.base))).await;
-        slack.cast(SlackMsg::Alert(alert("k3"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.status, DeliveryStatus::Delivered);
-        assert_eq!(outcome.attempts, 2);
-        let bodies: Vec<Value> = server
-            .requests()
-            .iter()
-            .map(|r| serde_json::from_str(&r.body).unwrap())
-            .collect();
-        assert_eq!(bodies[0], bodies[1], "the retry sends the same blocks");
-    }
-
-    #[tokio::test]
-    async fn channel_not_found_is_a_permanent_failure() {
-        let server = receiver(vec![Reply::text(404, "channel_not_found"); 5]).await;
-        let (slack, mut rx) = spawn(Some(format!("{}/services/T/B/SECRET", server.base))).await;
-        slack.cast(SlackMsg::Alert(alert("k4"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.status, DeliveryStatus::Failed);
-        assert_eq!(outcome.error.as_deref(), Some("channel_not_found"));
-        assert_eq!(outcome.attempts, 1);
-        assert_eq!(server.requests().len(), 1);
-
-        // The actor survives a failure and delivers the next alert.
-        slack.cast(SlackMsg::Alert(alert("k5"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.alert_key, "k5");
-        assert_eq!(outcome.status, DeliveryStatus::Failed);
-        wait_until(Duration::from_secs(5), || server.requests().len() == 2).await;
-    }
-
-    #[tokio::test]
-    async fn refused_blocks_are_retried_once_as_text() {
-        let server = receiver(vec![Reply::text(400, "invalid_blocks")]).await;
-        let (slack, mut rx) = spawn(Some(format!("{}/services/T/B/SECRET", server.base))).await;
-        slack.cast(SlackMsg::Alert(alert("k6"))).unwrap();
-        let outcome = next(&mut rx).await;
-        assert_eq!(outcome.status, DeliveryStatus::Delivered);
-        assert_eq!(outcome.attempts, 2);
-        let second: Value = serde_json::from_str(&server.requests()[1].body).unwrap();
-        assert_eq!(second, text_only_message(&alert("k6")));
-    }
-}
+mod tests;

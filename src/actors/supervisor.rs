@@ -20,7 +20,7 @@ use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
 use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
 use crate::actors::retention::{RetentionActor, RetentionArgs, RetentionMsg};
 use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
-use crate::config::{PersistenceConfig, RetentionConfig, SlackConfig};
+use crate::config::{DeliveryConfig, PersistenceConfig, RetentionConfig};
 use crate::domain::{Source, UserId};
 use crate::genesys::{GenesysClient, GenesysError};
 use crate::health::{ActorStatus, ConnectionStatus, HealthReport, ReloadOutcome, RulesInForce};
@@ -92,7 +92,8 @@ pub struct SupervisorArgs {
     pub client: GenesysClient,
     pub db: sea_orm::DatabaseConnection,
     pub persistence: PersistenceConfig,
-    pub slack: SlackConfig,
+    /// Alert destinations and delivery tuning (the Slack actor's).
+    pub delivery: DeliveryConfig,
     /// The alert rules in force at start.
     pub rules: Arc<RuleSet>,
     /// Where the rules came from (`RULES_FILE`), re-read on reload; `None` = the built-in rule.
@@ -187,8 +188,9 @@ impl SupervisorState {
             .clone()
             .ok_or("persistence actor is not running")?;
         let args = SlackArgs {
-            config: self.args.slack.clone(),
+            config: self.args.delivery.clone(),
             persistence,
+            db: Some(self.args.db.clone()),
         };
         let (actor, _) = Actor::spawn_linked(None, SlackActor, args, myself.get_cell()).await?;
         self.track(&actor.get_cell(), Child::Slack);

@@ -166,6 +166,7 @@ impl Drop for TestServer {
 }
 
 /// Polls `condition` every 10 ms until it holds; panics after `timeout`.
+#[allow(dead_code)] // kept for unit tests; the Slack actor tests moved to tests/it/delivery.rs
 pub(crate) async fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition() {

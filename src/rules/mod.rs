@@ -50,8 +50,8 @@ use std::time::Duration;
 
 pub use episode::{AgentEpisodes, Episode, EpisodeAction, EpisodePhase, MatchEnd, RuleAction};
 pub use model::{
-    AgentView, BUILTIN_IDLE_RULE, ConditionGroup, DEFAULT_FLAP_TOLERANCE, Matcher, Rule, Scope,
-    Severity,
+    AgentView, BUILTIN_IDLE_RULE, ConditionGroup, DEFAULT_FLAP_TOLERANCE, DestinationSpec, Matcher,
+    Rule, Scope, Severity, UrlSource,
 };
 pub use quiet::{Minutes, QuietHours, parse_weekday, parse_window};
 
@@ -59,6 +59,7 @@ pub use quiet::{Minutes, QuietHours, parse_weekday, parse_window};
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    destinations: Vec<DestinationSpec>,
 }
 
 impl RuleSet {
@@ -67,7 +68,10 @@ impl RuleSet {
     /// check (the syntax errors are all listed).
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
         parse::parse(text)
-            .map(|rules| RuleSet { rules })
+            .map(|(rules, destinations)| RuleSet {
+                rules,
+                destinations,
+            })
             .map_err(|problems| RulesError::Invalid { problems })
     }
 
@@ -115,6 +119,7 @@ impl RuleSet {
                 destination: None,
                 line: 0,
             }],
+            destinations: Vec::new(),
         }
     }
 
@@ -126,6 +131,12 @@ impl RuleSet {
     /// The rule with this name.
     pub fn get(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// The `[[destinations]]` tables of the file, in file order (URLs not read yet: see
+    /// `cli::resolve_destinations`).
+    pub fn destination_specs(&self) -> &[DestinationSpec] {
+        &self.destinations
     }
 
     /// The destination names the rules reference (each once, sorted), for validation against
@@ -353,6 +364,36 @@ pub enum ProblemKind {
     BadSeverity {
         /// The value as written.
         value: String,
+    },
+    /// A rule names a destination that is neither `default` nor a `[[destinations]]` table.
+    #[error(
+        "unknown destination {name:?} (define it in a [[destinations]] table, or use \"default\" for SLACK_WEBHOOK_URL)"
+    )]
+    UnknownDestination {
+        /// The name as written.
+        name: String,
+    },
+    /// Not `slack` or `webhook`.
+    #[error("unknown destination type {value:?} (expected slack or webhook)")]
+    BadDestinationType {
+        /// The value as written.
+        value: String,
+    },
+    /// A `[[destinations]]` table with the URL itself.
+    #[error(
+        "the URL must not be written in the rules file: it is a credential; use url_env = \"VAR\" or url_file = \"/path\""
+    )]
+    UrlInFile,
+    /// Neither or both of `url_env` and `url_file`.
+    #[error("give exactly one of url_env and url_file")]
+    UrlSourceCount,
+    /// Two destinations with the same name.
+    #[error("duplicate destination name {name:?} (first defined on line {first_line})")]
+    DuplicateDestination {
+        /// The name.
+        name: String,
+        /// Line of the first destination with that name.
+        first_line: usize,
     },
     /// Two rules with the same name.
     #[error("duplicate rule name {name:?} (first defined on line {first_line})")]

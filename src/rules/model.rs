@@ -297,3 +297,27 @@ impl AgentView {
         }
     }
 }
+
+/// Where a destination's URL comes from: never the rules file itself (the URL is the
+/// credential).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    /// `url_env = "VAR"`: the environment variable `VAR`.
+    Env(String),
+    /// `url_file = "/path"`: the file's content, trailing newline ignored.
+    File(std::path::PathBuf),
+}
+
+/// One `[[destinations]]` table of the rules file, validated but not resolved (the URL is read
+/// at start-up by `cli::resolve_destinations`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSpec {
+    /// Unique name that rules refer to with `destination = "…"`.
+    pub name: String,
+    /// `slack` or `webhook`.
+    pub kind: crate::config::DestinationKind,
+    /// Where the URL is.
+    pub url: UrlSource,
+    /// 1-based line of the table.
+    pub line: usize,
+}

@@ -13,13 +13,18 @@ use crate::domain::{
     ROUTING_STATUSES, SYSTEM_PRESENCES, normalize_routing_status, normalize_system_presence,
 };
 
-use super::model::{ConditionGroup, DEFAULT_FLAP_TOLERANCE, Matcher, Rule, Scope, Severity};
+use super::model::{
+    ConditionGroup, DEFAULT_FLAP_TOLERANCE, DestinationSpec, Matcher, Rule, Scope, Severity,
+    UrlSource,
+};
 use super::quiet::{QuietHours, parse_weekday, parse_window};
 use super::{Problem, ProblemKind, RuleLabel};
+use crate::config::{DEFAULT_DESTINATION, DestinationKind};
 
 type Value<'a> = Spanned<DeValue<'a>>;
 
-const TOP_KEYS: &str = "rules";
+const TOP_KEYS: &str = "rules, destinations";
+const DESTINATION_KEYS: &str = "name, type, url_env, url_file";
 const RULE_KEYS: &str = "name, match, threshold, repeat_interval, send_resolved, \
                          flap_tolerance, scope, quiet_hours, severity, destination";
 const MATCH_KEYS: &str =
@@ -30,7 +35,7 @@ const SCOPE_KEYS: &str = "queue_ids, division_ids, user_ids, exclude_user_ids";
 const QUIET_KEYS: &str = "time_zone, days, windows";
 
 /// Parses and validates; `Err` holds every problem, sorted by line.
-pub(super) fn parse(text: &str) -> Result<Vec<Rule>, Vec<Problem>> {
+pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec<Problem>> {
     let mut cx = Cx {
         lines: LineIndex::new(text),
         problems: Vec::new(),
@@ -52,6 +57,9 @@ pub(super) fn parse(text: &str) -> Result<Vec<Rule>, Vec<Problem>> {
     }
 
     let mut rules = Vec::new();
+    let mut destinations: Vec<DestinationSpec> = Vec::new();
+    // Destination references of rules (name, line of the value), checked once all are read.
+    let mut references: Vec<(String, usize)> = Vec::new();
     for (key, value) in doc.get_ref().iter() {
         match key.get_ref().as_ref() {
             "rules" => {
@@ -59,8 +67,40 @@ pub(super) fn parse(text: &str) -> Result<Vec<Rule>, Vec<Problem>> {
                     continue;
                 };
                 for (i, item) in items.iter().enumerate() {
+                    if let Some((name, line)) = item
+                        .get_ref()
+                        .as_table()
+                        .and_then(|t| t.get("destination"))
+                        .and_then(|d| Some((d.get_ref().as_str()?, d.span())))
+                    {
+                        references.push((name.trim().to_string(), cx.lines.line(line.start)));
+                    }
                     if let Some(rule) = cx.rule(i + 1, item) {
                         rules.push(rule);
+                    }
+                }
+            }
+            "destinations" => {
+                let Some(items) =
+                    cx.array(value, "destinations", "an array of [[destinations]] tables")
+                else {
+                    continue;
+                };
+                for item in items {
+                    if let Some(d) = cx.destination(item) {
+                        match destinations.iter().find(|o| o.name == d.name) {
+                            Some(first) => {
+                                let first_line = first.line;
+                                cx.report(
+                                    item.span(),
+                                    ProblemKind::DuplicateDestination {
+                                        name: d.name.clone(),
+                                        first_line,
+                                    },
+                                );
+                            }
+                            None => destinations.push(d),
+                        }
                     }
                 }
             }
@@ -87,8 +127,28 @@ pub(super) fn parse(text: &str) -> Result<Vec<Rule>, Vec<Problem>> {
     }
     cx.problems.extend(duplicates);
 
+    // A destination that failed validation was reported already; don't add "unknown" to it.
+    let declared: Vec<String> = doc
+        .get_ref()
+        .get("destinations")
+        .and_then(|d| d.get_ref().as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.get_ref().as_table()?.get("name")?.get_ref().as_str())
+        .map(|n| n.trim().to_string())
+        .collect();
+    for (name, line) in references {
+        if !name.is_empty() && name != DEFAULT_DESTINATION && !declared.contains(&name) {
+            cx.problems.push(Problem {
+                line,
+                rule: None,
+                kind: ProblemKind::UnknownDestination { name },
+            });
+        }
+    }
+
     if cx.problems.is_empty() {
-        Ok(rules)
+        Ok((rules, destinations))
     } else {
         Err(cx.finish())
     }
@@ -261,6 +321,66 @@ impl Cx {
                 None
             }
         }
+    }
+
+    /// One `[[destinations]]` entry; `None` if it has problems (already reported).
+    fn destination(&mut self, value: &Value<'_>) -> Option<DestinationSpec> {
+        let before = self.problems.len();
+        let table = self.table(value, "destinations", "a table ([[destinations]])")?;
+        let mut name = None;
+        let mut kind = None;
+        let mut sources = Vec::new();
+        for (key, v) in table.iter() {
+            let k = key.get_ref().as_ref();
+            match k {
+                "name" => name = self.string(v, k),
+                "type" => {
+                    if let Some(raw) = self.string(v, k) {
+                        match DestinationKind::parse(&raw) {
+                            Some(t) => kind = Some(t),
+                            None => self
+                                .report(v.span(), ProblemKind::BadDestinationType { value: raw }),
+                        }
+                    }
+                }
+                "url_env" => {
+                    if let Some(var) = self.string(v, k) {
+                        sources.push(UrlSource::Env(var));
+                    }
+                }
+                "url_file" => {
+                    if let Some(path) = self.string(v, k) {
+                        sources.push(UrlSource::File(path.into()));
+                    }
+                }
+                "url" | "webhook_url" | "api_url" => {
+                    self.report(key.span(), ProblemKind::UrlInFile)
+                }
+                _ => self.unknown_key(key, k, v, DESTINATION_KEYS),
+            }
+        }
+        if !table.contains_key("name") {
+            self.report(value.span(), ProblemKind::Missing { key: "name" });
+        }
+        if !table.contains_key("type") {
+            self.report(value.span(), ProblemKind::Missing { key: "type" });
+        }
+        let given = ["url_env", "url_file"]
+            .iter()
+            .filter(|k| table.contains_key(**k))
+            .count();
+        if given != 1 {
+            self.report(value.span(), ProblemKind::UrlSourceCount);
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        Some(DestinationSpec {
+            name: name?,
+            kind: kind?,
+            url: sources.pop()?,
+            line: self.lines.line(value.span().start),
+        })
     }
 
     /// One `[[rules]]` entry; `None` if it has problems (already reported).

@@ -20,7 +20,9 @@ fn problems(text: &str) -> Vec<Problem> {
 
 /// Parses one rule (the text after `[[rules]]`, name "r").
 fn rule(body: &str) -> Rule {
-    let text = format!("[[rules]]\nname = \"r\"\n{body}");
+    let text = format!(
+        "[[rules]]\nname = \"r\"\n{body}\n[[destinations]]\nname = \"team-a\"\ntype = \"slack\"\nurl_env = \"TEAM_A\"\n"
+    );
     match RuleSet::parse(&text) {
         Ok(set) => set.rules()[0].clone(),
         Err(e) => panic!("{e}\nin:\n{text}"),
@@ -1171,4 +1173,100 @@ match.system_presence = "ON_QUEUE"
     assert!(all.on_tick(&fewer, t0 + min(22)).is_empty());
     assert!(all.get("on-queue").is_none());
     assert_eq!(all.next_deadline(), None);
+}
+
+// ---------------------------------------------------------------- destinations
+
+#[test]
+fn destinations_parse_with_their_url_source() {
+    let set = RuleSet::parse(
+        r#"[[destinations]]
+name = "ops"
+type = "webhook"
+url_file = "/run/secrets/ops"
+
+[[destinations]]
+name = "team-a"
+type = "slack"
+url_env = "TEAM_A_URL"
+
+[[rules]]
+name = "r"
+threshold = "1m"
+destination = "team-a"
+match.routing_status = "IDLE"
+
+[[rules]]
+name = "s"
+threshold = "1m"
+destination = "default"
+match.routing_status = "IDLE"
+"#,
+    )
+    .unwrap();
+    let specs = set.destination_specs();
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].name, "ops");
+    assert_eq!(specs[0].kind, crate::config::DestinationKind::Webhook);
+    assert_eq!(specs[0].url, UrlSource::File("/run/secrets/ops".into()));
+    assert_eq!(specs[0].line, 1);
+    assert_eq!(specs[1].url, UrlSource::Env("TEAM_A_URL".into()));
+    assert_eq!(specs[1].line, 6);
+}
+
+#[test]
+fn destination_problems_each_have_their_line() {
+    let found = problems(
+        r#"[[destinations]]
+name = "a"
+type = "teams"
+url = "https://hooks.slack.com/services/T/B/SECRET"
+
+[[destinations]]
+name = "b"
+type = "slack"
+
+[[destinations]]
+name = "a"
+type = "slack"
+url_env = "X"
+url_file = "/y"
+colour = "red"
+
+[[destinations]]
+name = "c"
+type = "webhook"
+url_env = "C"
+
+[[destinations]]
+name = "c"
+type = "webhook"
+url_env = "C2"
+
+[[rules]]
+name = "r"
+threshold = "1m"
+destination = "nowhere"
+match.routing_status = "IDLE"
+"#,
+    );
+    let lines: Vec<(usize, String)> = found.iter().map(|p| (p.line, p.kind.to_string())).collect();
+    let has = |line: usize, needle: &str| {
+        assert!(
+            lines.iter().any(|(l, t)| *l == line && t.contains(needle)),
+            "no problem on line {line} containing {needle:?} in {lines:#?}"
+        );
+    };
+    has(3, "unknown destination type \"teams\"");
+    has(4, "must not be written in the rules file");
+    has(6, "exactly one of url_env and url_file");
+    has(10, "exactly one of url_env and url_file");
+    has(15, "unknown key `colour`");
+    has(
+        22,
+        "duplicate destination name \"c\" (first defined on line 17)",
+    );
+    has(30, "unknown destination \"nowhere\"");
+    // The URL never appears in a problem.
+    assert!(!format!("{lines:?}").contains("SECRET"));
 }

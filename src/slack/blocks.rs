@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::domain::Alert;
+use crate::domain::{Alert, AlertKind};
 
 /// Maximum characters of a `header` block's `plain_text`.
 pub const HEADER_MAX_CHARS: usize = 150;
@@ -21,6 +21,10 @@ pub const SECTION_TEXT_MAX_CHARS: usize = 3000;
 pub const FIELD_MAX_CHARS: usize = 2000;
 /// Maximum number of `section` fields.
 pub const MAX_FIELDS: usize = 10;
+/// Maximum blocks in one message (Slack: 50).
+pub const MAX_BLOCKS: usize = 50;
+/// Our cap on one agent's line in a grouped message.
+pub const LINE_MAX_CHARS: usize = 500;
 /// Our cap on the top-level fallback `text` (Slack truncates at 40,000; a notification line
 /// never needs more).
 pub const FALLBACK_MAX_CHARS: usize = 3000;
@@ -97,6 +101,18 @@ fn display_name(alert: &Alert) -> String {
 /// The one-line fallback `text` of an alert, escaped and clipped to [`FALLBACK_MAX_CHARS`]:
 /// `:warning: Jane Doe idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC`.
 pub fn alert_text(alert: &Alert) -> String {
+    if let AlertKind::Resolved { duration } = alert.kind {
+        return clip(
+            &format!(
+                ":white_check_mark: {} no longer {} after {} in total (since {})",
+                escape(&display_name(alert)),
+                escape(&one_line(&alert.state)),
+                human_duration(duration),
+                format_utc(alert.since),
+            ),
+            FALLBACK_MAX_CHARS,
+        );
+    }
     clip(
         &format!(
             ":warning: {} idle for {} ({}) since {}",
@@ -130,6 +146,9 @@ pub fn alert_text(alert: &Alert) -> String {
 /// to its Block Kit limit ([`HEADER_MAX_CHARS`], [`SECTION_TEXT_MAX_CHARS`],
 /// [`FIELD_MAX_CHARS`]); "idle for" is `fired_at - since`, "since" is the episode start in UTC.
 pub fn alert_message(alert: &Alert) -> Value {
+    if matches!(alert.kind, AlertKind::Resolved { .. }) {
+        return resolved_message(alert);
+    }
     let name = escape(&display_name(alert));
     let user_id = escape(alert.user_id.as_str());
     let state = escape(&one_line(&alert.state));
@@ -168,6 +187,229 @@ pub fn alert_message(alert: &Alert) -> Value {
             {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
             {"type": "section", "text": {"type": "mrkdwn", "text": summary}, "fields": fields},
         ],
+    })
+}
+
+/// The resolved notice of one episode: `:white_check_mark:` header, the total duration, the
+/// same escaping and limits as [`alert_message`].
+pub fn resolved_message(alert: &Alert) -> Value {
+    let name = escape(&display_name(alert));
+    let state = escape(&one_line(&alert.state));
+    let total = human_duration(alert.held_for());
+    let header = clip(
+        &format!(":white_check_mark: {name} no longer {state}"),
+        HEADER_MAX_CHARS,
+    );
+    let summary = clip(
+        &format!(
+            "*{name}* left *{state}* after {total} in total (rule `{}`).",
+            escape(&one_line(&alert.rule)),
+        ),
+        SECTION_TEXT_MAX_CHARS,
+    );
+    let fields: Vec<Value> = [
+        ("Agent", name.as_str()),
+        ("User ID", &escape(alert.user_id.as_str())),
+        ("State", state.as_str()),
+        ("Total duration", total.as_str()),
+        ("Since", &format_utc(alert.since)),
+        ("Ended", &format_utc(alert.fired_at)),
+    ]
+    .into_iter()
+    .take(MAX_FIELDS)
+    .map(|(label, value)| {
+        json!({"type": "mrkdwn", "text": clip(&format!("*{label}*\n{value}"), FIELD_MAX_CHARS)})
+    })
+    .collect();
+    json!({
+        "text": alert_text(alert),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": summary}, "fields": fields},
+        ],
+    })
+}
+
+/// One agent's line in a grouped message (escaped, clipped to [`LINE_MAX_CHARS`]).
+fn group_line(alert: &Alert) -> String {
+    let name = escape(&display_name(alert));
+    let state = escape(&one_line(&alert.state));
+    let line = match alert.kind {
+        AlertKind::Resolved { duration } => format!(
+            "• *{name}*: no longer {state}, {} in total",
+            human_duration(duration)
+        ),
+        AlertKind::Firing { .. } => format!(
+            "• *{name}*: {state} for {} (since {})",
+            human_duration(alert.held_for()),
+            format_utc(alert.since)
+        ),
+    };
+    clip(&line, LINE_MAX_CHARS)
+}
+
+/// The one-line fallback `text` of a group: count, rule and the first few names.
+pub fn group_text(alerts: &[Alert]) -> String {
+    if alerts.len() == 1 {
+        return alert_text(&alerts[0]);
+    }
+    let first = &alerts[0];
+    let rule = escape(&one_line(&first.rule));
+    let shown: Vec<String> = alerts
+        .iter()
+        .take(5)
+        .map(|a| escape(&display_name(a)))
+        .collect();
+    let more = alerts.len().saturating_sub(shown.len());
+    let more = if more > 0 {
+        format!(" +{more} more")
+    } else {
+        String::new()
+    };
+    let line = match first.kind {
+        AlertKind::Resolved { .. } => format!(
+            ":white_check_mark: {} agents no longer match rule {rule}: {}{more}",
+            alerts.len(),
+            shown.join(", ")
+        ),
+        AlertKind::Firing { .. } => format!(
+            ":warning: {} agents match rule {rule} past {}: {}{more}",
+            alerts.len(),
+            human_duration(first.threshold),
+            shown.join(", ")
+        ),
+    };
+    clip(&line, FALLBACK_MAX_CHARS)
+}
+
+/// Keeps at most [`MAX_BLOCKS`] blocks; when it has to cut, the last kept block says how many
+/// were left out.
+pub fn limit_blocks(mut blocks: Vec<Value>) -> Vec<Value> {
+    if blocks.len() > MAX_BLOCKS {
+        let cut = blocks.len() - (MAX_BLOCKS - 1);
+        blocks.truncate(MAX_BLOCKS - 1);
+        blocks.push(json!({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": format!("{cut} more blocks left out")}]}));
+    }
+    blocks
+}
+
+/// The webhook payload for alerts of one rule that share a message (alerting reference §4.8).
+/// One alert gives [`alert_message`]. More give a header with the count, a summary, the first
+/// `max_listed` agents one per line (packed into sections of at most
+/// [`SECTION_TEXT_MAX_CHARS`]) and a context block "+k more"; never more than [`MAX_BLOCKS`].
+/// `alerts` must not be empty.
+pub fn group_message(alerts: &[Alert], max_listed: usize) -> Value {
+    if alerts.len() == 1 {
+        return alert_message(&alerts[0]);
+    }
+    let first = &alerts[0];
+    let rule = escape(&one_line(&first.rule));
+    let n = alerts.len();
+    let (header, summary) = match first.kind {
+        AlertKind::Resolved { .. } => (
+            format!(":white_check_mark: {n} agents no longer match {rule}"),
+            format!("*{n} agents* no longer match rule `{rule}`."),
+        ),
+        AlertKind::Firing { .. } => (
+            format!(":warning: {n} agents match {rule}"),
+            format!(
+                "*{n} agents* are past the {} threshold of rule `{rule}`.",
+                human_duration(first.threshold)
+            ),
+        ),
+    };
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&header, HEADER_MAX_CHARS), "emoji": true}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&summary, SECTION_TEXT_MAX_CHARS)}}),
+    ];
+    // Sections of agent lines; room is kept for the closing context block.
+    let mut listed = 0;
+    let mut current = String::new();
+    for alert in alerts.iter().take(max_listed) {
+        let line = group_line(alert);
+        if !current.is_empty()
+            && current.chars().count() + 1 + line.chars().count() > SECTION_TEXT_MAX_CHARS
+        {
+            // Room for this section, the one being filled and the closing context block.
+            if blocks.len() + 3 > MAX_BLOCKS {
+                break;
+            }
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": std::mem::take(&mut current)}}));
+        }
+        if !current.is_empty() {
+            current.push('\n');
+        }
+        current.push_str(&line);
+        listed += 1;
+    }
+    if !current.is_empty() {
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": current}}));
+    }
+    let more = n - listed;
+    if more > 0 {
+        blocks.push(json!({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": format!("+{more} more")}]}));
+    }
+    json!({"text": group_text(alerts), "blocks": limit_blocks(blocks)})
+}
+
+/// The text-only fallback of a group (`{"text": …}`), sent once when Slack refuses the blocks.
+pub fn group_text_only(alerts: &[Alert]) -> Value {
+    json!({"text": group_text(alerts)})
+}
+
+/// The documented JSON body of the generic webhook destination (one POST per message; grouped
+/// alerts share it):
+///
+/// ```json
+/// {"version": 1,
+///  "status": "firing",                 // or "resolved"
+///  "rule": "idle", "severity": "warning", "destination": "ops",
+///  "text": "<the same one-line summary as Slack's fallback, Slack-escaped>",
+///  "count": 1,
+///  "alerts": [{
+///    "alert_key": "idle:u1:1714558530000", "episode_key": "idle:u1:1714558530000",
+///    "status": "firing", "repeat": 0,
+///    "rule": "idle", "severity": "warning",
+///    "user_id": "u1", "user_name": "Jane Doe", "state": "routing IDLE",
+///    "since": "2024-05-01T10:15:30Z", "fired_at": "2024-05-01T10:28:00Z",
+///    "threshold_seconds": 600, "duration_seconds": 750}]}
+/// ```
+///
+/// Strings are raw (JSON-escaped only), except `text`. `repeat` is `null` for resolved alerts;
+/// `duration_seconds` is the time in the state (the total for resolved ones).
+pub fn webhook_body(destination: &str, alerts: &[Alert]) -> Value {
+    let first = &alerts[0];
+    let items: Vec<Value> = alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "alert_key": a.alert_key,
+                "episode_key": a.episode_key,
+                "status": a.kind.as_str(),
+                "repeat": match a.kind { AlertKind::Firing { repeat } => Some(repeat), AlertKind::Resolved { .. } => None },
+                "rule": a.rule,
+                "severity": a.severity,
+                "user_id": a.user_id.as_str(),
+                "user_name": a.user_name,
+                "state": a.state,
+                "since": a.since.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                "fired_at": a.fired_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                "threshold_seconds": a.threshold.as_secs(),
+                "duration_seconds": a.held_for().as_secs(),
+            })
+        })
+        .collect();
+    json!({
+        "version": 1,
+        "status": first.kind.as_str(),
+        "rule": first.rule,
+        "severity": first.severity,
+        "destination": destination,
+        "text": group_text(alerts),
+        "count": alerts.len(),
+        "alerts": items,
     })
 }
 
@@ -338,6 +580,116 @@ mod tests {
         assert_eq!(
             text_only_message(&alert(Some("Jane"))),
             json!({"text": ":warning: Jane idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC"})
+        );
+    }
+
+    fn many(n: usize, name: &str) -> Vec<Alert> {
+        (0..n)
+            .map(|i| {
+                let mut a = alert(Some(&format!("{name} {i}")));
+                a.alert_key = format!("idle:u{i}:1");
+                a
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_lists_agents_then_says_how_many_more() {
+        let alerts = many(25, "Agent");
+        let message = group_message(&alerts, 20);
+        let blocks = message["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["text"]["text"], ":warning: 25 agents match idle");
+        let listed = message.to_string().matches("• *Agent ").count();
+        assert_eq!(listed, 20);
+        assert_eq!(blocks.last().unwrap()["elements"][0]["text"], "+5 more");
+        let text = message["text"].as_str().unwrap();
+        assert!(
+            text.starts_with(":warning: 25 agents match rule idle past 10m 00s: Agent 0, Agent 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("+20 more"), "{text}");
+        // One alert is the single-alert message.
+        assert_eq!(group_message(&alerts[..1], 20), alert_message(&alerts[0]));
+    }
+
+    #[test]
+    fn a_huge_group_keeps_every_block_limit() {
+        // Long names: every line near LINE_MAX_CHARS, so sections fill up and many are needed.
+        let alerts = many(400, &"<&>".repeat(400));
+        let message = group_message(&alerts, 400);
+        let blocks = message["blocks"].as_array().unwrap();
+        assert!(blocks.len() <= MAX_BLOCKS, "{}", blocks.len());
+        assert!(chars(&blocks[0]["text"]["text"]) <= HEADER_MAX_CHARS);
+        for b in blocks.iter().filter(|b| b["type"] == "section") {
+            assert!(chars(&b["text"]["text"]) <= SECTION_TEXT_MAX_CHARS);
+        }
+        let last = blocks.last().unwrap()["elements"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(last.starts_with('+') && last.ends_with(" more"), "{last}");
+        assert!(chars(&message["text"]) <= FALLBACK_MAX_CHARS);
+        let text = message.to_string();
+        assert!(
+            !text.contains('<') && !text.contains('>'),
+            "unescaped user data"
+        );
+    }
+
+    #[test]
+    fn limit_blocks_cuts_at_fifty() {
+        let blocks: Vec<Value> = (0..80)
+            .map(|i| json!({"type": "divider", "i": i}))
+            .collect();
+        let kept = limit_blocks(blocks);
+        assert_eq!(kept.len(), MAX_BLOCKS);
+        assert_eq!(kept[49]["elements"][0]["text"], "31 more blocks left out");
+    }
+
+    #[test]
+    fn resolved_messages_state_the_total_duration() {
+        let mut a = alert(Some("Jane & <Co>"));
+        a.kind = AlertKind::Resolved {
+            duration: Duration::from_secs(3725),
+        };
+        let message = alert_message(&a);
+        assert_eq!(
+            message["blocks"][0]["text"]["text"],
+            ":white_check_mark: Jane &amp; &lt;Co&gt; no longer routing IDLE"
+        );
+        assert_eq!(
+            message["text"],
+            ":white_check_mark: Jane &amp; &lt;Co&gt; no longer routing IDLE after 1h 02m in total (since 2024-05-01 10:15:30 UTC)"
+        );
+        assert_eq!(
+            message["blocks"][1]["fields"][3]["text"],
+            "*Total duration*\n1h 02m"
+        );
+        let group = group_message(&[a.clone(), a.clone()], 20);
+        assert_eq!(
+            group["blocks"][0]["text"]["text"],
+            ":white_check_mark: 2 agents no longer match idle"
+        );
+        assert!(group.to_string().contains("1h 02m in total"));
+    }
+
+    #[test]
+    fn webhook_body_is_the_documented_json() {
+        let a = alert(Some("Jane <Doe>"));
+        let body = webhook_body("ops", &[a]);
+        assert_eq!(
+            body,
+            json!({
+                "version": 1, "status": "firing", "rule": "idle", "severity": "warning",
+                "destination": "ops",
+                "text": ":warning: Jane &lt;Doe&gt; idle for 12m 30s (routing IDLE) since 2024-05-01 10:15:30 UTC",
+                "count": 1,
+                "alerts": [{
+                    "alert_key": "idle:u1:1714558530000", "episode_key": "",
+                    "status": "firing", "repeat": 0, "rule": "idle", "severity": "warning",
+                    "user_id": "u1", "user_name": "Jane <Doe>", "state": "routing IDLE",
+                    "since": "2024-05-01T10:15:30.500Z", "fired_at": "2024-05-01T10:28:00.900Z",
+                    "threshold_seconds": 600, "duration_seconds": 750}]
+            })
         );
     }
 }

@@ -8,5 +8,8 @@
 pub mod blocks;
 pub mod webhook;
 
-pub use blocks::{alert_message, alert_text, escape, text_only_message};
-pub use webhook::{Delivered, SlackError, SlackWebhook};
+pub use blocks::{
+    alert_message, alert_text, escape, group_message, group_text, group_text_only,
+    text_only_message, webhook_body,
+};
+pub use webhook::{Answer, Endpoint, SetupError, classify};

@@ -825,6 +825,8 @@ fn spawn_binary(
         .env("DATABASE_URL", format!("sqlite://{}", db.display()))
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("IDLE_THRESHOLD", "1s")
+        .env("ALERT_MAX_ATTEMPTS", "2")
+        .env("ALERT_GROUP_WAIT", "0s")
         .env("RUST_LOG", log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

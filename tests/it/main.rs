@@ -4,6 +4,7 @@
 mod access;
 mod adversarial;
 mod api;
+mod delivery;
 mod fixtures;
 mod helpers;
 mod openapi;

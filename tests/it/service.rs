@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use agent_monitor::app::App;
 use agent_monitor::config::{
-    AccessConfig, Config, Credentials, GenesysConfig, GenesysEndpoints, LogFormat,
-    PersistenceConfig, SlackConfig,
+    AccessConfig, Config, Credentials, DeliveryConfig, DestinationConfig, GenesysConfig,
+    GenesysEndpoints, LogFormat, PersistenceConfig,
 };
 use agent_monitor::secret::Secret;
 use agent_monitor::sim::{SimConfig, Simulator};
@@ -100,10 +100,15 @@ pub fn config_for(
             topics_per_channel: opts.topics_per_channel,
             request_timeout: Duration::from_secs(5),
         },
-        slack: SlackConfig {
-            webhook_url: Some(Secret::new(slack.url.clone())),
+        delivery: DeliveryConfig {
+            destinations: vec![DestinationConfig::slack(
+                "default",
+                Secret::new(slack.url.clone()),
+            )],
             timeout: Duration::from_secs(2),
             max_attempts: 3,
+            group_wait: Duration::ZERO,
+            ..DeliveryConfig::default()
         },
         database_url: Secret::new(format!("sqlite://{}?mode=rwc", db.display())),
         idle_threshold: opts.idle_threshold,
