@@ -17,6 +17,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::api::alerting::AlertingControl;
 use crate::api::auth::AccessPolicy;
 use crate::api::timeout_io::IdleTimeoutAcceptor;
 use crate::api::{ApiState, ReadinessFn};
@@ -127,6 +128,26 @@ impl App {
                 db: db.clone(),
                 readiness,
                 limits: Default::default(),
+                alerting: AlertingControl {
+                    rules: {
+                        let sup = supervisor.clone();
+                        Arc::new(move || {
+                            let sup = sup.clone();
+                            Box::pin(async move {
+                                ractor::call_t!(sup, SupervisorMsg::Rules, 5000).ok()
+                            })
+                        })
+                    },
+                    reload: {
+                        let sup = supervisor.clone();
+                        Arc::new(move || {
+                            let sup = sup.clone();
+                            Box::pin(async move {
+                                ractor::call_t!(sup, SupervisorMsg::ReloadRules, 10000).ok()
+                            })
+                        })
+                    },
+                },
             },
             AccessPolicy::new(&config.access),
         );
@@ -184,6 +205,11 @@ impl App {
         &self.db
     }
 
+    /// Re-reads `RULES_FILE`; the outcome is logged by the supervisor (`None`: no answer).
+    pub async fn reload_rules(&self) -> Option<crate::health::ReloadOutcome> {
+        ractor::call_t!(self.supervisor, SupervisorMsg::ReloadRules, 10_000).ok()
+    }
+
     /// Waits for a fatal error (e.g. `invalid_client`) reported by the actors.
     pub async fn fatal_error(&mut self) -> Option<String> {
         self.fatal.recv().await
@@ -225,9 +251,28 @@ impl App {
 /// Runs the service until `shutdown` completes (SIGINT/SIGTERM in `main`) or a fatal error.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     let mut app = App::start(config).await?;
-    let fatal = tokio::select! {
-        _ = shutdown => None,
-        fatal = app.fatal_error() => fatal,
+    // SIGHUP re-reads RULES_FILE (as POST /api/v1/rules/reload does).
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let fatal = loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = &mut shutdown => break None,
+            fatal = app.fatal_error() => break fatal,
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the rules file");
+                app.reload_rules().await;
+            }
+        }
     };
     tracing::info!("stopping");
     app.shutdown().await;

@@ -28,6 +28,7 @@ use crate::db;
 use crate::domain::{Kind, UserId};
 use crate::health::HealthReport;
 
+pub mod alerting;
 pub mod auth;
 pub mod dto;
 mod export;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub readiness: ReadinessFn,
     /// Bounds on history and report requests.
     pub limits: ReportLimits,
+    /// The rules in force and their reload (wired to the supervisor by `app`).
+    pub alerting: alerting::AlertingControl,
 }
 
 /// Bounds on what one history or report request may ask for.
@@ -119,11 +122,17 @@ pub fn spec_yaml() -> String {
         db: DatabaseConnection::default(),
         readiness: Arc::new(|| Box::pin(async { None })),
         limits: ReportLimits::default(),
+        alerting: alerting::AlertingControl::default(),
     };
     service(placeholder).spec_yaml()
 }
 
-type Apis = (MonitorApi, history::HistoryApi, reports::ReportsApi);
+type Apis = (
+    MonitorApi,
+    history::HistoryApi,
+    reports::ReportsApi,
+    alerting::AlertingApi,
+);
 
 fn service(state: ApiState) -> OpenApiService<Apis, ()> {
     OpenApiService::new(
@@ -134,7 +143,10 @@ fn service(state: ApiState) -> OpenApiService<Apis, ()> {
             history::HistoryApi {
                 state: state.clone(),
             },
-            reports::ReportsApi { state },
+            reports::ReportsApi {
+                state: state.clone(),
+            },
+            alerting::AlertingApi { state },
         ),
         "agent-monitor",
         env!("CARGO_PKG_VERSION"),
@@ -542,6 +554,7 @@ mod tests {
             db: DatabaseConnection::default(),
             readiness: Arc::new(|| Box::pin(async { None })),
             limits: Default::default(),
+            alerting: Default::default(),
         };
         let spec: serde_json::Value = serde_json::from_str(&service(placeholder).spec()).unwrap();
         assert_eq!(

@@ -271,6 +271,7 @@ async fn a_handler_within_the_idle_timeout_answers() {
                 db,
                 readiness,
                 limits: Default::default(),
+                alerting: Default::default(),
             }))
             .await;
     });

@@ -81,6 +81,7 @@ impl TestApp {
             db,
             readiness,
             limits: Default::default(),
+            alerting: Default::default(),
         });
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(endpoint).await;

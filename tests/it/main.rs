@@ -11,6 +11,7 @@ mod openapi;
 mod process;
 mod reports;
 mod retention;
+mod rules_api;
 mod secrets;
 mod service;
 mod sim_protocol;

@@ -69,6 +69,7 @@ impl TestApp {
             db,
             readiness,
             limits,
+            alerting: Default::default(),
         });
         let server = tokio::spawn(async move {
             let _ = Server::new_with_acceptor(acceptor).run(endpoint).await;
