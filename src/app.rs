@@ -127,7 +127,9 @@ impl App {
             ApiState {
                 db: db.clone(),
                 readiness,
-                limits: Default::default(),
+                limits: crate::api::ReportLimits {
+                    max_window: config.max_report_window,
+                },
                 alerting: AlertingControl {
                     rules: {
                         let sup = supervisor.clone();

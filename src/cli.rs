@@ -138,6 +138,9 @@ pub struct RunArgs {
     /// default 10); after the last, the message is dead-lettered.
     #[arg(long, env = "ALERT_MAX_ATTEMPTS")]
     pub alert_max_attempts: Option<String>,
+    /// Largest from..to window the history, timeline and report API accept (default 366d).
+    #[arg(long, env = "MAX_REPORT_WINDOW")]
+    pub max_report_window: Option<String>,
     /// TEST ONLY: accept webhook URLs that are not https://hooks.slack.com/ (Slack) or not
     /// https:// (generic webhooks), e.g. a local receiver. Never set it in production.
     #[arg(long, env = "ALLOW_INSECURE_WEBHOOKS")]
@@ -730,6 +733,10 @@ impl RunArgs {
             (None, None) => Duration::from_secs(15 * 60),
         };
 
+        let max_report_window = match self.max_report_window.filter(|v| !v.trim().is_empty()) {
+            Some(raw) => parse_duration("MAX_REPORT_WINDOW", &raw)?,
+            None => crate::api::DEFAULT_MAX_WINDOW,
+        };
         let (rules, rules_path) = match self.rules_file {
             Some(path) => {
                 let rules = crate::rules::RuleSet::load(&path).map_err(|e| {
@@ -877,6 +884,7 @@ impl RunArgs {
             listen_addr,
             persistence,
             shutdown_grace: Duration::from_secs(10),
+            max_report_window,
             access: AccessConfig {
                 tokens,
                 protect_probes,

@@ -195,6 +195,8 @@ pub struct Config {
     pub persistence: PersistenceConfig,
     /// Time allowed for a graceful stop after SIGINT/SIGTERM (10 s).
     pub shutdown_grace: Duration,
+    /// Largest `[from, to)` window of the history, timeline and report API (default 366 days).
+    pub max_report_window: Duration,
     /// Who may call the REST API, and the request limits.
     pub access: AccessConfig,
     /// Deletion of old history and alerts (`None`: keep everything).

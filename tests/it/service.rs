@@ -119,6 +119,7 @@ pub fn config_for(
         listen_addr: ([127, 0, 0, 1], 0).into(),
         persistence: opts.persistence,
         shutdown_grace: Duration::from_secs(10),
+        max_report_window: agent_monitor::api::DEFAULT_MAX_WINDOW,
         access: AccessConfig::default(),
         retention: None,
         log_format: LogFormat::Text,
@@ -634,4 +635,41 @@ async fn one_thousand_and_one_users_use_two_channels() {
         .unwrap();
     h.wait_state(&last, "routing", "INTERACTING").await;
     h.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_report_window_limit_is_enforced() {
+    let sim = start_sim(1).await;
+    let slack = SlackReceiver::start().await;
+    let mut config = config_for(
+        &sim,
+        &slack,
+        &temp_db_path(),
+        &Opts {
+            agents: 1,
+            ..Opts::default()
+        },
+    );
+    config.max_report_window = Duration::from_secs(86_400);
+    let app = App::start(config).await.unwrap();
+    let base = format!("http://{}", app.api_addr());
+    let user = sim.agent_ids().await.unwrap()[0].clone();
+    let http = reqwest::Client::new();
+    let get = |from: &str, to: &str| {
+        let url = format!("{base}/api/v1/agents/{user}/timeline?from={from}&to={to}");
+        let http = http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = get("2024-05-01T00:00:00Z", "2024-05-03T00:00:00Z").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("window"), "{body}");
+    let (status, body) = get("2024-05-01T00:00:00Z", "2024-05-01T12:00:00Z").await;
+    assert_eq!(status, 200, "{body}");
+    app.shutdown().await;
 }
