@@ -231,7 +231,7 @@ routing_status = "NOT_RESPONDING"
     h.app.shutdown().await;
 }
 
-/// 2. Every event delivered twice still gives one alert.
+/// 2. Every event delivered twice still gives one alert (and one resolved message).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_delivery_gives_one_alert() {
     let sim = busy_sim(2).await;
@@ -239,6 +239,8 @@ async fn a_duplicate_delivery_gives_one_alert() {
 [[rules]]
 name = "idle"
 threshold = "1s"
+send_resolved = true
+flap_tolerance = "1s"
 [rules.match]
 routing_status = "IDLE"
 "#;
@@ -251,15 +253,31 @@ routing_status = "IDLE"
         a["delivery_status"] == "delivered"
     })
     .await;
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
+    wait_alert(&h, &format!("user_id={user}"), |a| {
+        a["kind"] == "resolved" && a["delivery_status"] == "delivered"
+    })
+    .await;
     // A later agent's alert: any second alert of the first would have come by then.
     h.sim.set_routing_status(&later, "IDLE").await.unwrap();
     wait_alert(&h, &format!("user_id={later}"), |a| {
         a["delivery_status"] == "delivered"
     })
     .await;
-    assert_eq!(alerts(&h, &format!("user_id={user}")).await.len(), 1);
-    assert_eq!(requests_for(&h.slack, &user).len(), 1);
-    assert_eq!(h.slack.received().len(), 2);
+    let rows = alerts(&h, &format!("user_id={user}")).await;
+    assert_eq!(rows.len(), 2, "one firing, one resolved: {rows:#?}");
+    assert_eq!(requests_for(&h.slack, &user).len(), 2);
+    assert_eq!(h.slack.received().len(), 3);
+    let transitions = h
+        .sql_count(&format!(
+            "SELECT COUNT(*) FROM agent_status WHERE user_id = '{user}' AND source = 'stream'"
+        ))
+        .await;
+    // INTERACTING came with the snapshot (bootstrap); IDLE and INTERACTING once each.
+    assert_eq!(transitions, 2, "IDLE, INTERACTING once each");
     h.app.shutdown().await;
 }
 
@@ -352,11 +370,25 @@ system_presence = "MEAL"
     h.app.shutdown().await;
 }
 
-/// 5. Quiet hours suppress sending, not recording.
+/// A window of local wall-clock time in `tz` from 20 minutes ago to 20 minutes from now.
+fn window_around_now(tz: chrono_tz::Tz) -> String {
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let from = now - chrono::Duration::minutes(20);
+    let to = now + chrono::Duration::minutes(20);
+    format!("{}-{}", from.format("%H:%M"), to.format("%H:%M"))
+}
+
+/// 5. Quiet hours suppress sending, not recording; the window is read in the rule's time
+/// zone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_hours_suppress_sending_but_not_recording() {
     let sim = busy_sim(1).await;
-    let rules = r#"
+    // Quiet all day (UTC); quiet now in New York's wall-clock time; and a window around now
+    // in UTC wall-clock time but written for Tokyo (UTC+9, no DST), which is not now there.
+    let new_york = window_around_now(chrono_tz::America::New_York);
+    let not_now = window_around_now(chrono_tz::UTC);
+    let rules = format!(
+        r#"
 [[rules]]
 name = "quiet-idle"
 threshold = "1s"
@@ -367,30 +399,48 @@ time_zone = "UTC"
 windows = ["00:00-24:00"]
 
 [[rules]]
-name = "loud-idle"
+name = "quiet-in-new-york"
+threshold = "1s"
+[rules.match]
+routing_status = "IDLE"
+[rules.quiet_hours]
+time_zone = "America/New_York"
+windows = ["{new_york}"]
+
+[[rules]]
+name = "not-quiet-in-tokyo"
 threshold = "2s"
 [rules.match]
 routing_status = "IDLE"
-"#;
-    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
+[rules.quiet_hours]
+time_zone = "Asia/Tokyo"
+windows = ["{not_now}"]
+"#
+    );
+    let (h, _) = start_with_rules(sim, &rules, Duration::ZERO).await;
     let user = h.ids[0].clone();
     h.wait_state(&user, "routing", "INTERACTING").await;
     h.sim.set_routing_status(&user, "IDLE").await.unwrap();
-    let quiet = wait_alert(&h, &format!("rule=quiet-idle&user_id={user}"), |a| {
-        a["delivery_status"] == "suppressed"
-    })
-    .await;
-    assert_eq!(quiet["kind"], "firing");
-    assert_eq!(quiet["muted"], "quiet hours");
-    // The control rule fires a second later and is delivered: a quiet-hours message would
+    for rule in ["quiet-idle", "quiet-in-new-york"] {
+        let quiet = wait_alert(&h, &format!("rule={rule}&user_id={user}"), |a| {
+            a["delivery_status"] == "suppressed"
+        })
+        .await;
+        assert_eq!(quiet["kind"], "firing");
+        assert_eq!(quiet["muted"], "quiet hours", "{quiet}");
+        assert_eq!(quiet["delivery_error"], "quiet hours", "{quiet}");
+    }
+    // The Tokyo rule fires a second later and is delivered: a quiet-hours message would
     // have reached Slack by then.
-    wait_alert(&h, &format!("rule=loud-idle&user_id={user}"), |a| {
-        a["delivery_status"] == "delivered"
-    })
+    wait_alert(
+        &h,
+        &format!("rule=not-quiet-in-tokyo&user_id={user}"),
+        |a| a["delivery_status"] == "delivered",
+    )
     .await;
     let got = h.slack.received();
-    assert_eq!(got.len(), 1, "only the loud rule's message");
-    assert!(got[0].body.to_string().contains("`loud-idle`"));
+    assert_eq!(got.len(), 1, "only the Tokyo rule's message");
+    assert!(got[0].body.to_string().contains("`not-quiet-in-tokyo`"));
     h.app.shutdown().await;
 }
 
@@ -467,12 +517,11 @@ async fn two_hundred_idle_agents_arrive_grouped_and_paced() {
     for id in &h.ids {
         h.sim.set_routing_status(id, "IDLE").await.unwrap();
     }
-    let delivered = wait_for("200 alerts delivered", Duration::from_secs(30), || async {
+    wait_for("200 alerts delivered", Duration::from_secs(30), || async {
         let (_, body) = h.get("/api/v1/alerts?status=delivered&limit=1").await;
         (body["total"].as_u64() == Some(AGENTS as u64)).then_some(())
     })
     .await;
-    let _ = delivered;
     assert!(started.elapsed() < Duration::from_secs(30));
     let got = h.slack.received();
     assert!(
