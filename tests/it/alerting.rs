@@ -766,3 +766,207 @@ routing_status = "IDLE"
     );
     h.app.shutdown().await;
 }
+
+/// Starts an `App` with the rules of `path` on `db` and waits until it is ready.
+async fn start_app(sim: &Simulator, slack: &SlackReceiver, db: &Path, path: &Path) -> App {
+    let agents = sim.agent_ids().await.unwrap().len();
+    let app = App::start(config_with_rules(
+        sim,
+        slack,
+        db,
+        agents,
+        path,
+        Duration::ZERO,
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    wait_for("app ready", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    app
+}
+
+/// Alert records of `user`, newest first, from the service at `app`.
+async fn app_alerts(app: &App, user: &str) -> Vec<Value> {
+    let body: Value = reqwest::get(format!(
+        "http://{}/api/v1/alerts?limit=100&user_id={user}",
+        app.api_addr()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// 8b. A repeat that fell due while the service was down is sent once at restart (as
+/// repeat 1, not a new first fire), then the cadence goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_due_during_downtime_is_sent_once_at_restart() {
+    let sim = busy_sim(1).await;
+    let user = sim.agent_ids().await.unwrap()[0].clone();
+    let path = rules_file(
+        r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+repeat_interval = "2s"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+"#,
+    );
+    let db = temp_db_path();
+    let slack = SlackReceiver::start().await;
+    let app = start_app(&sim, &slack, &db, &path).await;
+    sim.set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    wait_for("the first fire delivered", DEADLINE, || async {
+        app_alerts(&app, &user)
+            .await
+            .into_iter()
+            .find(|a| a["delivery_status"] == "delivered")
+    })
+    .await;
+    app.shutdown().await;
+    // Down for longer than two intervals.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let restarted = Instant::now();
+    let app = start_app(&sim, &slack, &db, &path).await;
+    let got = wait_for("two more messages", DEADLINE, || async {
+        let got = requests_for(&slack, &user);
+        (got.len() >= 3).then_some(got)
+    })
+    .await;
+    let late = got[1].at.duration_since(restarted);
+    assert!(
+        late < Duration::from_secs(4),
+        "the overdue repeat comes at restart: {late:?}"
+    );
+    let gap = got[2].at.duration_since(got[1].at);
+    assert!(
+        gap >= Duration::from_millis(1700) && gap <= Duration::from_millis(2800),
+        "then one interval later: {gap:?}"
+    );
+    let rows = wait_for("three records", DEADLINE, || async {
+        let rows = app_alerts(&app, &user).await;
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await;
+    let mut repeats: Vec<u64> = rows
+        .iter()
+        .map(|a| a["repeat"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    repeats.sort_unstable();
+    assert_eq!(&repeats[..3], &[0, 1, 2], "{rows:#?}");
+    app.shutdown().await;
+}
+
+/// 8c. An episode whose state ended while the service was down resolves at restart with the
+/// duration the agent really spent in the state (Genesys timestamps), not including the
+/// downtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_that_ended_during_downtime_resolves_with_its_real_duration() {
+    let sim = busy_sim(1).await;
+    let user = sim.agent_ids().await.unwrap()[0].clone();
+    let path = rules_file(
+        r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+send_resolved = true
+flap_tolerance = "1s"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+"#,
+    );
+    let db = temp_db_path();
+    let slack = SlackReceiver::start().await;
+    let app = start_app(&sim, &slack, &db, &path).await;
+    sim.set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    wait_for("the fire delivered", DEADLINE, || async {
+        app_alerts(&app, &user)
+            .await
+            .into_iter()
+            .find(|a| a["delivery_status"] == "delivered")
+    })
+    .await;
+    app.shutdown().await;
+    // The agent goes back to work while the service is down.
+    sim.set_routing_status(&user, "INTERACTING").await.unwrap();
+    let truth = sim.user(&user).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let app = start_app(&sim, &slack, &db, &path).await;
+    let resolved = wait_for("the resolved record", DEADLINE, || async {
+        app_alerts(&app, &user)
+            .await
+            .into_iter()
+            .find(|a| a["kind"] == "resolved")
+    })
+    .await;
+    let since = chrono::DateTime::parse_from_rfc3339(resolved["since"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let real = (truth.routing_start - since).num_milliseconds() as f64 / 1000.0;
+    let total = resolved["resolved_duration_seconds"].as_u64().unwrap() as f64;
+    assert!(
+        (total - real).abs() <= 1.0,
+        "resolved after {total}s in total, but the agent was NOT_RESPONDING for {real:.1}s \
+         (from {since} to {}); the downtime is counted",
+        truth.routing_start
+    );
+    app.shutdown().await;
+}
+
+/// 9b. A reload that keeps a rule keeps its running episodes: no second first-fire; a rule
+/// added by the reload fires for an agent already in its state (since the Genesys start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_running_episodes_of_unchanged_rules() {
+    let sim = busy_sim(1).await;
+    let first = r#"
+[[rules]]
+name = "first"
+threshold = "1s"
+[rules.match]
+routing_status = "IDLE"
+"#;
+    let (h, path) = start_with_rules(sim, first, Duration::ZERO).await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "INTERACTING").await;
+    h.sim.set_routing_status(&user, "IDLE").await.unwrap();
+    wait_alert(&h, &format!("user_id={user}&rule=first"), |a| {
+        a["delivery_status"] == "delivered"
+    })
+    .await;
+    std::fs::write(
+        &path,
+        format!(
+            "{first}\n[[rules]]\nname = \"added\"\nthreshold = \"1s\"\n[rules.match]\nrouting_status = \"IDLE\"\n"
+        ),
+    )
+    .unwrap();
+    let outcome = ractor::call_t!(h.app.supervisor(), SupervisorMsg::ReloadRules, 5000).unwrap();
+    assert!(outcome.applied, "{:#?}", outcome.problems);
+    let added = wait_alert(&h, &format!("user_id={user}&rule=added"), |a| {
+        a["delivery_status"] == "delivered"
+    })
+    .await;
+    let first_row = alerts(&h, &format!("user_id={user}&rule=first")).await;
+    assert_eq!(
+        first_row.len(),
+        1,
+        "no second fire of the kept rule: {first_row:#?}"
+    );
+    assert_eq!(
+        added["since"], first_row[0]["since"],
+        "the added rule's episode starts at the Genesys start of IDLE"
+    );
+    assert_eq!(h.slack.received().len(), 2);
+    h.app.shutdown().await;
+}
