@@ -3,6 +3,7 @@
 
 mod access;
 mod adversarial;
+mod alerting;
 mod api;
 mod delivery;
 mod fixtures;
