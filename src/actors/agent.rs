@@ -29,6 +29,10 @@ use crate::metrics;
 use crate::notification::{PresenceUpdate, RoutingUpdate};
 use crate::rules::{AgentEpisodes, AgentView, EpisodeAction, RuleAction, RuleSet};
 
+/// How long a new agent actor waits for both presence and routing status before judging the
+/// rules on whatever it knows.
+const INCOMPLETE_STATE_GRACE: Duration = Duration::from_secs(30);
+
 /// The name of the built-in rule.
 pub const IDLE_RULE: &str = crate::rules::BUILTIN_IDLE_RULE;
 
@@ -98,6 +102,8 @@ pub struct AgentState {
     persisted: String,
     timer: Option<(DateTime<Utc>, Timer)>,
     generation: u64,
+    /// When this actor started (see [`INCOMPLETE_STATE_GRACE`]).
+    started: std::time::Instant,
 }
 
 /// What to do with an incoming event for one dimension.
@@ -209,11 +215,21 @@ impl AgentState {
         }
     }
 
-    /// After a state change: feed the rules, act, re-arm the timer, persist the episode log.
-    fn evaluate(&mut self, myself: &ActorRef<AgentMsg>) {
+    /// After a state change Genesys timestamped `changed_at`: feed the rules, act, re-arm the
+    /// timer, persist the episode log.
+    fn evaluate(&mut self, myself: &ActorRef<AgentMsg>, changed_at: DateTime<Utc>) {
         let now = Utc::now();
+        // Right after a (re)start the snapshot brings presence and routing one after the
+        // other: judging the rules on half a state would end (or start) episodes wrongly, so
+        // wait for both (bounded, for a user Genesys never gives one of them for).
+        let incomplete = self.inputs.presence.is_none() || self.inputs.routing.is_none();
+        if incomplete && self.started.elapsed() < INCOMPLETE_STATE_GRACE {
+            return;
+        }
         let view = self.view();
-        let actions = self.episodes.on_agent_change(&self.rules, now, &view);
+        let actions = self
+            .episodes
+            .on_agent_change_at(&self.rules, now, &view, changed_at);
         self.after(myself, actions, now);
     }
 
@@ -260,7 +276,7 @@ impl AgentState {
         }
     }
 
-    fn act(&mut self, RuleAction { rule, action }: RuleAction, now: DateTime<Utc>) {
+    fn act(&mut self, RuleAction { rule, action }: RuleAction, mut now: DateTime<Utc>) {
         let Some(rule) = self.rules.get(&rule).cloned() else {
             return;
         };
@@ -274,8 +290,9 @@ impl AgentState {
                 episode_start,
                 duration,
                 send,
-                ..
+                ended_at,
             } => {
+                now = ended_at;
                 let episode_key = Alert::episode_key(&rule.name, &self.user_id, episode_start);
                 let _ = self
                     .peers
@@ -379,7 +396,7 @@ impl AgentState {
                     label: update.label,
                     since: update.timestamp,
                 });
-                self.evaluate(myself);
+                self.evaluate(myself, update.timestamp);
                 self.publish_current();
             }
         }
@@ -433,7 +450,7 @@ impl AgentState {
                     status: update.status,
                     since: update.timestamp,
                 });
-                self.evaluate(myself);
+                self.evaluate(myself, update.timestamp);
                 self.publish_current();
             }
         }
@@ -472,6 +489,7 @@ impl Actor for AgentActor {
             persisted,
             timer: None,
             generation: 0,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -509,7 +527,7 @@ impl Actor for AgentActor {
                     if active != state.inputs.active_conversations {
                         state.inputs.active_conversations = active;
                         state.inputs.conversations_changed_at = Some(observed_at);
-                        state.evaluate(&myself);
+                        state.evaluate(&myself, observed_at);
                         state.publish_current();
                     }
                 }
@@ -521,7 +539,7 @@ impl Actor for AgentActor {
                 AgentMsg::Peers(peers) => state.peers = peers,
                 AgentMsg::Rules(rules) => {
                     state.rules = rules;
-                    state.evaluate(&myself);
+                    state.evaluate(&myself, Utc::now());
                 }
                 AgentMsg::Deadline { generation } => {
                     if generation == state.generation {

@@ -180,6 +180,20 @@ impl Episode {
         now: DateTime<Utc>,
         matched_since: Option<DateTime<Utc>>,
     ) -> Vec<EpisodeAction> {
+        self.on_match_change_at(rule, now, matched_since, now)
+    }
+
+    /// [`Episode::on_match_change`] for a change Genesys timestamped `changed_at` (UTC): when
+    /// the match ends, the episode's recorded end (and so its total duration) is that instant,
+    /// kept between the episode start and `now`, while the flap tolerance still runs from `now`
+    /// (the time we learn of it). After a restart this keeps the downtime out of the duration.
+    pub fn on_match_change_at(
+        &mut self,
+        rule: &Rule,
+        now: DateTime<Utc>,
+        matched_since: Option<DateTime<Utc>>,
+        changed_at: DateTime<Utc>,
+    ) -> Vec<EpisodeAction> {
         let mut actions = self.on_tick(rule, now);
         match matched_since {
             Some(since) => {
@@ -208,17 +222,24 @@ impl Episode {
                 }
                 actions.extend(self.on_tick(rule, now));
             }
-            None => match &mut self.phase {
-                EpisodePhase::Pending { ended, .. } | EpisodePhase::Firing { ended, .. }
-                    if ended.is_none() =>
-                {
-                    *ended = Some(MatchEnd {
-                        at: now,
-                        resolve_at: add(now, rule.flap_tolerance),
-                    });
+            None => {
+                let start = self.episode_start();
+                match &mut self.phase {
+                    EpisodePhase::Pending { ended, .. } | EpisodePhase::Firing { ended, .. }
+                        if ended.is_none() =>
+                    {
+                        let at = match start {
+                            Some(start) => changed_at.min(now).max(start),
+                            None => now,
+                        };
+                        *ended = Some(MatchEnd {
+                            at,
+                            resolve_at: add(now, rule.flap_tolerance),
+                        });
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+            }
         }
         actions
     }
@@ -347,6 +368,18 @@ impl AgentEpisodes {
         now: DateTime<Utc>,
         agent: &AgentView,
     ) -> Vec<RuleAction> {
+        self.on_agent_change_at(rules, now, agent, now)
+    }
+
+    /// [`AgentEpisodes::on_agent_change`] for a change Genesys timestamped `changed_at` (see
+    /// [`Episode::on_match_change_at`]).
+    pub fn on_agent_change_at(
+        &mut self,
+        rules: &RuleSet,
+        now: DateTime<Utc>,
+        agent: &AgentView,
+        changed_at: DateTime<Utc>,
+    ) -> Vec<RuleAction> {
         let mut out = Vec::new();
         for rule in rules.rules() {
             let matched = rule.evaluate(agent);
@@ -356,7 +389,7 @@ impl AgentEpisodes {
             let episode = self.episodes.entry(rule.name.clone()).or_default();
             out.extend(
                 episode
-                    .on_match_change(rule, now, matched)
+                    .on_match_change_at(rule, now, matched, changed_at)
                     .into_iter()
                     .map(|action| RuleAction {
                         rule: rule.name.clone(),
