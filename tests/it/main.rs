@@ -9,6 +9,7 @@ mod fixtures;
 mod helpers;
 mod openapi;
 mod process;
+mod queues;
 mod reports;
 mod retention;
 mod secrets;
