@@ -1,7 +1,9 @@
 //! The root supervisor. It starts the persistence and Slack actors, lists the monitored users,
 //! starts one agent actor per user and one connection actor per notification channel (at most
 //! `topics_per_channel` users each), takes the snapshot of current states once every channel is
-//! subscribed (and again after every reconnect), restarts failed children with backoff, and
+//! subscribed (and again after every reconnect), keeps each agent told which queues it is a
+//! member of when a rule is scoped by queue (listed at bootstrap, on every snapshot and after a
+//! rules reload), restarts failed children with backoff, and
 //! answers `/readyz` with its view of them. See `actors.md` for the tree and the strategy.
 
 use std::collections::{HashMap, HashSet};

@@ -737,3 +737,23 @@ impl<'a> Retry<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod next_uri_tests {
+    use super::next_path;
+
+    #[test]
+    fn next_uri_stays_on_the_api_host() {
+        assert_eq!(
+            next_path("/api/v2/routing/queues/q/members?pageNumber=2").as_deref(),
+            Some("/api/v2/routing/queues/q/members?pageNumber=2")
+        );
+        assert_eq!(
+            next_path("https://elsewhere.example/api/v2/x?pageNumber=2").as_deref(),
+            Some("/api/v2/x?pageNumber=2"),
+            "an absolute nextUri is followed on the API host, never on its own"
+        );
+        assert_eq!(next_path("/oauth/token"), None);
+        assert_eq!(next_path("pageNumber=2"), None);
+    }
+}
