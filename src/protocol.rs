@@ -213,6 +213,92 @@ pub struct UserEntityListing {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Queue members (GET /api/v2/routing/queues/{queueId}/members?pageSize=100&pageNumber=N)
+// ---------------------------------------------------------------------------------------------
+
+/// `{"id", "name", "selfUri"}` reference to a user inside a queue member.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    /// The user id (a GUID).
+    pub id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `/api/v2/users/{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_uri: Option<String>,
+}
+
+/// `QueueMember`: one member of a routing queue. `id` is the member's user id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMember {
+    /// The member's id (the user id).
+    pub id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The member as a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// Ring number (routing priority group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring_number: Option<i64>,
+    /// Whether the member has joined the queue (is active on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<bool>,
+    /// `user` (added directly) or `group` (through a group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_by: Option<String>,
+    /// Present only with `expand=routingStatus`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_status: Option<UserRoutingStatus>,
+    /// `/api/v2/routing/queues/{queueId}/members/{memberId}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_uri: Option<String>,
+}
+
+impl QueueMember {
+    /// The member's user id, lowercase: `user.id` when given, else `id`.
+    pub fn user_id(&self) -> String {
+        self.user
+            .as_ref()
+            .map_or(self.id.as_str(), |u| u.id.as_str())
+            .trim()
+            .to_ascii_lowercase()
+    }
+}
+
+/// One page of `GET /api/v2/routing/queues/{queueId}/members` (`QueueMemberEntityListing`).
+/// The reference (§6) says the answer has no `total` or `pageCount`: follow `nextUri`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMemberEntityListing {
+    /// The members of this page.
+    #[serde(default)]
+    pub entities: Vec<QueueMember>,
+    /// Page size used.
+    #[serde(default)]
+    pub page_size: Option<u32>,
+    /// 1-based page number.
+    #[serde(default)]
+    pub page_number: Option<u32>,
+    /// This page's relative URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_uri: Option<String>,
+    /// The first page's relative URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_uri: Option<String>,
+    /// Relative URI of the next page, absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_uri: Option<String>,
+    /// Relative URI of the previous page, absent on the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_uri: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Presence definitions
 // ---------------------------------------------------------------------------------------------
 

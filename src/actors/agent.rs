@@ -55,6 +55,9 @@ pub enum AgentMsg {
     Peers(Peers),
     /// The rules were reloaded: evaluate the new ones from now on.
     Rules(Arc<RuleSet>),
+    /// The queues the agent is a member of (ids, any case), as last listed: queue-scoped rules
+    /// are re-evaluated when the set changes.
+    Queues(Vec<String>),
     /// Internal: the earliest episode deadline of timer `generation` has passed.
     Deadline { generation: u64 },
     /// The agent's current state (tests, debugging).
@@ -75,6 +78,9 @@ pub struct AgentArgs {
     pub user_name: Option<String>,
     /// The agent's division id (rule scopes), if known.
     pub division_id: Option<String>,
+    /// The queues the agent is a member of (rule scopes), as listed at start; empty when no
+    /// rule is scoped by queue.
+    pub queue_ids: Vec<String>,
     /// The rules in force.
     pub rules: Arc<RuleSet>,
     /// The persisted episode log (JSON of [`AgentEpisodes`]) to resume, if any.
@@ -93,6 +99,8 @@ pub struct AgentState {
     user_id: UserId,
     user_name: Option<String>,
     division_id: Option<String>,
+    /// Lowercase, sorted, no repeats (see [`normalize_queue_ids`]).
+    queue_ids: Vec<String>,
     rules: Arc<RuleSet>,
     peers: Peers,
     inputs: IdleInputs,
@@ -132,6 +140,19 @@ fn disposition<T: PartialEq>(
         Some((at, _)) if incoming.0 < at => Disposition::Stale,
         Some(_) => Disposition::Current,
     }
+}
+
+/// Queue ids trimmed, lowercase, sorted and without repeats, so a membership listed in another
+/// order is not a change.
+pub fn normalize_queue_ids(ids: Vec<String>) -> Vec<String> {
+    let mut ids: Vec<String> = ids
+        .into_iter()
+        .map(|q| q.trim().to_ascii_lowercase())
+        .filter(|q| !q.is_empty())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 impl AgentState {
@@ -186,7 +207,7 @@ impl AgentState {
             routing: self.inputs.routing.clone(),
             active_conversations: self.inputs.active_conversations,
             conversations_changed_at: self.inputs.conversations_changed_at,
-            queue_ids: Vec::new(),
+            queue_ids: self.queue_ids.clone(),
             division_id: self.division_id.clone(),
         }
     }
@@ -481,6 +502,7 @@ impl Actor for AgentActor {
             user_id: args.user_id,
             user_name: args.user_name,
             division_id: args.division_id,
+            queue_ids: normalize_queue_ids(args.queue_ids),
             rules: args.rules,
             peers: args.peers,
             inputs: IdleInputs::default(),
@@ -540,6 +562,14 @@ impl Actor for AgentActor {
                 AgentMsg::Rules(rules) => {
                     state.rules = rules;
                     state.evaluate(&myself, Utc::now());
+                }
+                AgentMsg::Queues(queue_ids) => {
+                    let queue_ids = normalize_queue_ids(queue_ids);
+                    if queue_ids != state.queue_ids {
+                        tracing::debug!(queues = ?queue_ids, "queue membership changed");
+                        state.queue_ids = queue_ids;
+                        state.evaluate(&myself, Utc::now());
+                    }
                 }
                 AgentMsg::Deadline { generation } => {
                     if generation == state.generation {

@@ -1,10 +1,12 @@
 //! The root supervisor. It starts the persistence and Slack actors, lists the monitored users,
 //! starts one agent actor per user and one connection actor per notification channel (at most
 //! `topics_per_channel` users each), takes the snapshot of current states once every channel is
-//! subscribed (and again after every reconnect), restarts failed children with backoff, and
+//! subscribed (and again after every reconnect), keeps each agent told which queues it is a
+//! member of when a rule is scoped by queue (listed at bootstrap, on every snapshot and after a
+//! rules reload), restarts failed children with backoff, and
 //! answers `/readyz` with its view of them. See `actors.md` for the tree and the strategy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +35,15 @@ use crate::rules::RuleSet;
 pub enum SupervisorMsg {
     /// List presence definitions and users, then start agents and connections.
     Bootstrap,
-    /// Internal: the result of the bootstrap listing.
-    Bootstrapped(Result<(Vec<PresenceDefinition>, Vec<User>), GenesysError>),
+    /// Internal: the result of the bootstrap listing (presence definitions, users, and the
+    /// members of the queues the rules name).
+    Bootstrapped(Result<(Vec<PresenceDefinition>, Vec<User>, QueueMembership), GenesysError>),
+    /// List the members of the queues the rules in force name (after a rules reload); with no
+    /// queue-scoped rule, clears every agent's queues without any call.
+    RefreshQueues,
+    /// Internal: queue members were listed (bootstrap, snapshot, refresh): give each agent its
+    /// queue ids.
+    QueuesListed(QueueMembership),
     /// A connection actor has its channel subscribed and a socket open.
     ConnectionUp { index: usize, reconnected: bool },
     /// Take a snapshot of every user's current state (after subscribing).
@@ -63,6 +72,55 @@ pub enum SupervisorMsg {
         deadline: Duration,
         reply: RpcReplyPort<()>,
     },
+}
+
+/// Queue membership as listed from Genesys for the queue ids the rules name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueMembership {
+    /// The queue ids asked for (lowercase, sorted: [`RuleSet::queue_ids`]).
+    pub queue_ids: Vec<String>,
+    /// Each member user and the queues (of `queue_ids`) it is a member of.
+    pub by_user: HashMap<UserId, Vec<String>>,
+    /// Queues that could not be read (403, 404) with the error: treated as having no members.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Lists the members of every queue in `queue_ids` (one queue after the other), with no call at
+/// all when it is empty. A queue answering 403 or 404 goes to
+/// [`QueueMembership::unreadable`] and counts as empty; any other error fails the whole
+/// listing, to be retried like the rest of the bootstrap or snapshot.
+pub async fn fetch_queue_membership(
+    client: &GenesysClient,
+    queue_ids: Vec<String>,
+) -> Result<QueueMembership, GenesysError> {
+    let mut membership = QueueMembership {
+        queue_ids,
+        ..QueueMembership::default()
+    };
+    for queue in &membership.queue_ids {
+        match client.queue_members(queue).await {
+            Ok(members) => {
+                for member in members {
+                    let Ok(user) = UserId::parse(&member) else {
+                        continue;
+                    };
+                    let queues = membership.by_user.entry(user).or_default();
+                    if !queues.contains(queue) {
+                        queues.push(queue.clone());
+                    }
+                }
+            }
+            Err(
+                e @ GenesysError::Api {
+                    status: 403 | 404, ..
+                },
+            ) => {
+                membership.unreadable.push((queue.clone(), e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(membership)
 }
 
 /// Which child an actor is.
@@ -129,6 +187,10 @@ pub struct SupervisorState {
     user_connection: HashMap<UserId, usize>,
     user_names: HashMap<UserId, Option<String>>,
     user_divisions: HashMap<UserId, Option<String>>,
+    /// Queue ids of each member user, as last listed (handed to agents as they start).
+    user_queues: HashMap<UserId, Vec<String>>,
+    /// Queues already reported as unreadable (logged once while they stay so).
+    unreadable_queues: HashSet<String>,
     /// Episode logs read from the database at bootstrap, handed to agents as they start.
     saved_episodes: HashMap<UserId, String>,
     rules: Arc<RuleSet>,
@@ -227,6 +289,7 @@ impl SupervisorState {
             user_id: user.clone(),
             user_name: self.user_names.get(user).cloned().flatten(),
             division_id: self.user_divisions.get(user).cloned().flatten(),
+            queue_ids: self.user_queues.get(user).cloned().unwrap_or_default(),
             rules: self.rules.clone(),
             episodes: self.saved_episodes.remove(user),
             peers,
@@ -278,13 +341,81 @@ impl SupervisorState {
         let catalog = self.catalog.clone();
         let credits = self.credits.clone();
         let myself = myself.clone();
+        let queue_ids = self.rules.queue_ids();
         tokio::spawn(async move {
-            let result = match client.list_active_users().await {
-                Ok(users) => Ok(feed_snapshot(&users, &agents, &catalog, &credits).await),
-                Err(e) => Err(e.to_string()),
-            };
+            let result = async {
+                // Membership may have changed while no one looked: list it again with the
+                // states (no call when no rule is scoped by queue).
+                if !queue_ids.is_empty() {
+                    let membership = fetch_queue_membership(&client, queue_ids)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let _ = myself.cast(SupervisorMsg::QueuesListed(membership));
+                }
+                match client.list_active_users().await {
+                    Ok(users) => Ok(feed_snapshot(&users, &agents, &catalog, &credits).await),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            .await;
             let _ = myself.cast(SupervisorMsg::SnapshotDone(result));
         });
+    }
+
+    /// Lists the members of the queues the rules in force name, in a task (never in a
+    /// handler); the result comes back as [`SupervisorMsg::QueuesListed`]. Without any
+    /// queue-scoped rule, applies an empty membership at once, without a call.
+    fn refresh_queues(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        let queue_ids = self.rules.queue_ids();
+        if queue_ids.is_empty() {
+            self.apply_queues(myself, QueueMembership::default());
+            return;
+        }
+        let client = self.args.client.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            match fetch_queue_membership(&client, queue_ids).await {
+                Ok(membership) => {
+                    let _ = me.cast(SupervisorMsg::QueuesListed(membership));
+                }
+                Err(e) if e.is_fatal() => {
+                    let _ = me.cast(SupervisorMsg::Fatal(e.to_string()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "listing queue members failed; retrying");
+                    me.send_after(Duration::from_secs(5), || SupervisorMsg::RefreshQueues);
+                }
+            }
+        });
+    }
+
+    /// Keeps a listed membership and sends each agent whose queues changed its new queue ids.
+    /// A listing made for other queue ids than the rules in force now name (the rules were
+    /// reloaded meanwhile) is applied, then listed again.
+    fn apply_queues(&mut self, myself: &ActorRef<SupervisorMsg>, membership: QueueMembership) {
+        for (queue, error) in &membership.unreadable {
+            if self.unreadable_queues.insert(queue.clone()) {
+                tracing::warn!(queue_id = %queue, %error,
+                    "queue members cannot be read: the queue counts as having no members");
+            }
+        }
+        self.unreadable_queues
+            .retain(|q| membership.unreadable.iter().any(|(u, _)| u == q));
+        if membership.queue_ids != self.rules.queue_ids() {
+            let _ = myself.cast(SupervisorMsg::RefreshQueues);
+        }
+        let previous = std::mem::replace(&mut self.user_queues, membership.by_user);
+        for (user, agent) in &self.agents {
+            let now = self.user_queues.get(user);
+            if now != previous.get(user) {
+                let _ = agent.cast(AgentMsg::Queues(now.cloned().unwrap_or_default()));
+            }
+        }
+        tracing::debug!(
+            queues = membership.queue_ids.len(),
+            members = self.user_queues.len(),
+            "queue membership applied"
+        );
     }
 
     async fn on_bootstrapped(
@@ -292,7 +423,10 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         definitions: Vec<PresenceDefinition>,
         users: Vec<User>,
+        queues: QueueMembership,
     ) -> Result<(), ActorProcessingErr> {
+        // Before any agent starts, so each starts with its queues.
+        self.apply_queues(myself, queues);
         self.catalog = Arc::new(PresenceCatalog::from_definitions(&definitions));
         match crate::db::alerting::load_episodes(&self.args.db).await {
             Ok(saved) => {
@@ -418,6 +552,8 @@ impl Actor for Supervisor {
             user_connection: HashMap::new(),
             user_names: HashMap::new(),
             user_divisions: HashMap::new(),
+            user_queues: HashMap::new(),
+            unreadable_queues: HashSet::new(),
             saved_episodes: HashMap::new(),
             rules: rules_in_force,
             last_reload: None,
@@ -456,22 +592,26 @@ impl Actor for Supervisor {
             SupervisorMsg::Bootstrap => {
                 let client = state.args.client.clone();
                 let me = myself.clone();
+                let queue_ids = state.rules.queue_ids();
                 tokio::spawn(async move {
                     let result = async {
                         let definitions = client.presence_definitions().await?;
                         let users = client.list_active_users().await?;
-                        Ok((definitions, users))
+                        let queues = fetch_queue_membership(&client, queue_ids).await?;
+                        Ok((definitions, users, queues))
                     }
                     .await;
                     let _ = me.cast(SupervisorMsg::Bootstrapped(result));
                 });
             }
-            SupervisorMsg::Bootstrapped(Ok((definitions, users))) => {
+            SupervisorMsg::Bootstrapped(Ok((definitions, users, queues))) => {
                 if state.bootstrapped || state.shutting_down {
                     return Ok(());
                 }
                 state.bootstrap_error = None;
-                state.on_bootstrapped(&myself, definitions, users).await?;
+                state
+                    .on_bootstrapped(&myself, definitions, users, queues)
+                    .await?;
                 if state.connections.is_empty() {
                     tracing::warn!("no active users to monitor");
                 }
@@ -505,6 +645,17 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::Snapshot => state.start_snapshot(&myself),
+            SupervisorMsg::RefreshQueues => {
+                // Before the bootstrap, its own listing takes the rules in force into account.
+                if state.bootstrapped && !state.shutting_down {
+                    state.refresh_queues(&myself);
+                }
+            }
+            SupervisorMsg::QueuesListed(membership) => {
+                if !state.shutting_down {
+                    state.apply_queues(&myself, membership);
+                }
+            }
             SupervisorMsg::SnapshotDone(result) => {
                 state.snapshot_running = false;
                 match &result {
@@ -621,6 +772,8 @@ impl Actor for Supervisor {
                             for agent in state.agents.values() {
                                 let _ = agent.cast(AgentMsg::Rules(rules.clone()));
                             }
+                            // The new rules may name other queues: list their members.
+                            let _ = myself.cast(SupervisorMsg::RefreshQueues);
                             tracing::info!(rules = rules.rules().len(), path = %path.display(), "rules reloaded");
                             ReloadOutcome {
                                 at: chrono::Utc::now(),

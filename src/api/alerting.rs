@@ -57,6 +57,7 @@ pub struct RuleConditionsDto {
     /// Org presence definition ids (GUIDs; one must match).
     pub presence_definition_id: Vec<String>,
     /// `true`: at least one active conversation; `false`: none; absent: no condition.
+    #[oai(nullable)]
     pub active_conversation: Option<bool>,
 }
 
@@ -97,6 +98,7 @@ pub struct RuleDto {
     /// How long the match must hold before firing, seconds (from Genesys's timestamp).
     pub threshold_seconds: f64,
     /// While firing, repeat after this many seconds; absent: fire once.
+    #[oai(nullable)]
     pub repeat_interval_seconds: Option<f64>,
     /// Whether a resolved message is sent when a fired episode ends.
     pub send_resolved: bool,
@@ -105,6 +107,7 @@ pub struct RuleDto {
     /// `info`, `warning` or `critical`.
     pub severity: String,
     /// Destination name; absent: the default destination.
+    #[oai(nullable)]
     pub destination: Option<String>,
     /// Which agents it applies to.
     pub scope: RuleScopeDto,
@@ -131,10 +134,12 @@ pub struct ReloadDto {
 #[oai(rename = "RulesInForce")]
 pub struct RulesDto {
     /// `RULES_FILE`, or absent for the built-in `idle` rule.
+    #[oai(nullable)]
     pub source: Option<String>,
     /// The rules, in file order.
     pub rules: Vec<RuleDto>,
     /// The last reload, if any.
+    #[oai(nullable)]
     pub last_reload: Option<ReloadDto>,
 }
 
@@ -145,8 +150,10 @@ pub struct SilenceDto {
     /// Id (for `DELETE /api/v1/silences/{id}`).
     pub id: i64,
     /// Only this rule; absent: every rule.
+    #[oai(nullable)]
     pub rule: Option<String>,
     /// Only this agent; absent: every agent.
+    #[oai(nullable)]
     pub user_id: Option<String>,
     /// End of the silence, UTC.
     pub until: Timestamp,
@@ -163,12 +170,16 @@ pub struct SilenceDto {
 #[oai(rename = "NewSilence")]
 pub struct NewSilenceDto {
     /// Only this rule (must be a rule in force).
+    #[oai(nullable)]
     pub rule: Option<String>,
     /// Only this agent (Genesys user id, any case).
+    #[oai(nullable)]
     pub user_id: Option<String>,
     /// End of the silence: RFC 3339 with a zone, in the future. Required.
+    #[oai(nullable)]
     pub until: Option<String>,
     /// Why. Required, at most 1,000 characters.
+    #[oai(nullable)]
     pub comment: Option<String>,
 }
 

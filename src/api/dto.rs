@@ -201,6 +201,7 @@ pub struct HistoryPage {
     pub data: Vec<StatusRecord>,
     /// Pass as `cursor` (with the same filters) for the next page; null on the last page.
     /// Opaque.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -296,10 +297,13 @@ pub struct AlertDto {
     /// `info`, `warning` or `critical`.
     pub severity: String,
     /// Destination name; absent for the default destination.
+    #[oai(nullable)]
     pub destination: Option<String>,
     /// Total episode length in seconds, for a resolved message.
+    #[oai(nullable)]
     pub resolved_duration_seconds: Option<u64>,
     /// Why it was recorded but not sent (`quiet hours`), if so.
+    #[oai(nullable)]
     pub muted: Option<String>,
     /// Genesys user id (lowercase GUID).
     pub user_id: String,
@@ -423,6 +427,7 @@ pub struct Readiness {
     /// The last finished retention run; absent without `RETENTION_DAYS` or before the first
     /// run (30 s after start, then hourly).
     #[oai(skip_serializing_if_is_none)]
+    #[oai(nullable)]
     pub last_retention_run: Option<RetentionRunReport>,
 }
 
@@ -454,10 +459,12 @@ pub struct DestinationReport {
     /// False after a permanent destination error such as `channel_is_archived`.
     pub enabled: bool,
     /// Why it was disabled (the receiver's error string).
+    #[oai(nullable)]
     pub disabled_reason: Option<String>,
     /// Messages waiting to be sent.
     pub queue_depth: u64,
     /// Paused by an HTTP 429 until this instant, UTC.
+    #[oai(nullable)]
     pub paused_until: Option<Timestamp>,
     /// Messages delivered since start.
     pub delivered: u64,

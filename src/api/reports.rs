@@ -46,6 +46,7 @@ pub struct IntervalDto {
     /// Normalized state (`AVAILABLE`, `IDLE`, …).
     pub state: String,
     /// Org presence label (`Lunch`) of presence intervals.
+    #[oai(nullable)]
     pub org_presence: Option<String>,
     /// Start, UTC: the transition's `event_timestamp`, or `from` when the state began earlier.
     pub start: Timestamp,
@@ -75,8 +76,10 @@ pub struct TimelineDto {
 #[oai(rename = "TimeInStateRow")]
 pub struct TimeInStateRow {
     /// The user, when grouped by `user`.
+    #[oai(nullable)]
     pub user_id: Option<String>,
     /// The local date (`YYYY-MM-DD` in `tz`), when grouped by `day`.
+    #[oai(nullable)]
     pub day: Option<String>,
     /// `presence` or `routing`.
     pub kind: KindDto,

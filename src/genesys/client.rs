@@ -21,13 +21,15 @@ use crate::genesys::backoff::{RetryPolicy, bracketed_seconds, ratelimit_reset, r
 use crate::genesys::error::GenesysError;
 use crate::protocol::{
     Channel, ChannelTopic, ChannelTopicEntityListing, ChannelTopicRequest, ErrorBody,
-    OAuthErrorBody, PresenceDefinition, PresenceDefinitionListing, ServerDate, TokenResponse, User,
-    UserEntityListing, UserPresence, UserRoutingStatus,
+    OAuthErrorBody, PresenceDefinition, PresenceDefinitionListing, QueueMemberEntityListing,
+    ServerDate, TokenResponse, User, UserEntityListing, UserPresence, UserRoutingStatus,
 };
 use crate::secret::Secret;
 
 /// Page size of `GET /api/v2/users` (the maximum, per a Genesys blueprint; protocol §6).
 pub const USERS_PAGE_SIZE: u32 = 500;
+/// Page size of `GET /api/v2/routing/queues/{queueId}/members` (the maximum, protocol §6).
+pub const QUEUE_MEMBERS_PAGE_SIZE: u32 = 100;
 /// Page size of the legacy `GET /api/v2/presencedefinitions`.
 pub const LEGACY_PRESENCE_PAGE_SIZE: u32 = 100;
 /// Per-user expand fetches run at most this many at a time.
@@ -461,6 +463,48 @@ impl GenesysClient {
         Ok(definitions)
     }
 
+    /// The user ids (lowercase, in listing order, without repeats) of every member of a routing
+    /// queue: `GET /api/v2/routing/queues/{queueId}/members?pageSize=100&pageNumber=1`, then
+    /// each page's `nextUri` until one has none (protocol §6: the answer has no `total` or
+    /// `pageCount`). Needs `routing:queue:view` or similar; a refusal (403) or an unknown queue
+    /// (404) is a [`GenesysError::Api`] for the caller to judge. A `nextUri` that is not a path
+    /// on the API host (`/api/v2/…`), or one already followed, is a [`GenesysError::Decode`]:
+    /// the bearer token never leaves the API host and a looping server cannot hang the call.
+    pub async fn queue_members(&self, queue_id: &str) -> Result<Vec<String>, GenesysError> {
+        let mut path = format!(
+            "/api/v2/routing/queues/{}/members?pageSize={QUEUE_MEMBERS_PAGE_SIZE}&pageNumber=1",
+            encode_segment(queue_id)
+        );
+        let mut seen = std::collections::HashSet::new();
+        let mut members: Vec<String> = Vec::new();
+        for _ in 0..MAX_PAGES {
+            seen.insert(path.clone());
+            let listing: QueueMemberEntityListing = self.get_json(&path).await?;
+            for member in &listing.entities {
+                let id = member.user_id();
+                if !id.is_empty() && !members.contains(&id) {
+                    members.push(id);
+                }
+            }
+            let Some(next) = listing.next_uri.filter(|u| !u.trim().is_empty()) else {
+                break;
+            };
+            if listing.entities.is_empty() {
+                break;
+            }
+            let bad = |detail: String| GenesysError::Decode {
+                what: format!("GET {path}"),
+                detail,
+            };
+            let next = next_path(&next).ok_or_else(|| bad(format!("unusable nextUri {next:?}")))?;
+            if seen.contains(&next) {
+                return Err(bad(format!("nextUri {next:?} repeats a page already read")));
+            }
+            path = next;
+        }
+        Ok(members)
+    }
+
     /// Creates a notification channel: `POST /api/v2/notifications/channels` (no body) →
     /// `{"connectUri","id","expires"}` (protocol §3). The channel lives 24 h.
     pub async fn create_channel(&self) -> Result<Channel, GenesysError> {
@@ -529,6 +573,22 @@ fn more_pages(page: u32, page_count: Option<u32>, next_uri: Option<&str>) -> boo
         Some(count) => page < count,
         None => next_uri.is_some_and(|u| !u.is_empty()),
     }
+}
+
+/// The path and query of a `nextUri` (relative `/api/v2/…`, or absolute with such a path);
+/// `None` for anything else.
+fn next_path(next: &str) -> Option<String> {
+    let next = next.trim();
+    let path = if next.starts_with('/') {
+        next.to_string()
+    } else {
+        let url = url::Url::parse(next).ok()?;
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    };
+    path.starts_with("/api/v2/").then_some(path)
 }
 
 /// Status, headers and body of an answer; a transport error has its URL removed.
@@ -675,5 +735,25 @@ impl<'a> Retry<'a> {
         );
         tokio::time::sleep(wait).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod next_uri_tests {
+    use super::next_path;
+
+    #[test]
+    fn next_uri_stays_on_the_api_host() {
+        assert_eq!(
+            next_path("/api/v2/routing/queues/q/members?pageNumber=2").as_deref(),
+            Some("/api/v2/routing/queues/q/members?pageNumber=2")
+        );
+        assert_eq!(
+            next_path("https://elsewhere.example/api/v2/x?pageNumber=2").as_deref(),
+            Some("/api/v2/x?pageNumber=2"),
+            "an absolute nextUri is followed on the API host, never on its own"
+        );
+        assert_eq!(next_path("/oauth/token"), None);
+        assert_eq!(next_path("pageNumber=2"), None);
     }
 }

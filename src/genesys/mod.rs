@@ -1,6 +1,6 @@
 #![warn(missing_docs)]
 //! Genesys Cloud REST client: OAuth client-credentials token cache, users with presence and
-//! routing status, presence definitions, notification channels and subscriptions, server date.
+//! routing status, queue members, presence definitions, notification channels and subscriptions, server date.
 //!
 //! - [`GenesysClient`] (in `client.rs`): the calls, each documented with its API path.
 //! - [`GenesysError`]: how a call failed; [`GenesysError::InvalidClient`] is fatal.
@@ -18,5 +18,8 @@ pub(crate) mod test_server;
 mod tests;
 
 pub use backoff::RetryPolicy;
-pub use client::{GenesysClient, LEGACY_PRESENCE_PAGE_SIZE, USERS_PAGE_SIZE, renew_margin};
+pub use client::{
+    GenesysClient, LEGACY_PRESENCE_PAGE_SIZE, QUEUE_MEMBERS_PAGE_SIZE, USERS_PAGE_SIZE,
+    renew_margin,
+};
 pub use error::GenesysError;

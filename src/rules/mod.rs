@@ -128,6 +128,21 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Every queue id named in a rule's scope (`[rules.scope] queue_ids`), lowercase, sorted,
+    /// without repeats. Empty when no rule is scoped by queue: queue membership is then never
+    /// needed.
+    pub fn queue_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .rules
+            .iter()
+            .flat_map(|r| r.scope.queue_ids.iter())
+            .map(|q| q.trim().to_ascii_lowercase())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     /// The rule with this name.
     pub fn get(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)

@@ -1270,3 +1270,39 @@ match.routing_status = "IDLE"
     // The URL never appears in a problem.
     assert!(!format!("{lines:?}").contains("SECRET"));
 }
+
+#[test]
+fn queue_ids_gathers_every_scope_lowercase_sorted_once() {
+    let set = RuleSet::parse(
+        r#"
+[[rules]]
+name = "a"
+threshold = "1m"
+[rules.match]
+routing_status = "IDLE"
+[rules.scope]
+queue_ids = ["QB", "qa"]
+
+[[rules]]
+name = "b"
+threshold = "1m"
+[rules.match]
+routing_status = "IDLE"
+[rules.scope]
+queue_ids = ["qb"]
+
+[[rules]]
+name = "c"
+threshold = "1m"
+[rules.match]
+routing_status = "IDLE"
+"#,
+    )
+    .unwrap();
+    assert_eq!(set.queue_ids(), ["qa", "qb"]);
+    assert!(
+        RuleSet::builtin_idle(Duration::from_secs(60))
+            .queue_ids()
+            .is_empty()
+    );
+}

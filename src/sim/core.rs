@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::SimConfig;
 use super::faults::{Faults, Reply};
-use super::world::{Change, World, guid};
+use super::world::{Change, Queue, World, build_queues, guid};
 use super::ws::{self, Outgoing};
 use crate::domain::format_timestamp;
 
@@ -144,6 +144,8 @@ struct SocketState {
 pub struct Core {
     pub cfg: SimConfig,
     pub world: World,
+    /// Routing queues and their members (`GET /api/v2/routing/queues/{id}/members`).
+    pub queues: Vec<Queue>,
     /// `ws://127.0.0.1:PORT`, the base of every `connectUri`.
     pub ws_base: String,
     /// Issued, unrevoked tokens and their expiry.
@@ -178,8 +180,10 @@ impl Core {
             cfg.autopilot,
             now,
         );
+        let queues = build_queues(cfg.queues, cfg.seed, &world.agents);
         let mut core = Core {
             autopilot: false,
+            queues,
             cfg,
             world,
             ws_base,
@@ -266,9 +270,21 @@ impl Core {
         self.schedule(hold, Timer::Autopilot(i, generation));
     }
 
-    /// Adds a user (ON_QUEUE, IDLE, now) and returns its id.
+    /// Index of a queue by id (case-insensitive).
+    pub fn queue_index(&self, id: &str) -> Option<usize> {
+        self.queues
+            .iter()
+            .position(|q| q.id.eq_ignore_ascii_case(id.trim()))
+    }
+
+    /// Adds a user (ON_QUEUE, IDLE, now; a member of queue `index % queues`) and returns its id.
     pub fn add_user(&mut self, name: String) -> String {
         let i = self.world.add_user(name, Utc::now());
+        let n = self.queues.len();
+        if n > 0 {
+            let id = self.world.agents[i].id.clone();
+            self.queues[i % n].members.push(id);
+        }
         if self.autopilot {
             self.schedule_agent(i);
         }

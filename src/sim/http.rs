@@ -31,6 +31,10 @@ use crate::protocol::{
 pub const MAX_USERS_PAGE_SIZE: usize = 500;
 /// Default `pageSize` of `GET /api/v2/users`.
 pub const DEFAULT_USERS_PAGE_SIZE: usize = 25;
+/// Maximum `pageSize` of `GET /api/v2/routing/queues/{id}/members` (protocol §6).
+pub const MAX_QUEUE_MEMBERS_PAGE_SIZE: usize = 100;
+/// Default `pageSize` of `GET /api/v2/routing/queues/{id}/members`.
+pub const DEFAULT_QUEUE_MEMBERS_PAGE_SIZE: usize = 25;
 /// The division every simulated user belongs to.
 const HOME_DIVISION_ID: &str = "7e5a3c1b-9d8f-4e6a-8b2c-4d6f8a0c2e4a";
 
@@ -59,6 +63,7 @@ pub fn routes(core: CoreHandle) -> impl Endpoint {
             "/api/v2/users/presences/purecloud/bulk",
             get(bulk_presences),
         )
+        .at("/api/v2/routing/queues/:id/members", get(queue_members))
         .at("/api/v2/presence/definitions", get(presence_definitions))
         .at(
             "/api/v2/presencedefinitions",
@@ -503,6 +508,101 @@ async fn bulk_presences(
         Reply::json(200, Value::Array(presences))
     })
     .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /api/v2/routing/queues/{id}/members?pageSize=&pageNumber=&expand=routingStatus` → a
+/// `QueueMemberEntityListing` without `total`/`pageCount` (protocol §6): follow `nextUri`,
+/// absent on the last page. 404 `ErrorBody` for an unknown queue; 400 for a `pageSize` outside
+/// 1..=100 or a `pageNumber` below 1.
+#[handler]
+async fn queue_members(
+    core: Data<&CoreHandle>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    reply_with(&core, move |c| queue_members_page(c, &id, &query)).await
+}
+
+fn queue_members_page(c: &Core, queue_id: &str, query: &HashMap<String, String>) -> Reply {
+    let page_size = match query.get("pageSize").map(|v| v.parse::<usize>()) {
+        None => DEFAULT_QUEUE_MEMBERS_PAGE_SIZE,
+        Some(Ok(n)) if (1..=MAX_QUEUE_MEMBERS_PAGE_SIZE).contains(&n) => n,
+        Some(_) => {
+            return Reply::bad_request(&format!(
+                "pageSize must be between 1 and {MAX_QUEUE_MEMBERS_PAGE_SIZE}"
+            ));
+        }
+    };
+    let page_number = match query.get("pageNumber").map(|v| v.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => n,
+        Some(_) => return Reply::bad_request("pageNumber must be at least 1"),
+    };
+    let Some(q) = c.queue_index(queue_id) else {
+        return Reply::not_found("Queue");
+    };
+    let queue = &c.queues[q];
+    let routing = query
+        .get("expand")
+        .is_some_and(|e| e.split(',').any(|x| x.trim() == "routingStatus"));
+    // Only users of the org are listed (a scripted id of no user is skipped).
+    let members: Vec<&Agent> = queue
+        .members
+        .iter()
+        .filter_map(|id| c.world.index_of(id).map(|i| &c.world.agents[i]))
+        .collect();
+    let entities: Vec<Value> = members
+        .iter()
+        .skip((page_number - 1).saturating_mul(page_size))
+        .take(page_size)
+        .map(|agent| {
+            let mut member = json!({
+                "id": agent.id,
+                "name": agent.name,
+                "user": {
+                    "id": agent.id,
+                    "name": agent.name,
+                    "selfUri": format!("/api/v2/users/{}", agent.id),
+                },
+                "ringNumber": 1,
+                "joined": true,
+                "memberBy": "user",
+                "selfUri": format!("/api/v2/routing/queues/{}/members/{}", queue.id, agent.id),
+            });
+            if routing {
+                member["routingStatus"] = routing_status_json(agent);
+            }
+            member
+        })
+        .collect();
+    let extra = query
+        .get("expand")
+        .map(|e| format!("&expand={e}"))
+        .unwrap_or_default();
+    let uri = |n: usize| {
+        format!(
+            "/api/v2/routing/queues/{}/members?pageSize={page_size}&pageNumber={n}{extra}",
+            queue.id
+        )
+    };
+    let mut page = json!({
+        "entities": entities,
+        "pageSize": page_size,
+        "pageNumber": page_number,
+        "selfUri": uri(page_number),
+        "firstUri": uri(1),
+    });
+    if page_number.saturating_mul(page_size) < members.len() {
+        page["nextUri"] = json!(uri(page_number + 1));
+    }
+    if page_number > 1 {
+        page["previousUri"] = json!(uri(page_number - 1));
+    }
+    Reply::json(200, page)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //! # Layout
 //! - [`Simulator`] and [`SimConfig`] (this file): start, inspect, script, inject faults.
 //! - `core`: the one task that owns all state; everything else talks to it by message.
-//! - `world`: users, presence definitions, and the autopilot that plays agents' shifts.
+//! - `world`: users, queues, presence definitions, and the autopilot that plays agents' shifts.
 //! - `http`: the poem routes (`/oauth/token`, `/api/v2/...`, `/channels/{id}`).
 //! - `ws`: socket tasks and the notification frames.
 //! - `faults`: injected HTTP failures and `ErrorBody`s.
@@ -19,7 +19,9 @@
 //!   `GET /api/v2/users/{id}/presences/purecloud`;
 //!   `GET /api/v2/users/presences/purecloud/bulk?id=a,b` (at most 50 ids);
 //!   `GET /api/v2/presence/definitions`;
-//!   `GET /api/v2/presencedefinitions`. Every `/api/` path needs a bearer token it issued.
+//!   `GET /api/v2/presencedefinitions`;
+//!   `GET /api/v2/routing/queues/{id}/members?pageSize=&pageNumber=&expand=routingStatus`
+//!   (at most 100 a page, no `total`/`pageCount`, `nextUri` absent on the last page). Every `/api/` path needs a bearer token it issued.
 //! - `GET /channels/{id}`: the channel's WebSocket (no token needed: the URI is the capability).
 //!
 //! # Invariants
@@ -49,7 +51,10 @@ use crate::domain::normalize_routing_status;
 
 pub use self::core::{MAX_CHANNELS, MAX_TOPICS_PER_CHANNEL};
 pub use self::faults::FaultSpec;
-pub use self::http::{DEFAULT_USERS_PAGE_SIZE, MAX_USERS_PAGE_SIZE};
+pub use self::http::{
+    DEFAULT_QUEUE_MEMBERS_PAGE_SIZE, DEFAULT_USERS_PAGE_SIZE, MAX_QUEUE_MEMBERS_PAGE_SIZE,
+    MAX_USERS_PAGE_SIZE,
+};
 pub use self::world::{
     AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, LUNCH_ID, OFFLINE_ID, ON_QUEUE_ID,
 };
@@ -92,6 +97,10 @@ pub struct SimConfig {
     /// After `v2.system.socket_closing`, sockets still open after this long are closed by the
     /// server (default 60 s, as Genesys).
     pub socket_closing_grace: Duration,
+    /// Number of routing queues (default 3). Queue ids are GUID-like, lowercase and
+    /// deterministic for a `seed` (listed by [`Simulator::queue_ids`]); agent `i` (creation
+    /// order, users added later included) is a member of queue `i % queues`. 0: no queues.
+    pub queues: usize,
 }
 
 impl Default for SimConfig {
@@ -108,6 +117,7 @@ impl Default for SimConfig {
             omit_expand_every: 0,
             presence_definitions_404: false,
             socket_closing_grace: Duration::from_secs(60),
+            queues: 3,
         }
     }
 }
@@ -283,6 +293,26 @@ impl Simulator {
                     routing_start: a.routing_start,
                     active_conversations: a.active_conversations,
                 })
+            })
+            .await
+    }
+
+    /// Ids of every routing queue, in order (queue `k` holds agents `k`, `k + queues`, …
+    /// unless [`Simulator::set_queue_members`] changed it).
+    pub async fn queue_ids(&self) -> anyhow::Result<Vec<String>> {
+        self.core
+            .call(|c| c.queues.iter().map(|q| q.id.clone()).collect())
+            .await
+    }
+
+    /// Member user ids of a queue, in listing order (`None` if the queue is unknown; ids
+    /// compare case-insensitively).
+    pub async fn queue_members(&self, queue_id: &str) -> anyhow::Result<Option<Vec<String>>> {
+        let queue_id = queue_id.to_string();
+        self.core
+            .call(move |c| {
+                c.queue_index(&queue_id)
+                    .map(|q| c.queues[q].members.clone())
             })
             .await
     }
@@ -471,6 +501,32 @@ impl Simulator {
     pub async fn add_user(&self, name: &str) -> anyhow::Result<String> {
         let name = name.to_string();
         self.core.call(move |c| c.add_user(name)).await
+    }
+
+    /// Replaces the members of a queue (user ids, any case, stored lowercase; duplicates
+    /// dropped). Fails if the queue is unknown. Ids of unknown users are kept but never listed
+    /// by `GET …/members`, which only lists users of the org. No notification is sent: the
+    /// service sees the change at its next membership refresh (snapshot or rules reload).
+    pub async fn set_queue_members(
+        &self,
+        queue_id: &str,
+        users: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let queue_id = queue_id.to_string();
+        self.core
+            .call(move |c| {
+                let q = c.queue_index(&queue_id).context("unknown queue")?;
+                let mut members: Vec<String> = Vec::with_capacity(users.len());
+                for user in users {
+                    let user = user.trim().to_ascii_lowercase();
+                    if !members.contains(&user) {
+                        members.push(user);
+                    }
+                }
+                c.queues[q].members = members;
+                Ok(())
+            })
+            .await?
     }
 
     /// Turns the autopilot on or off at run time.

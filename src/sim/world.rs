@@ -447,6 +447,37 @@ impl World {
     }
 }
 
+/// A routing queue of the simulated org and the users who are its members.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Lowercase GUID-like id, deterministic for a seed.
+    pub id: String,
+    /// `Queue 1`, `Queue 2`, …
+    pub name: String,
+    /// Member user ids (lowercase), in the order `GET …/members` lists them.
+    pub members: Vec<String>,
+}
+
+/// `n` queues with deterministic ids for `seed` (drawn from their own RNG, so agent ids and the
+/// autopilot do not change with the number of queues); agent `i` is a member of queue `i % n`.
+pub fn build_queues(n: usize, seed: u64, agents: &[Agent]) -> Vec<Queue> {
+    use rand::SeedableRng;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5155_4555_4553_0000);
+    let mut queues: Vec<Queue> = (0..n)
+        .map(|q| Queue {
+            id: guid(&mut rng),
+            name: format!("Queue {}", q + 1),
+            members: Vec::new(),
+        })
+        .collect();
+    for (i, agent) in agents.iter().enumerate() {
+        if let Some(queue) = queues.get_mut(i % n.max(1)) {
+            queue.members.push(agent.id.clone());
+        }
+    }
+    queues
+}
+
 /// `now` (to the millisecond), or 1 ms after `previous` if `now` is not later.
 fn after(previous: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     let now = truncate_to_millis(now);

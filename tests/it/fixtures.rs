@@ -11,14 +11,14 @@ use agent_monitor::domain::{normalize_system_presence, parse_timestamp};
 use agent_monitor::protocol::{
     Channel, ChannelMetadataBody, ChannelTopicEntityListing, ConversationSummaryBody, ErrorBody,
     Notification, NotificationEnvelope, OAuthErrorBody, PresenceDefinitionListing,
-    PresenceEventBody, RoutingStatusEventBody, ServerDate, SystemMessageBody, TokenResponse, Topic,
-    UserEntityListing, UserPresence, UserRoutingStatus,
+    PresenceEventBody, QueueMemberEntityListing, RoutingStatusEventBody, ServerDate,
+    SystemMessageBody, TokenResponse, Topic, UserEntityListing, UserPresence, UserRoutingStatus,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Every fixture file; the list is checked against the directory.
-pub const FIXTURES: [&str; 17] = [
+pub const FIXTURES: [&str; 18] = [
     "token_response.json",
     "oauth_invalid_client.json",
     "channel.json",
@@ -36,6 +36,7 @@ pub const FIXTURES: [&str; 17] = [
     "socket_closing.json",
     "error_429.json",
     "date.json",
+    "queue_members.json",
 ];
 
 fn fixture_path(name: &str) -> PathBuf {
@@ -353,4 +354,75 @@ fn error_and_date_fixtures_fit_the_protocol() {
         parse_timestamp(&date.current_date).unwrap(),
         parse_timestamp("2024-05-01T10:00:00Z").unwrap()
     );
+}
+
+#[test]
+fn queue_members_fixture_fits_the_protocol() {
+    let page: QueueMemberEntityListing = typed("queue_members.json");
+    assert_eq!((page.page_size, page.page_number), (Some(1), Some(1)));
+    assert!(page.next_uri.as_deref().unwrap().contains("pageNumber=2"));
+    assert_eq!(page.previous_uri, None);
+    let raw = fixture("queue_members.json");
+    assert!(
+        raw.get("total").is_none() && raw.get("pageCount").is_none(),
+        "protocol §6: no total or pageCount"
+    );
+    let member = &page.entities[0];
+    assert_eq!(member.user_id(), "3f1c9a52-7b4e-4d8a-9c21-5e6f7a8b9c0d");
+    assert_eq!(member.user.as_ref().unwrap().id, member.id);
+    assert_eq!(member.name.as_deref(), Some("Agent 0001"));
+    assert_eq!(member.ring_number, Some(1));
+    assert_eq!(member.joined, Some(true));
+    assert_eq!(member.member_by.as_deref(), Some("user"));
+    let routing = member.routing_status.as_ref().unwrap();
+    assert_eq!(routing.status, "IDLE");
+    parse_timestamp(routing.start_time.as_deref().unwrap()).unwrap();
+}
+
+/// The simulator's real `GET …/members` output has the fixture's shape (first page of two,
+/// expanded), and its last page has no `nextUri`.
+#[tokio::test]
+async fn simulator_queue_members_have_the_fixture_shape() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cfg = agent_monitor::sim::SimConfig {
+        agents: 2,
+        queues: 1,
+        autopilot: false,
+        ..agent_monitor::sim::SimConfig::default()
+    };
+    let sim = agent_monitor::sim::Simulator::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let token: TokenResponse = http
+        .post(format!("{}/oauth/token", sim.base_url()))
+        .basic_auth(sim.client_id(), Some(sim.client_secret()))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue = sim.queue_ids().await.unwrap().remove(0);
+    let mut pages = Vec::new();
+    for n in 1..=2 {
+        let page: Value = http
+            .get(format!(
+                "{}/api/v2/routing/queues/{queue}/members?pageSize=1&pageNumber={n}&expand=routingStatus",
+                sim.base_url()
+            ))
+            .bearer_auth(&token.access_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pages.push(page);
+    }
+    assert_same_shape("queue_members.json", &pages[0]);
+    assert!(pages[1].get("nextUri").is_none(), "{}", pages[1]);
+    assert!(pages[1].get("previousUri").is_some());
+    sim.shutdown().await;
 }

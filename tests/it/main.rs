@@ -10,6 +10,7 @@ mod fixtures;
 mod helpers;
 mod openapi;
 mod process;
+mod queues;
 mod reports;
 mod retention;
 mod rules_api;
