@@ -105,12 +105,29 @@ pub struct SlackState {
     destinations: BTreeMap<String, Destination>,
     /// Episodes known to have ended, with when we learnt it (pruned after an hour).
     ended: HashMap<String, Instant>,
+    /// Episodes with a delivered firing message, with when (pruned after a day): a resolved
+    /// message goes out only for these (or in place of a firing still waiting).
+    fired_delivered: HashMap<String, Instant>,
     /// Active silences and when they were read.
     silences: Option<(Instant, Vec<Silence>)>,
     next_group: u64,
 }
 
 /// One destination's queue and health.
+impl Destination {
+    /// Whether a firing message of `episode_key` is still waiting here (group, queue, in flight).
+    fn has_firing(&self, episode_key: &str) -> bool {
+        let firing =
+            |a: &Alert| a.episode_key == episode_key && matches!(a.kind, AlertKind::Firing { .. });
+        self.groups.iter().any(|g| g.alerts.iter().any(firing))
+            || self.queue.iter().any(|m| m.alerts.iter().any(firing))
+            || self
+                .in_flight
+                .as_ref()
+                .is_some_and(|m| m.alerts.iter().any(firing))
+    }
+}
+
 struct Destination {
     name: String,
     kind: DestinationKind,
@@ -270,6 +287,7 @@ impl Actor for SlackActor {
             db: args.db,
             destinations,
             ended: HashMap::new(),
+            fired_delivered: HashMap::new(),
             silences: None,
             next_group: 0,
         })
@@ -373,7 +391,19 @@ impl SlackState {
             return;
         }
         if matches!(alert.kind, AlertKind::Resolved { .. }) && !alert.episode_key.is_empty() {
-            self.episode_ended(alert.episode_key.clone());
+            let ep = alert.episode_key.clone();
+            let firing_waiting = self.destinations.values().any(|d| d.has_firing(&ep));
+            if !firing_waiting && self.fired_delivered.remove(&ep).is_none() {
+                info!(alert_key = %alert.alert_key, "resolved message not sent: no firing message of this episode was delivered");
+                self.report.outcome(
+                    &alert,
+                    DeliveryStatus::Dropped,
+                    Some("no firing message of this episode was delivered".into()),
+                    0,
+                );
+                return;
+            }
+            self.episode_ended(ep);
         }
         let name = alert
             .destination
@@ -589,7 +619,19 @@ impl SlackState {
                 info!(destination = %dest.name, alerts = msg.alerts.len(), attempts = msg.attempts,
                       "alert message delivered");
                 dest.delivered += 1;
+                let now_delivered = Instant::now();
+                if self.fired_delivered.len() > 100_000 {
+                    self.fired_delivered.retain(|_, at| {
+                        now_delivered.duration_since(*at) < Duration::from_secs(86_400)
+                    });
+                }
                 for alert in &msg.alerts {
+                    if matches!(alert.kind, AlertKind::Firing { .. })
+                        && !alert.episode_key.is_empty()
+                    {
+                        self.fired_delivered
+                            .insert(alert.episode_key.clone(), now_delivered);
+                    }
                     crate::metrics::alert_delivered();
                     crate::metrics::delivery_dequeued();
                     self.report

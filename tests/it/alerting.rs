@@ -970,3 +970,60 @@ routing_status = "IDLE"
     assert_eq!(h.slack.received().len(), 2);
     h.app.shutdown().await;
 }
+
+/// A resolved message goes out only if a firing one was delivered: when Slack refused the
+/// firing for good (dead letter), the episode's end is recorded as `dropped`, not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_resolved_message_without_a_delivered_firing() {
+    let sim = busy_sim(1).await;
+    let (h, _path) = start_with_rules(
+        sim,
+        r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+send_resolved = true
+flap_tolerance = "1s"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+"#,
+        Duration::ZERO,
+    )
+    .await;
+    let user = h.ids[0].clone();
+    // `invalid_payload` twice: the blocks and then the text-only retry are refused.
+    h.slack.script((0..2).map(|_| crate::helpers::SlackReply {
+        status: 400,
+        retry_after: None,
+        body: "invalid_payload".into(),
+    }));
+    h.sim
+        .set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    let failed = wait_alert(&h, &format!("user_id={user}"), |a| {
+        a["kind"] == "firing" && a["delivery_status"] == "failed"
+    })
+    .await;
+    assert_eq!(failed["delivery_error"], "invalid_payload");
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
+    let resolved = wait_alert(&h, &format!("user_id={user}"), |a| a["kind"] == "resolved").await;
+    let resolved = wait_for("the resolved record's outcome", DEADLINE, || async {
+        let a = alerts(&h, &format!("user_id={user}"))
+            .await
+            .into_iter()
+            .find(|a| a["alert_key"] == resolved["alert_key"])?;
+        (a["delivery_status"] != "pending").then_some(a)
+    })
+    .await;
+    assert_eq!(resolved["delivery_status"], "dropped", "{resolved}");
+    assert_eq!(
+        h.slack.received().len(),
+        2,
+        "only the two refused attempts reached Slack"
+    );
+    h.app.shutdown().await;
+}
