@@ -102,8 +102,18 @@ pub fn routes_with_access(state: ApiState, access: AccessPolicy) -> impl Endpoin
         .at("/openapi.yaml", spec_yaml)
         .at("/metrics", poem::get(metrics_endpoint))
         .nest("/", service)
+        .catch_error(not_found)
         .with(Guard(access))
         .with(poem::middleware::Tracing)
+}
+
+/// Unknown paths answer like every other error of the API: `404` with `{"error": "..."}`.
+async fn not_found(_: poem::error::NotFoundError) -> poem::Response {
+    let body = serde_json::json!({ "error": "no such endpoint; see /docs for the API" });
+    poem::Response::builder()
+        .status(poem::http::StatusCode::NOT_FOUND)
+        .content_type("application/json; charset=utf-8")
+        .body(body.to_string())
 }
 
 /// `GET /metrics`: every metric in the Prometheus text exposition format (version 0.0.4).

@@ -673,3 +673,34 @@ async fn the_configured_report_window_limit_is_enforced() {
     assert_eq!(status, 200, "{body}");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_answer_404_with_an_error_body() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
+    for path in ["/", "/api/v1/nope", "/api/v2/users"] {
+        let resp = h
+            .http
+            .get(format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("/docs"),
+            "{path}: {body}"
+        );
+    }
+    h.app.shutdown().await;
+}
