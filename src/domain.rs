@@ -409,11 +409,9 @@ pub struct RoutingState {
     pub since: DateTime<Utc>,
 }
 
-/// What the default idle rule looks at (first release; protocol reference §10).
-///
-/// An agent is idle while their routing status is `IDLE` (on queue, waiting for work), or while
-/// their presence is `AVAILABLE`, their routing status `OFF_QUEUE` and they have no active
-/// conversation. Presence `IDLE` (a locked screen) alone is not idle.
+/// An agent's current presence, routing status and active conversations: what the alert rules
+/// look at (`crate::rules::AgentView` is built from it). "Idle" itself is defined once, as the
+/// built-in rule `crate::rules::RuleSet::builtin_idle` (protocol reference §10).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IdleInputs {
     pub presence: Option<PresenceState>,
@@ -421,46 +419,6 @@ pub struct IdleInputs {
     pub active_conversations: u32,
     /// When the active-conversation count last changed (we have no Genesys timestamp for it).
     pub conversations_changed_at: Option<DateTime<Utc>>,
-}
-
-/// Why an agent is idle, with the instant it became true.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IdleEpisode {
-    pub since: DateTime<Utc>,
-    /// `routing IDLE` or `presence AVAILABLE (off queue)`.
-    pub reason: String,
-}
-
-impl IdleInputs {
-    /// `Some` while idle: the episode start is the Genesys timestamp at which the condition
-    /// became true (the latest of the timestamps it depends on).
-    pub fn idle_episode(&self) -> Option<IdleEpisode> {
-        let routing = self.routing.as_ref();
-        if let Some(r) = routing {
-            if r.status == "IDLE" {
-                return Some(IdleEpisode {
-                    since: r.since,
-                    reason: "routing IDLE".into(),
-                });
-            }
-        }
-        let presence = self.presence.as_ref()?;
-        if presence.system != "AVAILABLE" || self.active_conversations > 0 {
-            return None;
-        }
-        let routing = routing?;
-        if routing.status != "OFF_QUEUE" {
-            return None;
-        }
-        let mut since = presence.since.max(routing.since);
-        if let Some(changed) = self.conversations_changed_at {
-            since = since.max(changed);
-        }
-        Some(IdleEpisode {
-            since,
-            reason: "presence AVAILABLE (off queue)".into(),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -503,62 +461,5 @@ mod tests {
     fn user_ids_are_lowercased() {
         assert_eq!(UserId::parse(" ABC-def ").unwrap().as_str(), "abc-def");
         assert!(UserId::parse("  ").is_err());
-    }
-
-    fn presence(system: &str, since: &str) -> Option<PresenceState> {
-        Some(PresenceState {
-            system: system.into(),
-            definition_id: None,
-            label: None,
-            since: ts(since),
-        })
-    }
-    fn routing(status: &str, since: &str) -> Option<RoutingState> {
-        Some(RoutingState {
-            status: status.into(),
-            since: ts(since),
-        })
-    }
-
-    #[test]
-    fn idle_rule() {
-        let routing_idle = IdleInputs {
-            presence: presence("ON_QUEUE", "2024-05-01T10:00:00Z"),
-            routing: routing("IDLE", "2024-05-01T10:05:00Z"),
-            ..Default::default()
-        };
-        assert_eq!(
-            routing_idle.idle_episode().unwrap().since,
-            ts("2024-05-01T10:05:00Z")
-        );
-
-        let available_off_queue = IdleInputs {
-            presence: presence("AVAILABLE", "2024-05-01T10:07:00Z"),
-            routing: routing("OFF_QUEUE", "2024-05-01T10:00:00Z"),
-            ..Default::default()
-        };
-        assert_eq!(
-            available_off_queue.idle_episode().unwrap().since,
-            ts("2024-05-01T10:07:00Z")
-        );
-
-        let busy_with_call = IdleInputs {
-            active_conversations: 1,
-            ..available_off_queue.clone()
-        };
-        assert_eq!(busy_with_call.idle_episode(), None);
-
-        let locked_screen = IdleInputs {
-            presence: presence("IDLE", "2024-05-01T10:07:00Z"),
-            routing: routing("OFF_QUEUE", "2024-05-01T10:00:00Z"),
-            ..Default::default()
-        };
-        assert_eq!(locked_screen.idle_episode(), None);
-
-        let interacting = IdleInputs {
-            routing: routing("INTERACTING", "2024-05-01T10:08:00Z"),
-            ..routing_idle
-        };
-        assert_eq!(interacting.idle_episode(), None);
     }
 }

@@ -33,6 +33,16 @@ use crate::rules::{AgentEpisodes, AgentView, EpisodeAction, RuleAction, RuleSet}
 /// rules on whatever it knows.
 const INCOMPLETE_STATE_GRACE: Duration = Duration::from_secs(30);
 
+/// When the agent became idle by the built-in `idle` rule's definition (its matcher, the one
+/// definition of "idle"), whatever rules are in force: the `idle_since` of `GET /api/v1/agents`.
+fn idle_since(view: &AgentView) -> Option<DateTime<Utc>> {
+    static IDLE: std::sync::LazyLock<RuleSet> =
+        std::sync::LazyLock::new(|| RuleSet::builtin_idle(Duration::from_secs(60)));
+    IDLE.rules()
+        .first()
+        .and_then(|rule| rule.matcher.evaluate(view))
+}
+
 /// The name of the built-in rule.
 pub const IDLE_RULE: &str = crate::rules::BUILTIN_IDLE_RULE;
 
@@ -188,7 +198,7 @@ impl AgentState {
             routing_status: self.inputs.routing.as_ref().map(|r| r.status.clone()),
             routing_since: self.inputs.routing.as_ref().map(|r| r.since),
             active_conversations: self.inputs.active_conversations,
-            idle_since: self.inputs.idle_episode().map(|e| e.since),
+            idle_since: idle_since(&self.view()),
             updated_at: Utc::now(),
         }
     }

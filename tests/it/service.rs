@@ -252,6 +252,19 @@ async fn transitions_reach_rows_and_the_history_api() {
         ))
         .await;
     assert_eq!(bootstrap, 2);
+    // Routing IDLE is idle: `idle_since` is Genesys's routing startTime.
+    let idle_start = h.sim.user(&user).await.unwrap().unwrap().routing_start;
+    wait_for("idle_since in /api/v1/agents", DEADLINE, || async {
+        let (_, agents) = h.get("/api/v1/agents").await;
+        let me = agents["data"]
+            .as_array()?
+            .iter()
+            .find(|a| a["user_id"] == user.as_str())?
+            .clone();
+        (me["idle_since"] == idle_start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .then_some(())
+    })
+    .await;
 
     h.sim
         .set_routing_status(&user, "INTERACTING")
@@ -295,6 +308,10 @@ async fn transitions_reach_rows_and_the_history_api() {
         .cloned()
         .unwrap();
     assert_eq!(me["routing_status"], "INTERACTING");
+    assert!(
+        me["idle_since"].is_null(),
+        "not idle while interacting: {me}"
+    );
     h.app.shutdown().await;
 }
 
