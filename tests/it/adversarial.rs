@@ -38,7 +38,7 @@ async fn agent_row(h: &Harness, user: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// BUG: one notification with a far-future `startTime` (a clock bug or a forged frame) becomes
+/// Regression (fixed: timestamps over 5 minutes ahead are malformed): one notification with a far-future `startTime` (a clock bug or a forged frame) becomes
 /// the agent's "current" routing state for ever: every later, real event is older and is
 /// filed as stale, so `/api/v1/agents` and idle alerting freeze. Expected: such a timestamp is
 /// refused (counted as malformed) or at least does not outrank real events.
@@ -208,7 +208,7 @@ async fn odd_user_ids_wrong_types_and_unknown_topics_do_not_break_the_stream() {
     h.app.shutdown().await;
 }
 
-/// BUG: a `conversationsummary` whose counts add up past `u32::MAX` (`contactCenter.active`
+/// Regression (fixed: counts saturate, a panicked reader is replaced): a `conversationsummary` whose counts add up past `u32::MAX` (`contactCenter.active`
 /// 4294967295 plus `enterprise.active` 1) overflows `MediaSummary::active` /
 /// `ConversationSummaryBody::active_total`. In a debug build (and any build with overflow
 /// checks) that panics inside the socket's read task: the task dies without reporting
@@ -736,7 +736,7 @@ async fn a_locked_database_loses_no_record() {
     app.shutdown().await;
 }
 
-/// BUG (suspected): deleting the SQLite file (and its -wal/-shm) while the service runs goes
+/// Regression (fixed: the write check fails when the file is gone): deleting the SQLite file (and its -wal/-shm) while the service runs goes
 /// unnoticed: rows are committed to an unlinked inode and lost, and `/readyz` stays 200.
 /// Expected: readiness reports the database as not writable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1213,7 +1213,7 @@ async fn two_values_in_one_millisecond_keep_state_and_history_consistent() {
     h.app.shutdown().await;
 }
 
-/// BUG (suspected): `IDLE_THRESHOLD` has no upper bound; 300000y is accepted, and the idle
+/// Regression (fixed: over 7 days exits 2): `IDLE_THRESHOLD` has no upper bound; 300000y is accepted, and the idle
 /// deadline `since + threshold` then overflows chrono's range (`DateTime + TimeDelta`
 /// panics) as soon as an agent is idle. Expected: refused at start-up with exit status 2, or
 /// no panic and the agent still tracked.
