@@ -13,7 +13,7 @@ use crate::domain::{
 };
 use crate::protocol::{
     ChannelMetadataBody, ConversationSummaryBody, NotificationEnvelope, PresenceEventBody,
-    RoutingStatusEventBody, SystemMessageBody, Topic,
+    QueueUserEventBody, RoutingStatusEventBody, SystemMessageBody, Topic,
 };
 
 /// A presence change as the agent actor sees it.
@@ -59,6 +59,13 @@ pub enum Frame {
     Routing(UserId, RoutingUpdate),
     /// `v2.users.{id}.conversationsummary`: active conversations over all media types.
     Conversations(UserId, u32),
+    /// `v2.routing.queues.{id}.users`: a user joined (`joined = true`) or left a queue. The
+    /// queue id is lowercase like user ids.
+    QueueMembership {
+        queue_id: String,
+        user: UserId,
+        joined: bool,
+    },
     /// A topic we do not handle (logged at debug level).
     Other(String),
 }
@@ -80,6 +87,7 @@ impl Frame {
             Frame::Presence(..) => "presence",
             Frame::Routing(..) => "routing",
             Frame::Conversations(..) => "conversationsummary",
+            Frame::QueueMembership { .. } => "queue_membership",
             Frame::Other(_) => "other",
         }
     }
@@ -172,6 +180,20 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
             let user = UserId::parse(id)?;
             let event: ConversationSummaryBody = body(raw, name)?;
             Ok(Frame::Conversations(user, event.active_total()))
+        }
+        Topic::QueueUsers(queue) => {
+            let event: QueueUserEventBody = body(raw, name)?;
+            let user = UserId::parse(event.user_id().ok_or_else(|| {
+                MalformedError::new(format!("{name}: no user id in the queue member"))
+            })?)?;
+            let joined = event
+                .joined
+                .ok_or_else(|| MalformedError::new(format!("{name}: no joined flag")))?;
+            Ok(Frame::QueueMembership {
+                queue_id: queue.to_ascii_lowercase(),
+                user,
+                joined,
+            })
         }
         Topic::Other(other) => Ok(Frame::Other(other.to_string())),
     }

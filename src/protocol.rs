@@ -351,6 +351,122 @@ pub struct ServerDate {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Analytics user details (gap backfill)
+// ---------------------------------------------------------------------------------------------
+
+/// Body of `POST /api/v2/analytics/users/details/query` (SDK model `UserDetailsQuery`), used to
+/// backfill the transitions a disconnected stream missed (reference §7).
+///
+/// `interval` is an ISO-8601 `start/end` pair of UTC instants
+/// (`2024-05-01T09:00:00.000Z/2024-05-01T11:00:00.000Z`); Genesys allows at most **7 days**
+/// without filters and **31 days** with filters. Paging is by page number; `pageSize` defaults
+/// to 25 (the maximum is UNVERIFIED, probably 100).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDetailsQuery {
+    pub interval: String,
+    /// `asc` or `desc` (by start time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    /// Which users: `[{"type":"or","predicates":[{"type":"dimension","dimension":"userId","operator":"matches","value":"U1"}]}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_filters: Vec<AnalyticsFilter>,
+    /// Optional presence filter (dimensions `systemPresence`, `organizationPresenceId`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub presence_filters: Vec<AnalyticsFilter>,
+    /// Optional routing-status filter (dimension `routingStatus`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routing_status_filters: Vec<AnalyticsFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paging: Option<AnalyticsPaging>,
+}
+
+/// One filter clause: `type` (`and` | `or`) over its predicates.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsFilter {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub predicates: Vec<AnalyticsPredicate>,
+}
+
+/// One predicate: `{"type":"dimension","dimension":"userId","operator":"matches","value":"U1"}`.
+/// Operators: `matches` | `exists` | `notExists`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsPredicate {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub dimension: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `{"pageSize":100,"pageNumber":1}` (page numbers start at 1).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsPaging {
+    pub page_size: u32,
+    pub page_number: u32,
+}
+
+/// 200 response of the user details query (SDK model `AnalyticsUserDetailsQueryResponse`).
+///
+/// Caveats from the official page: `totalHits` is **approximate**, and a page can hold fewer
+/// rows than `pageSize` (a status spanning midnight is stored twice and the duplicate is
+/// filtered out), so page until a page comes back empty, never by `totalHits`. An empty result
+/// may omit `userDetails` altogether.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDetailsQueryResponse {
+    #[serde(default)]
+    pub user_details: Vec<AnalyticsUserDetail>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_hits: Option<u64>,
+}
+
+/// The records of one user (`AnalyticsUserDetail`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsUserDetail {
+    pub user_id: String,
+    #[serde(default)]
+    pub primary_presence: Vec<AnalyticsPresenceRecord>,
+    #[serde(default)]
+    pub routing_status: Vec<AnalyticsRoutingStatusRecord>,
+}
+
+/// One presence interval (`AnalyticsUserPresenceRecord`). `systemPresence` uses the analytics
+/// spelling (`ON_QUEUE`). The record still open presumably has no `endTime` (UNVERIFIED).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsPresenceRecord {
+    /// RFC 3339 UTC instant the presence began.
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_presence: Option<String>,
+    /// The organization presence (definition) id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization_presence_id: Option<String>,
+}
+
+/// One routing-status interval (`AnalyticsRoutingStatusRecord`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalyticsRoutingStatusRecord {
+    /// RFC 3339 UTC instant the status began.
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub routing_status: String,
+}
+
+// ---------------------------------------------------------------------------------------------
 // WebSocket notifications
 // ---------------------------------------------------------------------------------------------
 
@@ -516,6 +632,37 @@ pub struct SystemMessageBody {
     pub message: Option<String>,
 }
 
+/// Body of `v2.routing.queues.{id}.users` (`QueueUserEventTopicQueueMember`): a user joined
+/// (`joined: true`) or left a queue. That `id` equals the user id is UNVERIFIED; prefer
+/// `user.id` ([`QueueUserEventBody::user_id`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueUserEventBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<bool>,
+}
+
+impl QueueUserEventBody {
+    /// The member's user id: `user.id`, else `id`.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user
+            .as_ref()
+            .map(|u| u.id.as_str())
+            .or(self.id.as_deref())
+    }
+}
+
+/// The queue-membership topic of one queue: `v2.routing.queues.<id>.users`.
+pub fn queue_users_topic(queue_id: &str) -> String {
+    format!("v2.routing.queues.{queue_id}.users")
+}
+
 /// The client health check sent as a text frame: `{"message":"ping"}` (Java SDK `sendPing()`).
 pub const PING_FRAME: &str = r#"{"message":"ping"}"#;
 
@@ -551,6 +698,8 @@ pub enum Topic<'a> {
     NoLongerSubscribed,
     /// `v2.system.token_revoked.{id}`
     TokenRevoked,
+    /// `v2.routing.queues.{id}.users`
+    QueueUsers(&'a str),
     /// Anything else (logged at debug level).
     Other(&'a str),
 }
@@ -570,6 +719,14 @@ impl<'a> Topic<'a> {
         }
         if name.starts_with(TOPIC_TOKEN_REVOKED) {
             return Topic::TokenRevoked;
+        }
+        if let Some(queue) = name
+            .strip_prefix("v2.routing.queues.")
+            .and_then(|rest| rest.strip_suffix(".users"))
+        {
+            if !queue.is_empty() && !queue.contains('.') {
+                return Topic::QueueUsers(queue);
+            }
         }
         if let Some(rest) = name.strip_prefix("v2.users.") {
             if let Some((id, suffix)) = rest.rsplit_once('.') {
@@ -617,6 +774,10 @@ mod tests {
         assert_eq!(
             Topic::parse("v2.system.no_longer_subscribed.abc"),
             Topic::NoLongerSubscribed
+        );
+        assert_eq!(
+            Topic::parse("v2.routing.queues.Q1.users"),
+            Topic::QueueUsers("Q1")
         );
         assert_eq!(
             Topic::parse("v2.users..presence"),

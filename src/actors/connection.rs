@@ -376,7 +376,7 @@ async fn run_socket(
                             break ended("stopped", "connection actor gone".into());
                         }
                     }
-                    frame @ Frame::Conversations(..) => {
+                    frame @ (Frame::Conversations(..) | Frame::QueueMembership { .. }) => {
                         if myself.cast(ConnectionMsg::Event(frame, None)).is_err() {
                             break ended("stopped", "connection actor gone".into());
                         }

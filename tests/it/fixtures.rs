@@ -11,14 +11,15 @@ use agent_monitor::domain::{normalize_system_presence, parse_timestamp};
 use agent_monitor::protocol::{
     Channel, ChannelMetadataBody, ChannelTopicEntityListing, ConversationSummaryBody, ErrorBody,
     Notification, NotificationEnvelope, OAuthErrorBody, PresenceDefinitionListing,
-    PresenceEventBody, QueueMemberEntityListing, RoutingStatusEventBody, ServerDate,
-    SystemMessageBody, TokenResponse, Topic, UserEntityListing, UserPresence, UserRoutingStatus,
+    PresenceEventBody, QueueMemberEntityListing, QueueUserEventBody, RoutingStatusEventBody,
+    ServerDate, SystemMessageBody, TokenResponse, Topic, UserDetailsQuery,
+    UserDetailsQueryResponse, UserEntityListing, UserPresence, UserRoutingStatus,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Every fixture file; the list is checked against the directory.
-pub const FIXTURES: [&str; 18] = [
+pub const FIXTURES: [&str; 22] = [
     "token_response.json",
     "oauth_invalid_client.json",
     "channel.json",
@@ -37,6 +38,10 @@ pub const FIXTURES: [&str; 18] = [
     "error_429.json",
     "date.json",
     "queue_members.json",
+    "user_details_query.json",
+    "user_details_response.json",
+    "queue_user_event.json",
+    "no_longer_subscribed.json",
 ];
 
 fn fixture_path(name: &str) -> PathBuf {
@@ -353,6 +358,79 @@ fn error_and_date_fixtures_fit_the_protocol() {
     assert_eq!(
         parse_timestamp(&date.current_date).unwrap(),
         parse_timestamp("2024-05-01T10:00:00Z").unwrap()
+    );
+}
+
+#[test]
+fn analytics_user_details_fixtures_fit_the_protocol() {
+    let query: UserDetailsQuery = typed("user_details_query.json");
+    assert_eq!(
+        query.interval,
+        "2024-05-01T09:00:00.000Z/2024-05-01T11:00:00.000Z"
+    );
+    assert_eq!(query.order.as_deref(), Some("asc"));
+    let predicate = &query.user_filters[0].predicates[0];
+    assert_eq!(query.user_filters[0].kind, "or");
+    assert_eq!(predicate.dimension, "userId");
+    assert_eq!(predicate.operator.as_deref(), Some("matches"));
+    assert_eq!(
+        query.presence_filters[0].predicates[0].dimension,
+        "systemPresence"
+    );
+    assert_eq!(
+        query.routing_status_filters[0].predicates[0]
+            .value
+            .as_deref(),
+        Some("IDLE")
+    );
+    let paging = query.paging.unwrap();
+    assert_eq!((paging.page_size, paging.page_number), (100, 1));
+    // Serializing our type gives back the reference's keys.
+    assert_eq!(
+        shape(&serde_json::to_value(&query).unwrap()),
+        shape(&fixture("user_details_query.json"))
+    );
+
+    let response: UserDetailsQueryResponse = typed("user_details_response.json");
+    assert_eq!(response.total_hits, Some(1));
+    let detail = &response.user_details[0];
+    assert_eq!(detail.user_id, "8f2a4c1e-5b3d-4e6f-9a7b-1c2d3e4f5a6b");
+    let presence = &detail.primary_presence[0];
+    assert_eq!(presence.system_presence.as_deref(), Some("AVAILABLE"));
+    assert_eq!(
+        presence.organization_presence_id.as_deref(),
+        Some("6a3af858-942f-489d-9700-5f9bcdcdae9b")
+    );
+    assert_eq!(
+        presence.end_time.as_deref(),
+        Some("2024-05-01T10:19:58.000Z")
+    );
+    let routing = &detail.routing_status[0];
+    assert_eq!(routing.routing_status, "IDLE");
+    assert_eq!(routing.start_time, "2024-05-01T10:19:58.000Z");
+    // An empty answer may omit `userDetails`.
+    let empty: UserDetailsQueryResponse = serde_json::from_str(r#"{"totalHits":0}"#).unwrap();
+    assert!(empty.user_details.is_empty());
+}
+
+#[test]
+fn queue_user_event_and_no_longer_subscribed_fixtures_fit_the_protocol() {
+    let event: Notification<QueueUserEventBody> = typed("queue_user_event.json");
+    assert_eq!(
+        Topic::parse(&event.topic_name),
+        Topic::QueueUsers("3b1f7c2a-9d4e-4a6b-8c5d-2e1f0a9b8c7d")
+    );
+    assert_eq!(
+        event.event_body.user_id(),
+        Some("8f2a4c1e-5b3d-4e6f-9a7b-1c2d3e4f5a6b")
+    );
+    assert_eq!(event.event_body.joined, Some(true));
+
+    let gone: Notification<SystemMessageBody> = typed("no_longer_subscribed.json");
+    assert_eq!(Topic::parse(&gone.topic_name), Topic::NoLongerSubscribed);
+    assert_eq!(
+        gone.event_body.reason.as_deref(),
+        Some("another_channel_subscribed")
     );
 }
 
