@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// Reconnect when nothing arrives on a socket for this long (default 60s).
     #[arg(long, env = "SILENCE_TIMEOUT")]
     pub silence_timeout: Option<String>,
+    /// Genesys Cloud REST requests per minute this client may send (default 300, the platform's
+    /// per-token limit): at most this many in any 60 s window, with bursts of a sixth of it.
+    #[arg(long, env = "GENESYS_RATE_LIMIT")]
+    pub genesys_rate_limit: Option<String>,
     /// Persistence batch size in rows (default 500).
     #[arg(long, env = "BATCH_ROWS")]
     pub batch_rows: Option<String>,
@@ -235,6 +239,20 @@ pub const REGIONS: [(&str, &str); 17] = [
     ("apne2.pure.cloud", "ap-northeast-2"),
     ("apne3.pure.cloud", "ap-northeast-3"),
 ];
+
+/// Parses `GENESYS_RATE_LIMIT`: a whole number of requests per minute, at least 1.
+pub fn parse_rate_limit(raw: &str) -> Result<std::num::NonZeroU32, ConfigError> {
+    raw.trim()
+        .parse::<std::num::NonZeroU32>()
+        .map_err(|_| {
+            err(
+                "GENESYS_RATE_LIMIT",
+                format!(
+                    "{raw:?} is not a whole number of requests per minute greater than zero (Genesys allows 300 per token)"
+                ),
+            )
+        })
+}
 
 /// Resolves a region (domain or AWS region name) to its domain.
 pub fn region_domain(raw: &str) -> Result<&'static str, ConfigError> {
@@ -772,6 +790,10 @@ impl RunArgs {
         if silence_timeout <= ping_interval {
             return Err(err("SILENCE_TIMEOUT", "must be longer than PING_INTERVAL"));
         }
+        let rate_limit_per_minute = match self.genesys_rate_limit.filter(|v| !v.trim().is_empty()) {
+            Some(raw) => parse_rate_limit(&raw)?,
+            None => crate::config::DEFAULT_GENESYS_RATE_LIMIT,
+        };
         let mut persistence = PersistenceConfig::default();
         if let Some(raw) = self.batch_rows {
             persistence.batch_rows = raw
@@ -875,6 +897,7 @@ impl RunArgs {
                 silence_timeout,
                 topics_per_channel: 1000,
                 request_timeout: Duration::from_secs(30),
+                rate_limit_per_minute,
             },
             delivery,
             database_url: Secret::new(database_url),
@@ -906,6 +929,35 @@ mod tests {
             client_id: Some("id".into()),
             client_secret: Some("s3cret".into()),
             ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn genesys_rate_limit_defaults_to_300_and_refuses_zero() {
+        assert_eq!(
+            base()
+                .resolve()
+                .unwrap()
+                .genesys
+                .rate_limit_per_minute
+                .get(),
+            300
+        );
+        let set = |raw: &str| {
+            RunArgs {
+                genesys_rate_limit: Some(raw.into()),
+                ..base()
+            }
+            .resolve()
+        };
+        assert_eq!(
+            set(" 120 ").unwrap().genesys.rate_limit_per_minute.get(),
+            120
+        );
+        for bad in ["0", "-5", "fast", "1.5"] {
+            let e = set(bad).unwrap_err();
+            assert_eq!(e.variable, "GENESYS_RATE_LIMIT", "{bad}");
+            assert!(e.problem.contains("greater than zero"), "{e}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! on a silent default that hides a mistake.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use url::Url;
@@ -40,7 +41,14 @@ pub struct GenesysConfig {
     pub topics_per_channel: usize,
     /// Timeout of one REST request (default 30 s).
     pub request_timeout: Duration,
+    /// Client-side budget of REST requests per minute (`GENESYS_RATE_LIMIT`, default 300, the
+    /// platform's per-token limit, protocol reference §8): at most this many API requests in any
+    /// 60 s window, token requests not counted. See [`crate::genesys::RateBudget`].
+    pub rate_limit_per_minute: NonZeroU32,
 }
+
+/// Default of `GENESYS_RATE_LIMIT`: 300 requests per minute per token (protocol reference §8).
+pub const DEFAULT_GENESYS_RATE_LIMIT: NonZeroU32 = crate::genesys::GENESYS_REQUESTS_PER_MINUTE;
 
 /// Batching of the persistence actor.
 #[derive(Debug, Clone, Copy, PartialEq)]

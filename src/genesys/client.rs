@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::config::GenesysConfig;
 use crate::domain::parse_timestamp;
 use crate::genesys::backoff::{RetryPolicy, bracketed_seconds, ratelimit_reset, retry_after};
+use crate::genesys::budget::RateBudget;
 use crate::genesys::error::GenesysError;
 use crate::protocol::{
     Channel, ChannelTopic, ChannelTopicEntityListing, ChannelTopicRequest, ErrorBody,
@@ -41,7 +42,9 @@ const RENEW_MARGIN: Duration = Duration::from_secs(60);
 
 /// A Genesys Cloud REST client for one OAuth client (client-credentials grant).
 ///
-/// Cheap to clone: clones share one HTTP connection pool and one token cache. Every API call
+/// Cheap to clone: clones share one HTTP connection pool, one token cache and one
+/// [`RateBudget`] (at most `GENESYS_RATE_LIMIT` requests in any 60 s, protocol §8; every
+/// attempt of every `/api/v2/…` call takes from it, the token request does not). Every API call
 /// carries `Authorization: Bearer <token>`; the token is fetched on first use and renewed shortly
 /// before it expires (see [`renew_margin`]), with at most one renewal in flight.
 ///
@@ -70,6 +73,8 @@ struct Inner {
     /// callers wait for the one renewal in flight instead of each posting the grant.
     token: Mutex<Option<CachedToken>>,
     renewals: AtomicU64,
+    /// Shared by every API request of this client and its clones; lock-free.
+    budget: RateBudget,
 }
 
 struct CachedToken {
@@ -85,6 +90,7 @@ impl fmt::Debug for GenesysClient {
             .field("token_url", &self.inner.token_url)
             .field("client_id", &self.inner.client_id)
             .field("renewals", &self.renewals())
+            .field("rate_limit", &self.inner.budget.limit())
             .finish_non_exhaustive()
     }
 }
@@ -102,12 +108,27 @@ impl GenesysClient {
         Self::with_retry_policy(cfg, RetryPolicy::default())
     }
 
-    /// A client with an explicit [`RetryPolicy`] (tests use [`RetryPolicy::fast`]).
+    /// A client with an explicit [`RetryPolicy`] (tests use [`RetryPolicy::fast`]) and the
+    /// rate budget of the configuration (`cfg.rate_limit_per_minute` requests per minute).
     ///
     /// Each request times out after `cfg.request_timeout`.
     pub fn with_retry_policy(
         cfg: &GenesysConfig,
         policy: RetryPolicy,
+    ) -> Result<Self, GenesysError> {
+        Self::with_rate_budget(
+            cfg,
+            policy,
+            RateBudget::per_minute(cfg.rate_limit_per_minute),
+        )
+    }
+
+    /// A client with an explicit [`RetryPolicy`] and [`RateBudget`] (tests and benchmarks use
+    /// budgets with windows shorter than a minute); `cfg.rate_limit_per_minute` is ignored.
+    pub fn with_rate_budget(
+        cfg: &GenesysConfig,
+        policy: RetryPolicy,
+        budget: RateBudget,
     ) -> Result<Self, GenesysError> {
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
@@ -127,6 +148,7 @@ impl GenesysClient {
                 policy,
                 token: Mutex::new(None),
                 renewals: AtomicU64::new(0),
+                budget,
             }),
         })
     }
@@ -134,6 +156,12 @@ impl GenesysClient {
     /// How many tokens were obtained from `POST /oauth/token` so far (the first one included).
     pub fn renewals(&self) -> u64 {
         self.inner.renewals.load(Ordering::Relaxed)
+    }
+
+    /// The request budget shared by this client and its clones: [`RateBudget::waited`] and
+    /// [`RateBudget::waits`] tell how long API calls waited for it so far.
+    pub fn rate_budget(&self) -> &RateBudget {
+        &self.inner.budget
     }
 
     /// The current access token, fetching or renewing it if needed. A secret: hand it only to
@@ -273,6 +301,10 @@ impl GenesysClient {
                 .header(ACCEPT, "application/json");
             if let Some(json) = body {
                 request = request.json(json);
+            }
+            let waited = inner.budget.acquire().await;
+            if !waited.is_zero() {
+                debug!(request = %what, waited_ms = waited.as_millis() as u64, "waited for the rate budget");
             }
             debug!(request = %what, "Genesys Cloud request");
             let (status, headers, bytes) = match read(request.send().await).await {

@@ -32,6 +32,7 @@ fn config(base: &str) -> GenesysConfig {
         silence_timeout: Duration::from_secs(60),
         topics_per_channel: 1000,
         request_timeout: Duration::from_secs(5),
+        rate_limit_per_minute: crate::config::DEFAULT_GENESYS_RATE_LIMIT,
     }
 }
 
@@ -682,4 +683,118 @@ async fn logs_never_show_the_secret_or_the_token() {
     for secret in [SECRET, "tok-1", "tok-2", BASIC, "dGVzdC1jbGllbnQ6"] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
+}
+
+/// A client whose budget is `limit` requests per `window` (RetryPolicy::fast).
+fn budgeted_client(server: &TestServer, limit: u32, window: Duration) -> GenesysClient {
+    let budget = RateBudget::new(std::num::NonZeroU32::new(limit).unwrap(), window);
+    GenesysClient::with_rate_budget(&config(&server.base), RetryPolicy::fast(), budget).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_budget_keeps_every_window_under_the_limit() {
+    // Budget: 12 per second, so a burst of 2 then one request every 100 ms. The server refuses
+    // (and counts) any API request that would make more than 12 arrivals in a sliding second.
+    const LIMIT: usize = 12;
+    const WINDOW: Duration = Duration::from_secs(1);
+    let issued = Arc::new(AtomicUsize::new(0));
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (seen, arrived, over) = (issued.clone(), arrivals.clone(), refused.clone());
+    let server = TestServer::start(move |r| {
+        if let Some(reply) = token_endpoint(r, &seen, 86_399) {
+            return reply;
+        }
+        let now = Instant::now();
+        let mut arrived = arrived.lock().unwrap();
+        let in_window = arrived
+            .iter()
+            .filter(|t| now.duration_since(**t) < WINDOW)
+            .count();
+        arrived.push(now);
+        if in_window + 1 > LIMIT {
+            over.fetch_add(1, Ordering::SeqCst);
+            return Reply::json(429, json!({"message": "Rate limit exceeded the maximum. Retry the request in [1] seconds", "status": 429}));
+        }
+        date_reply()
+    })
+    .await;
+    let client = budgeted_client(&server, LIMIT as u32, WINDOW);
+    let started = Instant::now();
+    // Three clones share one budget.
+    let clones = [client.clone(), client.clone(), client.clone()];
+    let calls: Vec<_> = (0..30)
+        .map(|i| {
+            let c = clones[i % 3].clone();
+            tokio::spawn(async move { c.server_date().await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        0,
+        "the server saw a window over the limit"
+    );
+    assert_eq!(arrivals.lock().unwrap().len(), 30, "no request was retried");
+    // The GCRA's own floor: after the burst of 2, 28 requests at 100 ms intervals (a lower
+    // bound only; a loaded machine may take longer).
+    assert!(
+        elapsed >= ms(2_800) - ms(5),
+        "30 requests went out in {elapsed:?}"
+    );
+    assert!(client.rate_budget().waits() >= 28 - 2);
+    assert!(client.rate_budget().waited() > Duration::ZERO);
+}
+
+#[tokio::test]
+async fn a_server_counting_windows_catches_a_client_without_budget() {
+    // The same server-side check must fail a client that sends more than the limit at once:
+    // otherwise the test above could not fail.
+    let issued = Arc::new(AtomicUsize::new(0));
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let (seen, arrived) = (issued.clone(), arrivals.clone());
+    let server = TestServer::start(move |r| {
+        token_endpoint(r, &seen, 86_399).unwrap_or_else(|| {
+            arrived.lock().unwrap().push(Instant::now());
+            date_reply()
+        })
+    })
+    .await;
+    let client = budgeted_client(&server, 10_000, Duration::from_secs(1));
+    for _ in 0..13 {
+        client.server_date().await.unwrap();
+    }
+    let arrived = arrivals.lock().unwrap();
+    let first = arrived[0];
+    let within = arrived
+        .iter()
+        .filter(|t| t.duration_since(first) < Duration::from_secs(1))
+        .count();
+    assert!(within > 12, "13 unbudgeted requests took over a second");
+}
+
+#[tokio::test]
+async fn the_token_request_is_not_counted_and_api_requests_are() {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let seen = issued.clone();
+    let server =
+        TestServer::start(move |r| token_endpoint(r, &seen, 86_399).unwrap_or_else(date_reply))
+            .await;
+    // One request per minute: the token request before it must not use it up.
+    let client = budgeted_client(&server, 1, Duration::from_secs(60));
+    tokio::time::timeout(Duration::from_secs(5), client.server_date())
+        .await
+        .expect("the first API request waited: the token request was counted")
+        .unwrap();
+    assert_eq!(client.rate_budget().waits(), 0);
+    assert_eq!(server.count("/oauth/token"), 1);
+    let second = tokio::time::timeout(ms(200), client.clone().server_date()).await;
+    assert!(
+        second.is_err(),
+        "a second request in the same minute was sent"
+    );
+    assert_eq!(server.count("/api/v2/date"), 1);
 }

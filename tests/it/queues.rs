@@ -48,6 +48,7 @@ fn client_for(sim: &Simulator) -> GenesysClient {
         silence_timeout: Duration::from_secs(60),
         topics_per_channel: 1000,
         request_timeout: Duration::from_secs(5),
+        rate_limit_per_minute: agent_monitor::config::DEFAULT_GENESYS_RATE_LIMIT,
     };
     GenesysClient::with_retry_policy(&cfg, RetryPolicy::fast()).unwrap()
 }

@@ -99,6 +99,7 @@ pub fn config_for(
             silence_timeout: opts.silence_timeout,
             topics_per_channel: opts.topics_per_channel,
             request_timeout: Duration::from_secs(5),
+            rate_limit_per_minute: agent_monitor::config::DEFAULT_GENESYS_RATE_LIMIT,
         },
         delivery: DeliveryConfig {
             destinations: vec![DestinationConfig::slack(
