@@ -8,7 +8,9 @@
 //! # Layout
 //! - [`protocol`]: Genesys wire types (shared by the client and the simulator, pinned by fixtures).
 //! - [`domain`]: transitions, normalization, the idle rule.
-//! - [`genesys`]: the REST client (OAuth, users, presence definitions, channels, subscriptions).
+//! - [`genesys`]: the REST client (OAuth, users, presence definitions, channels, subscriptions,
+//!   analytics user details) with its client-side rate budget.
+//! - [`backfill`]: the transitions a disconnected stream missed, from analytics.
 //! - [`actors`]: supervisor, connection, agent, persistence and Slack actors (`actors.md`).
 //! - [`db`]: sea-orm entities, migrations and queries.
 //! - [`api`]: the poem-openapi REST API, Swagger UI and probes.
@@ -20,6 +22,7 @@
 pub mod actors;
 pub mod api;
 pub mod app;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod db;

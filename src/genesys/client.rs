@@ -23,7 +23,8 @@ use crate::genesys::error::GenesysError;
 use crate::protocol::{
     Channel, ChannelTopic, ChannelTopicEntityListing, ChannelTopicRequest, ErrorBody,
     OAuthErrorBody, PresenceDefinition, PresenceDefinitionListing, QueueMemberEntityListing,
-    ServerDate, TokenResponse, User, UserEntityListing, UserPresence, UserRoutingStatus,
+    ServerDate, TokenResponse, User, UserDetailsQuery, UserDetailsQueryResponse, UserEntityListing,
+    UserPresence, UserRoutingStatus,
 };
 use crate::secret::Secret;
 
@@ -584,6 +585,38 @@ impl GenesysClient {
         let bytes = self.send(Method::PUT, &path, Some(&body)).await?;
         let listing: ChannelTopicEntityListing = decode(&format!("PUT {path}"), &bytes)?;
         Ok(listing.entities)
+    }
+
+    /// One page of the analytics user details query (protocol §7):
+    /// `POST /api/v2/analytics/users/details/query` with a [`UserDetailsQuery`] body →
+    /// [`UserDetailsQueryResponse`] (`{"userDetails":[{userId, primaryPresence[…],
+    /// routingStatus[…]}], "totalHits"}`). Needs `analytics:userDetail:view`. Same retries as
+    /// every call (401 once, 429, 5xx, transport) and one unit of the [`RateBudget`].
+    ///
+    /// The interval may span at most 7 days without presence/routing filters (31 with); the
+    /// page size defaults to 25 (maximum UNVERIFIED, probably 100). `totalHits` is
+    /// approximate and pages can be short: page until a page has no `userDetails` (as
+    /// [`crate::backfill::fetch_gap`] does).
+    pub async fn user_details_query(
+        &self,
+        query: &UserDetailsQuery,
+    ) -> Result<UserDetailsQueryResponse, GenesysError> {
+        self.user_details_query_as(query).await
+    }
+
+    /// [`GenesysClient::user_details_query`] decoded into any shape (the backfill decodes each
+    /// record on its own, so that one malformed record does not fail the page).
+    pub(crate) async fn user_details_query_as<T: DeserializeOwned>(
+        &self,
+        query: &UserDetailsQuery,
+    ) -> Result<T, GenesysError> {
+        let path = "/api/v2/analytics/users/details/query";
+        let body = serde_json::to_value(query).map_err(|e| GenesysError::Decode {
+            what: format!("POST {path}"),
+            detail: e.to_string(),
+        })?;
+        let bytes = self.send(Method::POST, path, Some(&body)).await?;
+        decode(&format!("POST {path}"), &bytes)
     }
 
     /// The server's clock: `GET /api/v2/date` → `{"currentDate": "<RFC 3339>"}` (protocol §10),

@@ -210,3 +210,43 @@ pub(crate) fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
         .finish();
     (logs, tracing::subscriber::set_default(subscriber))
 }
+
+/// A Genesys configuration pointing both base URLs at `server` (default rate budget).
+pub(crate) fn test_config(server: &TestServer) -> crate::config::GenesysConfig {
+    let base = url::Url::parse(&server.base).unwrap();
+    crate::config::GenesysConfig {
+        endpoints: crate::config::GenesysEndpoints {
+            api_base: base.clone(),
+            login_base: base,
+            region: None,
+        },
+        credentials: crate::config::Credentials {
+            client_id: "test-client".into(),
+            client_secret: crate::secret::Secret::new("s3cr3t-value"),
+        },
+        ping_interval: Duration::from_secs(20),
+        silence_timeout: Duration::from_secs(60),
+        topics_per_channel: 1000,
+        request_timeout: Duration::from_secs(5),
+        rate_limit_per_minute: crate::config::DEFAULT_GENESYS_RATE_LIMIT,
+    }
+}
+
+/// A client of `server` with [`crate::genesys::RetryPolicy::fast`].
+pub(crate) fn test_client(server: &TestServer) -> crate::genesys::GenesysClient {
+    crate::genesys::GenesysClient::with_retry_policy(
+        &test_config(server),
+        crate::genesys::RetryPolicy::fast(),
+    )
+    .unwrap()
+}
+
+/// A day-long token for `POST /oauth/token`; `None` for any other path.
+pub(crate) fn token_reply(r: &Recorded) -> Option<Reply> {
+    (r.path == "/oauth/token").then(|| {
+        Reply::json(
+            200,
+            serde_json::json!({"access_token": "tok", "token_type": "bearer", "expires_in": 86_399}),
+        )
+    })
+}
