@@ -11,6 +11,7 @@
 //! - [`genesys`]: the REST client (OAuth, users, presence definitions, channels, subscriptions,
 //!   analytics user details) with its client-side rate budget.
 //! - [`backfill`]: the transitions a disconnected stream missed, from analytics.
+//! - [`clock`]: Genesys time (the server clock offset, measured once).
 //! - [`actors`]: supervisor, connection, agent, persistence and Slack actors (`actors.md`).
 //! - [`db`]: sea-orm entities, migrations and queries.
 //! - [`api`]: the poem-openapi REST API, Swagger UI and probes.
@@ -24,6 +25,7 @@ pub mod api;
 pub mod app;
 pub mod backfill;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;

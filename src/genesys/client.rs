@@ -288,6 +288,18 @@ impl GenesysClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<Vec<u8>, GenesysError> {
+        Ok(self.send_timed(method, path, body).await?.0)
+    }
+
+    /// [`GenesysClient::send`], also returning when the successful attempt was sent and when
+    /// its answer was read (monotonic clock): the round trip of that attempt alone, without
+    /// the token request, budget waits or earlier attempts.
+    async fn send_timed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(Vec<u8>, Instant, Instant), GenesysError> {
         let inner = &*self.inner;
         let url = format!("{}{}", inner.api_base, path);
         let what = format!("{method} {path}");
@@ -308,6 +320,7 @@ impl GenesysClient {
                 debug!(request = %what, waited_ms = waited.as_millis() as u64, "waited for the rate budget");
             }
             debug!(request = %what, "Genesys Cloud request");
+            let sent_at = Instant::now();
             let (status, headers, bytes) = match read(request.send().await).await {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -316,7 +329,7 @@ impl GenesysClient {
                 }
             };
             if status.is_success() {
-                return Ok(bytes);
+                return Ok((bytes, sent_at, Instant::now()));
             }
             if status == StatusCode::UNAUTHORIZED && !renewed_after_401 {
                 renewed_after_401 = true;
@@ -622,12 +635,26 @@ impl GenesysClient {
     /// The server's clock: `GET /api/v2/date` → `{"currentDate": "<RFC 3339>"}` (protocol §10),
     /// as a UTC instant truncated to milliseconds. Used once to measure the clock offset.
     pub async fn server_date(&self) -> Result<DateTime<Utc>, GenesysError> {
+        Ok(self.server_date_timed().await?.0)
+    }
+
+    /// [`GenesysClient::server_date`] plus the local UTC instant the successful request was
+    /// sent and its round-trip time (that attempt only), for [`crate::clock::measure_offset`].
+    pub(crate) async fn server_date_timed(
+        &self,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>, Duration), GenesysError> {
         let path = "/api/v2/date";
-        let date: ServerDate = self.get_json(path).await?;
-        parse_timestamp(&date.current_date).map_err(|e| GenesysError::Decode {
+        let (bytes, sent_at, received_at) = self.send_timed(Method::GET, path, None).await?;
+        let round_trip = received_at.duration_since(sent_at);
+        // Map the monotonic send instant onto the UTC clock (read once, now).
+        let sent_utc = Utc::now()
+            - chrono::TimeDelta::from_std(sent_at.elapsed()).unwrap_or(chrono::TimeDelta::zero());
+        let date: ServerDate = decode(&format!("GET {path}"), &bytes)?;
+        let server = parse_timestamp(&date.current_date).map_err(|e| GenesysError::Decode {
             what: format!("GET {path}"),
             detail: e.to_string(),
-        })
+        })?;
+        Ok((server, sent_utc, round_trip))
     }
 }
 
