@@ -447,6 +447,66 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_in_every_form_genesys_sends_are_the_same_instant() {
+        let expected = "2024-05-01T10:15:30.000Z";
+        for raw in [
+            "2024-05-01T10:15:30Z",
+            "2024-05-01T10:15:30.000Z",
+            "2024-05-01T10:15:30+00:00",
+            "2024-05-01T10:15:30.000+00:00",
+            "2024-05-01T12:15:30+02:00",
+            "2024-05-01T05:45:30-04:30",
+            // Across midnight: the previous day in a zone behind UTC.
+            "2024-04-30T22:15:30-12:00",
+            // RFC 3339 allows lowercase separators and `-00:00` (UTC, local offset unknown).
+            "2024-05-01t10:15:30z",
+            "2024-05-01T10:15:30-00:00",
+            "  2024-05-01T10:15:30Z ",
+        ] {
+            assert_eq!(format_timestamp(ts(raw)), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn timestamps_keep_milliseconds_and_truncate_the_rest() {
+        for (raw, stored) in [
+            ("2024-05-01T10:15:30.1Z", "2024-05-01T10:15:30.100Z"),
+            ("2024-05-01T10:15:30.123Z", "2024-05-01T10:15:30.123Z"),
+            ("2024-05-01T10:15:30.123456Z", "2024-05-01T10:15:30.123Z"),
+            ("2024-05-01T10:15:30.123999999Z", "2024-05-01T10:15:30.123Z"),
+            ("2024-05-01T23:59:59.9999+00:00", "2024-05-01T23:59:59.999Z"),
+            (
+                "2024-05-01T12:15:30.123456+02:00",
+                "2024-05-01T10:15:30.123Z",
+            ),
+        ] {
+            let t = ts(raw);
+            assert_eq!(format_timestamp(t), stored, "{raw}");
+            assert_eq!(t.timestamp_subsec_nanos() % 1_000_000, 0, "{raw}");
+        }
+        // Ordering is by instant, not by string.
+        assert!(ts("2024-05-01T12:00:00+02:00") < ts("2024-05-01T10:30:00Z"));
+    }
+
+    #[test]
+    fn timestamps_without_a_zone_or_a_time_are_malformed() {
+        for raw in [
+            "2024-05-01T10:15:30",
+            "2024-05-01T10:15:30.123",
+            "2024-05-01T10:15",
+            "2024-05-01",
+            "2024-05-01T10:15:30+02",
+            "2024-05-01T10:15:30 UTC",
+            "1714558530",
+            "",
+            "   ",
+        ] {
+            let e = parse_timestamp(raw).expect_err(raw);
+            assert!(e.to_string().contains("RFC 3339"), "{raw}: {e}");
+        }
+    }
+
+    #[test]
     fn system_presence_spellings_normalize() {
         for s in ["On Queue", "OnQueue", "ON_QUEUE", "on_queue"] {
             assert_eq!(normalize_system_presence(s), "ON_QUEUE", "{s}");
