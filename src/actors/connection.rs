@@ -170,12 +170,9 @@ async fn establish(
         Some(c) if replacing || client.channel_exists(&c.id).await? => (c, false),
         _ => {
             let c = client.create_channel().await?;
-            let results = client.put_subscriptions(&c.id, &topics).await?;
-            for rejected in results
-                .iter()
-                .filter(|t| t.state.as_deref() == Some("Rejected"))
-            {
-                tracing::warn!(topic = %rejected.id, reason = ?rejected.rejection_reason, "topic rejected");
+            let outcome = client.put_subscriptions(&c.id, &topics).await?;
+            for (topic, reason) in &outcome.rejected {
+                tracing::warn!(topic = %topic, reason = %reason, "topic rejected");
             }
             (c, true)
         }

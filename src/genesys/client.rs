@@ -575,14 +575,18 @@ impl GenesysClient {
 
     /// Replaces a channel's subscriptions:
     /// `PUT /api/v2/notifications/channels/{channelId}/subscriptions?ignoreErrors=true` with the
-    /// JSON array `[{"id": topic}, …]` (protocol §3). Returns the listing's entities; with
-    /// `ignoreErrors=true` an unpermitted topic comes back with `state: "Rejected"` instead of
-    /// failing the whole request. At most 1,000 topics per channel (a 400 beyond).
+    /// JSON array `[{"id": topic}, …]` (protocol §3), answered with
+    /// `{"entities":[{"id","state":"Permitted"|"Rejected","rejectionReason"}]}`.
+    ///
+    /// With `ignoreErrors=true` an unpermitted topic does not fail the whole request (a 403
+    /// without it): it comes back `Rejected`, and is returned in
+    /// [`SubscribeOutcome::rejected`] with its reason. At most 1,000 topics per channel (a 400
+    /// beyond).
     pub async fn put_subscriptions(
         &self,
         channel_id: &str,
         topics: &[String],
-    ) -> Result<Vec<ChannelTopic>, GenesysError> {
+    ) -> Result<SubscribeOutcome, GenesysError> {
         let path = format!(
             "/api/v2/notifications/channels/{}/subscriptions?ignoreErrors=true",
             encode_segment(channel_id)
@@ -597,7 +601,22 @@ impl GenesysClient {
         })?;
         let bytes = self.send(Method::PUT, &path, Some(&body)).await?;
         let listing: ChannelTopicEntityListing = decode(&format!("PUT {path}"), &bytes)?;
-        Ok(listing.entities)
+        Ok(SubscribeOutcome::from_entities(listing.entities))
+    }
+
+    /// Removes every subscription of a channel:
+    /// `DELETE /api/v2/notifications/channels/{channelId}/subscriptions` (protocol §3). Used when
+    /// leaving a channel: the Notifications API documents no DELETE of the channel itself, which
+    /// simply expires (24 h). A 404 (the channel is already gone) counts as done.
+    pub async fn delete_subscriptions(&self, channel_id: &str) -> Result<(), GenesysError> {
+        let path = format!(
+            "/api/v2/notifications/channels/{}/subscriptions",
+            encode_segment(channel_id)
+        );
+        match self.send(Method::DELETE, &path, None).await {
+            Ok(_) | Err(GenesysError::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// One page of the analytics user details query (protocol §7):
@@ -655,6 +674,41 @@ impl GenesysClient {
             detail: e.to_string(),
         })?;
         Ok((server, sent_utc, round_trip))
+    }
+}
+
+/// What `PUT …/subscriptions?ignoreErrors=true` accepted and refused
+/// ([`GenesysClient::put_subscriptions`], protocol §3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOutcome {
+    /// Topic names as listed by the server, in its order, that are not `Rejected` (state
+    /// `Permitted`, or a state we do not know: the server accepted the request).
+    pub permitted: Vec<String>,
+    /// `(topic, rejectionReason)` of every topic whose `state` is `Rejected` (compared
+    /// case-insensitively); the reason is `"no rejectionReason given"` when absent.
+    pub rejected: Vec<(String, String)>,
+}
+
+impl SubscribeOutcome {
+    /// Splits a subscription listing (`{"entities":[ChannelTopic…]}`) by state.
+    pub fn from_entities(entities: Vec<ChannelTopic>) -> Self {
+        let mut outcome = SubscribeOutcome::default();
+        for topic in entities {
+            if topic
+                .state
+                .as_deref()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rejected"))
+            {
+                let reason = topic
+                    .rejection_reason
+                    .filter(|r| !r.trim().is_empty())
+                    .unwrap_or_else(|| "no rejectionReason given".into());
+                outcome.rejected.push((topic.id, reason));
+            } else {
+                outcome.permitted.push(topic.id);
+            }
+        }
+        outcome
     }
 }
 

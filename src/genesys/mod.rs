@@ -22,7 +22,7 @@ mod tests;
 pub use backoff::RetryPolicy;
 pub use budget::{GENESYS_REQUESTS_PER_MINUTE, RateBudget};
 pub use client::{
-    GenesysClient, LEGACY_PRESENCE_PAGE_SIZE, QUEUE_MEMBERS_PAGE_SIZE, USERS_PAGE_SIZE,
-    renew_margin,
+    GenesysClient, LEGACY_PRESENCE_PAGE_SIZE, QUEUE_MEMBERS_PAGE_SIZE, SubscribeOutcome,
+    USERS_PAGE_SIZE, renew_margin,
 };
 pub use error::GenesysError;

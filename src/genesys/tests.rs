@@ -611,12 +611,29 @@ async fn channels_and_subscriptions() {
                 ),
                 ("HEAD", "/api/v2/notifications/channels/streaming-0-abc") => Reply::text(200, ""),
                 ("HEAD", _) => Reply::text(404, ""),
+                ("DELETE", "/api/v2/notifications/channels/streaming-0-abc/subscriptions") => {
+                    Reply::text(204, "")
+                }
+                ("DELETE", "/api/v2/notifications/channels/streaming-0-gone/subscriptions") => {
+                    Reply::json(
+                        404,
+                        json!({"message": "channel not found", "code": "not.found", "status": 404}),
+                    )
+                }
+                ("DELETE", _) => Reply::json(403, json!({"message": "forbidden", "status": 403})),
                 ("PUT", "/api/v2/notifications/channels/streaming-0-abc/subscriptions") => {
                     assert_eq!(r.param("ignoreErrors"), Some("true"));
                     let topics: Vec<serde_json::Value> = serde_json::from_str(&r.body).unwrap();
+                    // The first topic is permitted, the second rejected (ignoreErrors=true).
                     let entities: Vec<_> = topics
                         .iter()
-                        .map(|t| json!({"id": t["id"], "state": "Permitted"}))
+                        .enumerate()
+                        .map(|(i, t)| match i {
+                            0 => json!({"id": t["id"], "state": "Permitted"}),
+                            _ => json!({"id": t["id"], "state": "Rejected",
+                                        "rejectionReason": "missing permission",
+                                        "missingPermissions": ["directory:user:view"]}),
+                        })
                         .collect();
                     Reply::json(200, json!({"entities": entities}))
                 }
@@ -643,12 +660,14 @@ async fn channels_and_subscriptions() {
         .put_subscriptions(&channel.id, &topics)
         .await
         .unwrap();
-    assert_eq!(subscribed.len(), 2);
     assert_eq!(
-        subscribed[0].id,
-        "v2.users.u1?presence&routingStatus&conversationsummary"
+        subscribed.permitted,
+        vec!["v2.users.u1?presence&routingStatus&conversationsummary".to_string()]
     );
-    assert_eq!(subscribed[0].state.as_deref(), Some("Permitted"));
+    assert_eq!(
+        subscribed.rejected,
+        vec![(topics[1].clone(), "missing permission".to_string())]
+    );
     let put = server
         .requests()
         .into_iter()
@@ -659,6 +678,46 @@ async fn channels_and_subscriptions() {
         json!([{"id": topics[0]}, {"id": topics[1]}])
     );
     assert_eq!(put.header("content-type"), Some("application/json"));
+
+    client
+        .delete_subscriptions("streaming-0-abc")
+        .await
+        .unwrap();
+    client
+        .delete_subscriptions("streaming-0-gone")
+        .await
+        .expect("a channel already gone has no subscriptions left");
+    let refused = client.delete_subscriptions("other").await.unwrap_err();
+    assert_eq!(refused.status(), Some(403));
+    assert_eq!(
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .count(),
+        3,
+        "a refusal is not retried"
+    );
+}
+
+#[test]
+fn subscribe_outcome_splits_by_state() {
+    let entities: Vec<crate::protocol::ChannelTopic> = serde_json::from_value(json!([
+        {"id": "a", "state": "Permitted"},
+        {"id": "b", "state": "REJECTED"},
+        {"id": "c"},
+        {"id": "d", "state": "Rejected", "rejectionReason": "  "},
+    ]))
+    .unwrap();
+    let outcome = SubscribeOutcome::from_entities(entities);
+    assert_eq!(outcome.permitted, vec!["a".to_string(), "c".to_string()]);
+    assert_eq!(
+        outcome.rejected,
+        vec![
+            ("b".to_string(), "no rejectionReason given".to_string()),
+            ("d".to_string(), "no rejectionReason given".to_string()),
+        ]
+    );
 }
 
 #[tokio::test]
