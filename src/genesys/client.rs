@@ -373,6 +373,22 @@ impl GenesysClient {
     /// [`GenesysError::Api`] there (403, 404) is logged and the field left `None`; any other
     /// error fails the call.
     pub async fn list_active_users(&self) -> Result<Vec<User>, GenesysError> {
+        self.list_active_users_in_divisions(&[]).await
+    }
+
+    /// [`GenesysClient::list_active_users`] restricted to users whose `division.id` is one of
+    /// `divisions` (compared case-insensitively); an empty slice means every division.
+    ///
+    /// `GET /api/v2/users` has **no** division query parameter (Users API `getUsers` takes
+    /// `pageSize, pageNumber, id, jabberId, sortOrder, expand, integrationPresenceSource,
+    /// state`; checked in the platform SDK docs), and an unknown parameter would be silently
+    /// ignored, so the filter is applied here to the `division` every listed user carries.
+    /// The listing costs the same pages either way; the per-user expand completion runs only
+    /// for the users kept. A user listed without a division is left out when filtering.
+    pub async fn list_active_users_in_divisions(
+        &self,
+        divisions: &[String],
+    ) -> Result<Vec<User>, GenesysError> {
         let mut users: Vec<User> = Vec::new();
         for page in 1..=MAX_PAGES {
             let listing: UserEntityListing = self
@@ -389,6 +405,20 @@ impl GenesysClient {
             if !more {
                 break;
             }
+        }
+        if !divisions.is_empty() {
+            let listed = users.len();
+            users.retain(|user| {
+                user.division
+                    .as_ref()
+                    .is_some_and(|d| divisions.iter().any(|w| w.eq_ignore_ascii_case(&d.id)))
+            });
+            debug!(
+                listed,
+                kept = users.len(),
+                divisions = divisions.len(),
+                "active users filtered by division"
+            );
         }
         self.fill_missing_expands(&mut users).await?;
         Ok(users)

@@ -857,3 +857,63 @@ async fn the_token_request_is_not_counted_and_api_requests_are() {
     );
     assert_eq!(server.count("/api/v2/date"), 1);
 }
+
+#[tokio::test]
+async fn users_are_filtered_by_division_before_expands_are_completed() {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start(move |r| {
+        token_endpoint(r, &issued, 86_399).unwrap_or_else(|| match r.path.as_str() {
+            "/api/v2/users" => {
+                assert_eq!(r.param("divisionId"), None, "getUsers has no division parameter");
+                let in_division = |id: &str, division: &str, presence: bool| {
+                    let mut u = user(id, presence, true);
+                    u["division"] = json!({"id": division, "name": "Division"});
+                    u
+                };
+                Reply::json(
+                    200,
+                    json!({"entities": [in_division("u1", "DIV-A", true),
+                                        in_division("u2", "div-b", false),
+                                        in_division("u3", "div-c", false),
+                                        user("u4", true, true)],
+                           "pageCount": 1}),
+                )
+            }
+            "/api/v2/users/u2/presences/purecloud" => Reply::json(
+                200,
+                json!({"source": "PURECLOUD", "presenceDefinition":
+                        {"id": "6a3af858-942f-489d-9700-5f9bcdcdae9b", "systemPresence": "Available"},
+                       "modifiedDate": "2024-05-01T09:00:00Z"}),
+            ),
+            // Only the unfiltered listing at the end asks for u3.
+            "/api/v2/users/u3/presences/purecloud" => Reply::json(
+                404,
+                json!({"message": "user not found", "code": "not.found", "status": 404}),
+            ),
+            other => panic!("unexpected {other}"),
+        })
+    })
+    .await;
+    let client = client(&server);
+    let divisions = ["div-a".to_string(), "DIV-B".to_string()];
+    let users = client
+        .list_active_users_in_divisions(&divisions)
+        .await
+        .unwrap();
+    let ids: Vec<_> = users.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["u1", "u2"], "u3 is in another division, u4 has none");
+    assert!(users[1].presence.is_some());
+    assert_eq!(
+        server.count("/api/v2/users/u3/presences/purecloud"),
+        0,
+        "no expand is completed for a user filtered out"
+    );
+    assert_eq!(
+        client
+            .list_active_users_in_divisions(&[])
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
