@@ -40,6 +40,9 @@ pub enum PersistMsg {
     AlertFired(Alert),
     /// Record how delivery ended.
     AlertOutcome(AlertOutcome),
+    /// The stream is complete up to this Genesys instant (UTC): written with the next flush,
+    /// after the rows buffered before it (the latest wins). A restart backfills from there.
+    StreamComplete(chrono::DateTime<chrono::Utc>),
     /// Upsert one agent's episode log (JSON of `rules::AgentEpisodes`); the latest wins.
     Episodes(UserId, String),
     /// Insert a dead-letter record.
@@ -192,6 +195,10 @@ impl Actor for PersistenceActor {
                     }
                 }
                 state.flush_if_full().await;
+            }
+            PersistMsg::StreamComplete(until) => {
+                let held = &mut state.buffer.batch.complete_until;
+                *held = Some(held.map_or(until, |h| h.max(until)));
             }
             PersistMsg::DeadLetter(letter) => {
                 state.buffer.batch.dead_letters.push(letter);

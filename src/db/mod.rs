@@ -37,6 +37,25 @@ pub use report::{
 pub use retention::{purge_alerts_batch, purge_history_batch};
 pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
 
+/// The `stream_state` row of the whole notification stream.
+pub const STREAM_ALL: &str = "all";
+
+/// Up to which Genesys instant (UTC) the notification stream was known to be complete when the
+/// service last ran (`None` on a new database). A start backfills from there.
+///
+/// Errors: the database's.
+pub async fn stream_complete_until(
+    db: &impl sea_orm::ConnectionTrait,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbErr> {
+    use sea_orm::EntityTrait;
+    Ok(
+        entity::stream_state::Entity::find_by_id(STREAM_ALL.to_owned())
+            .one(db)
+            .await?
+            .map(|row| row.complete_until),
+    )
+}
+
 /// Errors of [`connect`]. Messages never contain the database URL's password.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -322,8 +341,14 @@ mod tests {
             episodes: vec![],
             dead_letters: vec![],
             outcomes: vec![],
+            complete_until: Some(ts("2024-05-01T10:02:00.123Z")),
         };
+        assert_eq!(stream_complete_until(db).await.unwrap(), None);
         let summary = write_batch(db, &batch).await.unwrap();
+        assert_eq!(
+            stream_complete_until(db).await.unwrap(),
+            Some(ts("2024-05-01T10:02:00.123Z"))
+        );
         assert_eq!(
             (summary.transitions_inserted, summary.transitions_duplicate),
             (4, 1)
@@ -337,6 +362,7 @@ mod tests {
             alerts: vec![],
             episodes: vec![],
             dead_letters: vec![],
+            complete_until: Some(ts("2024-05-01T10:03:00Z")),
             outcomes: vec![AlertOutcome {
                 alert_key: "idle:u1:1".into(),
                 status: DeliveryStatus::NotConfigured,
@@ -348,6 +374,11 @@ mod tests {
         let summary = write_batch(db, &second).await.unwrap();
         assert_eq!(summary.transitions_inserted, 0);
         assert_eq!(summary.outcomes_applied, 1);
+        assert_eq!(
+            stream_complete_until(db).await.unwrap(),
+            Some(ts("2024-05-01T10:03:00Z")),
+            "the latest completeness mark replaces the previous one"
+        );
 
         let all = history(
             db,

@@ -9,7 +9,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entity::{agent, agent_status, alert, dead_letter, episode, health_probe};
+use super::entity::{agent, agent_status, alert, dead_letter, episode, health_probe, stream_state};
 use crate::domain::{
     AgentCurrent, Alert, AlertKind, AlertOutcome, DeadLetter, DeliveryStatus, Transition, UserId,
     truncate_to_millis,
@@ -56,6 +56,9 @@ pub struct Batch {
     pub episodes: Vec<(UserId, String)>,
     /// Dead-letter records, inserted.
     pub dead_letters: Vec<DeadLetter>,
+    /// The stream is complete up to this Genesys instant (UTC): upserted into `stream_state`
+    /// **after** the rows above, in the same transaction.
+    pub complete_until: Option<DateTime<Utc>>,
 }
 
 impl Batch {
@@ -67,6 +70,7 @@ impl Batch {
             + self.outcomes.len()
             + self.episodes.len()
             + self.dead_letters.len()
+            + usize::from(self.complete_until.is_some())
     }
 
     /// Nothing to write.
@@ -182,6 +186,24 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
         } else {
             summary.outcomes_unmatched += 1;
         }
+    }
+
+    if let Some(until) = batch.complete_until {
+        stream_state::Entity::insert(stream_state::ActiveModel {
+            name: Set(super::STREAM_ALL.to_owned()),
+            complete_until: Set(truncate_to_millis(until)),
+            updated_at: Set(truncate_to_millis(Utc::now())),
+        })
+        .on_conflict(
+            OnConflict::column(stream_state::Column::Name)
+                .update_columns([
+                    stream_state::Column::CompleteUntil,
+                    stream_state::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
     }
 
     txn.commit().await?;

@@ -11,3 +11,4 @@ pub mod dead_letter;
 pub mod episode;
 pub mod health_probe;
 pub mod silence;
+pub mod stream_state;

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261129_000001_initial;
 mod m20261129_000002_history_indexes;
 mod m20261129_000010_alerting;
+mod m20261129_000020_stream_state;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000001_initial::Migration),
             Box::new(m20261129_000002_history_indexes::Migration),
             Box::new(m20261129_000010_alerting::Migration),
+            Box::new(m20261129_000020_stream_state::Migration),
         ]
     }
 }
