@@ -112,6 +112,10 @@ impl App {
             silence_timeout: config.genesys.silence_timeout,
             topics_per_channel: config.genesys.topics_per_channel,
             retention: config.retention,
+            scope: config.membership.scope.clone(),
+            membership_refresh: config.membership.refresh,
+            backfill_margin: config.membership.backfill_margin,
+            clock: crate::clock::Clock::default(),
             fatal: fatal_tx,
         };
         let (supervisor, supervisor_done) = Actor::spawn(None, Supervisor, args)

@@ -17,7 +17,7 @@ use url::Url;
 use crate::config::{
     AccessConfig, ApiToken, Config, Credentials, DEFAULT_DESTINATION, DeliveryConfig,
     DestinationConfig, DestinationKind, GenesysConfig, GenesysEndpoints, LogFormat,
-    PersistenceConfig, RetentionConfig,
+    MembershipConfig, PersistenceConfig, RetentionConfig,
 };
 use crate::rules::{DestinationSpec, UrlSource};
 use crate::secret::Secret;
@@ -105,6 +105,20 @@ pub struct RunArgs {
     /// per-token limit): at most this many in any 60 s window, with bursts of a sixth of it.
     #[arg(long, env = "GENESYS_RATE_LIMIT")]
     pub genesys_rate_limit: Option<String>,
+    /// Monitor only the members of these queues (comma-separated queue ids); joins and leaves
+    /// are followed live through v2.routing.queues.<id>.users.
+    #[arg(long, env = "GENESYS_QUEUE_IDS")]
+    pub queue_ids: Option<String>,
+    /// Monitor only the users of these divisions (comma-separated division ids).
+    #[arg(long, env = "GENESYS_DIVISION_IDS")]
+    pub division_ids: Option<String>,
+    /// How often the monitored users are re-listed (default 10m).
+    #[arg(long, env = "MEMBERSHIP_REFRESH")]
+    pub membership_refresh: Option<String>,
+    /// Safety margin subtracted from the start of every gap before it is backfilled from the
+    /// analytics user details query (default 60s).
+    #[arg(long, env = "BACKFILL_MARGIN")]
+    pub backfill_margin: Option<String>,
     /// Persistence batch size in rows (default 500).
     #[arg(long, env = "BATCH_ROWS")]
     pub batch_rows: Option<String>,
@@ -314,6 +328,37 @@ fn parse_base_url(variable: &'static str, raw: &str) -> Result<Url, ConfigError>
 }
 
 /// Parses a duration such as `90s`, `15m`, `1h`, `100ms` (humantime); zero is refused.
+/// Parses a comma-separated list of Genesys ids (GUIDs such as
+/// `3b1f7c2a-9d4e-4a6b-8c5d-2e1f0a9b8c7d`), trimmed and lowercased; `None` or blank = empty.
+/// Errors: an entry that is not a GUID (a queue or division *name* given by mistake).
+pub fn parse_id_list(
+    variable: &'static str,
+    raw: Option<&str>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let mut ids = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let guid = part.len() == 36
+            && part.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if !guid {
+            return Err(err(
+                variable,
+                format!("{part:?} is not an id like 3b1f7c2a-9d4e-4a6b-8c5d-2e1f0a9b8c7d"),
+            ));
+        }
+        let id = part.to_ascii_lowercase();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
 pub fn parse_duration(variable: &'static str, raw: &str) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(raw.trim()).map_err(|e| {
         err(
@@ -794,6 +839,24 @@ impl RunArgs {
             Some(raw) => parse_rate_limit(&raw)?,
             None => crate::config::DEFAULT_GENESYS_RATE_LIMIT,
         };
+        let scope = crate::actors::membership::Scope {
+            queue_ids: parse_id_list("GENESYS_QUEUE_IDS", self.queue_ids.as_deref())?,
+            division_ids: parse_id_list("GENESYS_DIVISION_IDS", self.division_ids.as_deref())?,
+        };
+        let membership_refresh = match self.membership_refresh {
+            Some(raw) => parse_duration("MEMBERSHIP_REFRESH", &raw)?,
+            None => Duration::from_secs(600),
+        };
+        if membership_refresh < Duration::from_secs(1) {
+            return Err(err("MEMBERSHIP_REFRESH", "must be at least 1s"));
+        }
+        let backfill_margin = match self.backfill_margin {
+            Some(raw) => parse_duration("BACKFILL_MARGIN", &raw)?,
+            None => Duration::from_secs(60),
+        };
+        if backfill_margin > Duration::from_secs(24 * 3600) {
+            return Err(err("BACKFILL_MARGIN", "must be at most 24h"));
+        }
         let mut persistence = PersistenceConfig::default();
         if let Some(raw) = self.batch_rows {
             persistence.batch_rows = raw
@@ -898,6 +961,11 @@ impl RunArgs {
                 topics_per_channel: 1000,
                 request_timeout: Duration::from_secs(30),
                 rate_limit_per_minute,
+            },
+            membership: MembershipConfig {
+                scope,
+                refresh: membership_refresh,
+                backfill_margin,
             },
             delivery,
             database_url: Secret::new(database_url),

@@ -49,6 +49,28 @@ pub struct GenesysConfig {
 
 /// Default of `GENESYS_RATE_LIMIT`: 300 requests per minute per token (protocol reference §8).
 pub const DEFAULT_GENESYS_RATE_LIMIT: NonZeroU32 = crate::genesys::GENESYS_REQUESTS_PER_MINUTE;
+/// Which users are monitored and how gaps in the stream are recovered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MembershipConfig {
+    /// `GENESYS_QUEUE_IDS` / `GENESYS_DIVISION_IDS`: which users are monitored (lowercase ids;
+    /// empty = every active user).
+    pub scope: crate::actors::membership::Scope,
+    /// How often the monitored users are re-listed (`MEMBERSHIP_REFRESH`, default 10 min).
+    pub refresh: Duration,
+    /// Subtracted from the start of every gap before it is backfilled (`BACKFILL_MARGIN`,
+    /// default 60 s): covers events in flight when a socket died and clock jitter.
+    pub backfill_margin: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            scope: Default::default(),
+            refresh: Duration::from_secs(600),
+            backfill_margin: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Batching of the persistence actor.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,6 +209,8 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub genesys: GenesysConfig,
+    /// Monitored users (scope, re-listing) and gap backfill.
+    pub membership: MembershipConfig,
     /// Alert destinations and delivery tuning.
     pub delivery: DeliveryConfig,
     /// `sqlite://PATH` or `postgres://…`.

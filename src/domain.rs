@@ -111,6 +111,8 @@ pub enum Source {
     Stream,
     /// The snapshot of current states taken after subscribing (`GET /api/v2/users?expand=…`).
     Bootstrap,
+    /// Recovered after a gap from `POST /api/v2/analytics/users/details/query` (reference §7).
+    Backfill,
 }
 
 impl Source {
@@ -118,6 +120,7 @@ impl Source {
         match self {
             Source::Stream => "stream",
             Source::Bootstrap => "bootstrap",
+            Source::Backfill => "backfill",
         }
     }
 
@@ -125,6 +128,7 @@ impl Source {
         match raw.trim().to_ascii_lowercase().as_str() {
             "stream" => Some(Source::Stream),
             "bootstrap" => Some(Source::Bootstrap),
+            "backfill" => Some(Source::Backfill),
             _ => None,
         }
     }

@@ -38,6 +38,45 @@ pub struct ConnectionStatus {
     pub unknown_user_events: u64,
     /// Channel expiry (`expires` from Genesys), UTC.
     pub expires: Option<DateTime<Utc>>,
+    /// When the channel will be replaced (make before break) ahead of its expiry, UTC.
+    pub rollover_at: Option<DateTime<Utc>>,
+    /// Topics Genesys answered `Rejected` (with `ignoreErrors=true`), with the rejection reason.
+    pub rejected_topics: Vec<RejectedTopic>,
+    /// Channels replaced since start (rollover before expiry, or a channel that disappeared).
+    pub channel_replacements: u32,
+}
+
+/// A topic Genesys refused to subscribe (`state: "Rejected"` in
+/// `PUT /api/v2/notifications/channels/{id}/subscriptions?ignoreErrors=true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedTopic {
+    pub topic: String,
+    /// `rejectionReason`, or empty when Genesys gave none.
+    pub reason: String,
+}
+
+/// What one gap backfill (`POST /api/v2/analytics/users/details/query`) recovered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillRun {
+    /// Why it ran: `reconnect`, `channel_replaced`, `start` or `membership`.
+    pub trigger: String,
+    /// The interval asked for, Genesys time (UTC): from the last instant the stream was known to
+    /// be complete minus the safety margin, to the moment the stream was whole again.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Users covered.
+    pub users: usize,
+    /// Transitions the query returned inside the interval (before de-duplication against what
+    /// the stream delivered; the database stores each one once).
+    pub records: usize,
+    /// Analytics requests made (every page of every user batch and interval slice).
+    pub requests: u32,
+    /// Records that could not be used (logged, counted, skipped).
+    pub malformed: u32,
+    /// When it finished (local UTC).
+    pub finished_at: DateTime<Utc>,
+    /// The error that ended it early, if any (it is retried).
+    pub error: Option<String>,
 }
 
 /// Status of one alert destination (a Slack incoming webhook or a generic JSON webhook).
@@ -78,6 +117,11 @@ pub struct HealthReport {
     pub problems: Vec<String>,
     /// The last finished retention run (`None` without `RETENTION_DAYS` or before the first).
     pub last_retention_run: Option<RetentionRun>,
+    /// The last gap backfill (`None` before the first).
+    pub last_backfill: Option<BackfillRun>,
+    /// Measured clock offset to Genesys (`GET /api/v2/date`): Genesys minus local, milliseconds;
+    /// `None` before the first measurement.
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// What one retention run (`RETENTION_DAYS`) removed.

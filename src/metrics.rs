@@ -50,6 +50,13 @@ pub const TOKEN_RENEWALS: &str = "agent_monitor_token_renewals_total";
 /// HTTP 429 answers, by origin (`genesys`, `slack`).
 pub const RATE_LIMITED: &str = "agent_monitor_rate_limited_total";
 
+/// Transitions recovered by gap backfills (before de-duplication against the stream).
+pub const BACKFILLED: &str = "agent_monitor_backfilled_transitions_total";
+/// Gap backfills run.
+pub const BACKFILLS: &str = "agent_monitor_backfills_total";
+/// Measured clock offset to Genesys (Genesys minus local), seconds.
+pub const CLOCK_OFFSET: &str = "agent_monitor_clock_offset_seconds";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide Prometheus recorder (once; later calls return the same handle)
@@ -129,6 +136,17 @@ fn describe() {
         "Failed write attempts (retried, nothing dropped)."
     );
     describe_counter!(RECONNECTS, Unit::Count, "WebSocket reconnects, by reason.");
+    describe_counter!(
+        BACKFILLED,
+        Unit::Count,
+        "Transitions recovered by gap backfills from the analytics user details query."
+    );
+    describe_counter!(BACKFILLS, Unit::Count, "Gap backfills run.");
+    describe_gauge!(
+        CLOCK_OFFSET,
+        Unit::Seconds,
+        "Clock offset to Genesys (GET /api/v2/date), Genesys minus local."
+    );
     describe_gauge!(
         CHANNELS,
         Unit::Count,
@@ -205,6 +223,25 @@ pub fn channel_connected(connected: bool, topics: usize) {
     let sign = if connected { 1.0 } else { -1.0 };
     gauge!(CHANNELS).increment(sign);
     gauge!(SUBSCRIBED_TOPICS).increment(sign * topics as f64);
+}
+
+/// A gap backfill recovered `records` transitions.
+pub fn backfill(records: usize) {
+    counter!(BACKFILLS).increment(1);
+    counter!(BACKFILLED).increment(records as u64);
+}
+
+/// The clock offset to Genesys was measured.
+pub fn clock_offset(offset: chrono::TimeDelta) {
+    gauge!(CLOCK_OFFSET).set(offset.num_milliseconds() as f64 / 1000.0);
+}
+
+/// A channel's topic list changed from `old` to `new` topics: adjusts the subscribed-topics
+/// gauge if the channel is counted as connected.
+pub fn channel_topics_changed(connected: bool, old: usize, new: usize) {
+    if connected {
+        gauge!(SUBSCRIBED_TOPICS).increment(new as f64 - old as f64);
+    }
 }
 
 /// An agent's state in one dimension changed from `old` to `new`.

@@ -98,10 +98,11 @@ impl Frame {
 /// the future would outrank every real event after it and freeze the agent's state.
 pub const MAX_FUTURE_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
-/// Parses an event timestamp and refuses one more than [`MAX_FUTURE_SKEW`] ahead of our clock.
-fn event_time(raw: &str) -> Result<DateTime<Utc>, MalformedError> {
+/// Parses an event timestamp and refuses one more than [`MAX_FUTURE_SKEW`] ahead of `now`
+/// (Genesys time).
+fn event_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, MalformedError> {
     let at = parse_timestamp(raw)?;
-    if at > Utc::now() + MAX_FUTURE_SKEW {
+    if at > now + MAX_FUTURE_SKEW {
         return Err(MalformedError::new(format!(
             "timestamp {raw:?} is more than 5 minutes in the future"
         )));
@@ -112,6 +113,13 @@ fn event_time(raw: &str) -> Result<DateTime<Utc>, MalformedError> {
 /// Parses one text frame. Unknown topics are [`Frame::Other`], not errors; unusable JSON, a
 /// missing or zoneless timestamp, or an empty user id is a [`MalformedError`].
 pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
+    parse_frame_at(text, Utc::now())
+}
+
+/// [`parse_frame`] with Genesys's "now" (`crate::clock::Clock::now`, the local clock plus the
+/// measured offset) for the future-timestamp check, so a skewed local clock does not turn
+/// every event into a malformed one.
+pub fn parse_frame_at(text: &str, now: DateTime<Utc>) -> Result<Frame, MalformedError> {
     let envelope: NotificationEnvelope<'_> = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -161,7 +169,7 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
                     system: normalize_system_presence(system),
                     definition_id: Some(event.presence_definition.id).filter(|id| !id.is_empty()),
                     label: None,
-                    timestamp: event_time(&event.modified_date)?,
+                    timestamp: event_time(&event.modified_date, now)?,
                 },
             ))
         }
@@ -172,7 +180,7 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
                 user,
                 RoutingUpdate {
                     status: normalize_routing_status(&event.routing_status.status),
-                    timestamp: event_time(&event.routing_status.start_time)?,
+                    timestamp: event_time(&event.routing_status.start_time, now)?,
                 },
             ))
         }
@@ -204,6 +212,7 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
 /// the other part is still used.
 pub fn updates_from_user(
     user: &crate::protocol::User,
+    now: DateTime<Utc>,
 ) -> (
     Result<PresenceUpdate, MalformedError>,
     Result<RoutingUpdate, MalformedError>,
@@ -229,7 +238,7 @@ pub fn updates_from_user(
             system: normalize_system_presence(system),
             definition_id: Some(definition.id.clone()).filter(|id| !id.is_empty()),
             label: None,
-            timestamp: event_time(modified)?,
+            timestamp: event_time(modified, now)?,
         })
     })();
     let routing = (|| {
@@ -243,7 +252,7 @@ pub fn updates_from_user(
             .ok_or_else(|| MalformedError::new("routingStatus has no startTime"))?;
         Ok(RoutingUpdate {
             status: normalize_routing_status(&routing.status),
-            timestamp: event_time(start)?,
+            timestamp: event_time(start, now)?,
         })
     })();
     (presence, routing)

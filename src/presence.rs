@@ -62,6 +62,11 @@ impl PresenceCatalog {
         self.by_id.is_empty()
     }
 
+    /// True when the catalog knows this definition id (any case).
+    pub fn knows(&self, definition_id: &str) -> bool {
+        self.by_id.contains_key(&definition_id.to_ascii_lowercase())
+    }
+
     /// The label of a definition id, falling back to the system presence's label.
     pub fn label(&self, definition_id: Option<&str>, system: &str) -> String {
         definition_id

@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::actors::Credit;
 use crate::actors::persistence::PersistMsg;
 use crate::actors::slack::SlackMsg;
+use crate::backfill::GapUpdate;
 use crate::domain::{
     AgentCurrent, Alert, AlertKind, IdleInputs, Kind, PresenceState, RoutingState, Source,
     Transition, UserId,
@@ -54,6 +55,12 @@ pub enum AgentMsg {
     Presence(PresenceUpdate, Source, Option<Credit>),
     /// A routing-status change.
     Routing(RoutingUpdate, Source, Option<Credit>),
+    /// Transitions recovered for a gap (`source = backfill`), oldest first. Each is stored and
+    /// applied like a stream event, but the rules are judged **once**, on the state after the
+    /// last one: an agent whose idle episode began in the gap and still lasts is alerted from
+    /// its Genesys start time (at once if the threshold has passed), one who has since resumed
+    /// work is not alerted at all.
+    Backfill(Vec<GapUpdate>),
     /// The active-conversation count from `conversationsummary`, observed at the given instant.
     Conversations {
         active: u32,
@@ -96,6 +103,9 @@ pub struct AgentArgs {
     /// The persisted episode log (JSON of [`AgentEpisodes`]) to resume, if any.
     pub episodes: Option<String>,
     pub peers: Peers,
+    /// Genesys time: rule deadlines are Genesys timestamps, so "now" is read from here (the
+    /// measured offset applied once, `crate::clock`).
+    pub clock: crate::clock::Clock,
 }
 
 /// The agent actor (stateless handler; state in [`AgentState`]).
@@ -122,6 +132,7 @@ pub struct AgentState {
     generation: u64,
     /// When this actor started (see [`INCOMPLETE_STATE_GRACE`]).
     started: std::time::Instant,
+    clock: crate::clock::Clock,
 }
 
 /// What to do with an incoming event for one dimension.
@@ -249,7 +260,7 @@ impl AgentState {
     /// After a state change Genesys timestamped `changed_at`: feed the rules, act, re-arm the
     /// timer, persist the episode log.
     fn evaluate(&mut self, myself: &ActorRef<AgentMsg>, changed_at: DateTime<Utc>) {
-        let now = Utc::now();
+        let now = self.clock.now();
         // Right after a (re)start the snapshot brings presence and routing one after the
         // other: judging the rules on half a state would end (or start) episodes wrongly, so
         // wait for both (bounded, for a user Genesys never gives one of them for).
@@ -372,13 +383,17 @@ impl AgentState {
             "a second, different value at the same instant as the current one; kept the first");
     }
 
+    /// Applies a presence event; `judge` runs the rules on a change of the current state
+    /// (false inside a backfill batch, judged once at its end). Returns whether the current
+    /// state changed.
     fn on_presence(
         &mut self,
         myself: &ActorRef<AgentMsg>,
         update: PresenceUpdate,
         source: Source,
         credit: Option<Credit>,
-    ) {
+        judge: bool,
+    ) -> bool {
         let held = self
             .inputs
             .presence
@@ -389,8 +404,14 @@ impl AgentState {
             (update.system.clone(), update.definition_id.clone()),
         );
         match disposition(held, incoming) {
-            Disposition::Duplicate => drop(credit),
-            Disposition::Conflict => self.conflict("presence", &update.system, update.timestamp),
+            Disposition::Duplicate => {
+                drop(credit);
+                false
+            }
+            Disposition::Conflict => {
+                self.conflict("presence", &update.system, update.timestamp);
+                false
+            }
             Disposition::Stale => {
                 let row = self.transition(
                     Kind::Presence,
@@ -404,6 +425,7 @@ impl AgentState {
                     .peers
                     .persistence
                     .cast(PersistMsg::Transition(row, credit));
+                false
             }
             Disposition::Current => {
                 let previous = self.inputs.presence.as_ref().map(|p| p.system.clone());
@@ -427,27 +449,38 @@ impl AgentState {
                     label: update.label,
                     since: update.timestamp,
                 });
-                self.evaluate(myself, update.timestamp);
-                self.publish_current();
+                if judge {
+                    self.evaluate(myself, update.timestamp);
+                    self.publish_current();
+                }
+                true
             }
         }
     }
 
+    /// Applies a routing-status event; see [`AgentState::on_presence`].
     fn on_routing(
         &mut self,
         myself: &ActorRef<AgentMsg>,
         update: RoutingUpdate,
         source: Source,
         credit: Option<Credit>,
-    ) {
+        judge: bool,
+    ) -> bool {
         let held = self
             .inputs
             .routing
             .as_ref()
             .map(|r| (r.since, r.status.clone()));
         match disposition(held, (update.timestamp, update.status.clone())) {
-            Disposition::Duplicate => drop(credit),
-            Disposition::Conflict => self.conflict("routing", &update.status, update.timestamp),
+            Disposition::Duplicate => {
+                drop(credit);
+                false
+            }
+            Disposition::Conflict => {
+                self.conflict("routing", &update.status, update.timestamp);
+                false
+            }
             Disposition::Stale => {
                 let row = self.transition(
                     Kind::Routing,
@@ -461,6 +494,7 @@ impl AgentState {
                     .peers
                     .persistence
                     .cast(PersistMsg::Transition(row, credit));
+                false
             }
             Disposition::Current => {
                 let previous = self.inputs.routing.as_ref().map(|r| r.status.clone());
@@ -481,8 +515,11 @@ impl AgentState {
                     status: update.status,
                     since: update.timestamp,
                 });
-                self.evaluate(myself, update.timestamp);
-                self.publish_current();
+                if judge {
+                    self.evaluate(myself, update.timestamp);
+                    self.publish_current();
+                }
+                true
             }
         }
     }
@@ -522,6 +559,7 @@ impl Actor for AgentActor {
             timer: None,
             generation: 0,
             started: std::time::Instant::now(),
+            clock: args.clock.clone(),
         })
     }
 
@@ -531,7 +569,7 @@ impl Actor for AgentActor {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         // A resumed episode log may hold a due repeat: keep its schedule.
-        state.arm(&myself, Utc::now());
+        state.arm(&myself, state.clock.now());
         Ok(())
     }
 
@@ -547,10 +585,32 @@ impl Actor for AgentActor {
         async move {
             match message {
                 AgentMsg::Presence(update, source, credit) => {
-                    state.on_presence(&myself, update, source, credit)
+                    state.on_presence(&myself, update, source, credit, true);
                 }
                 AgentMsg::Routing(update, source, credit) => {
-                    state.on_routing(&myself, update, source, credit)
+                    state.on_routing(&myself, update, source, credit, true);
+                }
+                AgentMsg::Backfill(mut updates) => {
+                    updates.sort_by_key(GapUpdate::timestamp);
+                    let mut changed_at = None;
+                    for update in updates {
+                        let at = update.timestamp();
+                        let changed = match update {
+                            GapUpdate::Presence(p) => {
+                                state.on_presence(&myself, p, Source::Backfill, None, false)
+                            }
+                            GapUpdate::Routing(r) => {
+                                state.on_routing(&myself, r, Source::Backfill, None, false)
+                            }
+                        };
+                        if changed {
+                            changed_at = Some(at);
+                        }
+                    }
+                    if let Some(at) = changed_at {
+                        state.evaluate(&myself, at);
+                        state.publish_current();
+                    }
                 }
                 AgentMsg::Conversations {
                     active,
@@ -571,20 +631,20 @@ impl Actor for AgentActor {
                 AgentMsg::Peers(peers) => state.peers = peers,
                 AgentMsg::Rules(rules) => {
                     state.rules = rules;
-                    state.evaluate(&myself, Utc::now());
+                    state.evaluate(&myself, state.clock.now());
                 }
                 AgentMsg::Queues(queue_ids) => {
                     let queue_ids = normalize_queue_ids(queue_ids);
                     if queue_ids != state.queue_ids {
                         tracing::debug!(queues = ?queue_ids, "queue membership changed");
                         state.queue_ids = queue_ids;
-                        state.evaluate(&myself, Utc::now());
+                        state.evaluate(&myself, state.clock.now());
                     }
                 }
                 AgentMsg::Deadline { generation } => {
                     if generation == state.generation {
                         state.timer = None;
-                        let now = Utc::now();
+                        let now = state.clock.now();
                         let actions = state.episodes.on_tick(&state.rules, now);
                         state.after(&myself, actions, now);
                     }

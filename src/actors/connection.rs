@@ -34,9 +34,9 @@ use crate::actors::agent::AgentMsg;
 use crate::actors::supervisor::SupervisorMsg;
 use crate::domain::{UserId, parse_timestamp};
 use crate::genesys::{GenesysClient, GenesysError};
-use crate::health::ConnectionStatus;
+use crate::health::{ConnectionStatus, RejectedTopic};
 use crate::metrics;
-use crate::notification::{Frame, parse_frame};
+use crate::notification::{Frame, parse_frame_at};
 use crate::presence::PresenceCatalog;
 use crate::protocol::{Channel, PING_FRAME, user_topic};
 
@@ -58,6 +58,26 @@ pub enum ConnectionMsg {
     SocketClosing { generation: u64 },
     /// An agent actor was restarted: route this user's events to the new one.
     AgentRestarted(UserId, ActorRef<AgentMsg>),
+    /// Internal: the channel of `channel_id` nears its expiry: replace it (make before break).
+    Rollover { channel_id: String },
+    /// The monitored users of this channel changed (membership re-listing, queue joins and
+    /// leaves): route to `agents` from now on and replace the channel's subscriptions by the
+    /// new topic list (`PUT …/subscriptions`), then tell the supervisor (`Resubscribed`).
+    SetUsers {
+        users: Vec<UserId>,
+        agents: HashMap<UserId, ActorRef<AgentMsg>>,
+        extra_topics: Vec<String>,
+    },
+    /// Internal: a subscription change finished (`Ok` holds the rejected topics).
+    Resubscribed {
+        channel_id: String,
+        topics: Vec<String>,
+        result: Result<Vec<RejectedTopic>, String>,
+    },
+    /// Internal: retry a failed subscription change.
+    Resubscribe,
+    /// The presence definitions were refreshed: label events with this catalog from now on.
+    Catalog(Arc<PresenceCatalog>),
     /// This connection's status for `/readyz`.
     Status(RpcReplyPort<ConnectionStatus>),
     /// Close the socket with a normal closure (1000) and stop reconnecting; replies when closed.
@@ -81,14 +101,27 @@ impl SocketEnd {
     }
 }
 
+/// How to (re)establish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// After a loss (or at start): reuse the channel if `HEAD` says it exists, else create one.
+    Reconnect,
+    /// `socket_closing`: a new socket to the same `connectUri`, no resubscribe.
+    SameChannel,
+    /// Rollover before expiry: always a new channel, subscribed, then connected.
+    NewChannel,
+}
+
 /// A subscribed channel with an open socket.
 pub struct Established {
     channel: Channel,
     socket: WsStream,
-    /// True when this socket replaces one after `socket_closing` (same channel, no resubscribe).
-    replacing: bool,
+    mode: Mode,
     /// True when the channel was created (and subscribed) by this establish.
     new_channel: bool,
+    /// The topics subscribed (when `new_channel`) and those Genesys rejected.
+    topics: Vec<String>,
+    rejected: Vec<RejectedTopic>,
 }
 
 /// Start-up arguments.
@@ -97,8 +130,11 @@ pub struct ConnectionArgs {
     /// Position among the connection actors (`connection-<index>`).
     pub index: usize,
     pub client: GenesysClient,
-    /// The users whose topics this channel carries (at most 1,000).
+    /// The users whose topics this channel carries (at most 1,000 topics with `extra_topics`).
     pub users: Vec<UserId>,
+    /// Topics besides the per-user ones (the queue-membership topics
+    /// `v2.routing.queues.<id>.users` of `GENESYS_QUEUE_IDS`, on one channel).
+    pub extra_topics: Vec<String>,
     /// Where each user's events go.
     pub agents: HashMap<UserId, ActorRef<AgentMsg>>,
     pub catalog: Arc<PresenceCatalog>,
@@ -107,6 +143,9 @@ pub struct ConnectionArgs {
     pub ping_interval: Duration,
     pub silence_timeout: Duration,
     pub supervisor: ActorRef<SupervisorMsg>,
+    /// Genesys time, for the future-timestamp check, conversation observations and the
+    /// rollover schedule (`expires` is Genesys time).
+    pub clock: crate::clock::Clock,
 }
 
 /// Counters the socket task updates and the actor reads for `/readyz`.
@@ -142,6 +181,63 @@ pub struct ConnectionState {
     close_reply: Option<RpcReplyPort<()>>,
     stats: Arc<SocketStats>,
     unknown_users: u64,
+    /// The topics the channel is subscribed to (what Genesys last accepted a PUT of).
+    subscribed_topics: Vec<String>,
+    /// A subscription change is in flight.
+    resubscribing: bool,
+    rejected: Vec<RejectedTopic>,
+    /// Rejected topics already logged (each is logged once).
+    logged_rejections: std::collections::HashSet<String>,
+    rollover_at: Option<DateTime<Utc>>,
+    channel_replacements: u32,
+    /// The stream of this channel is incomplete from this instant (local UTC: the last message
+    /// of a socket that was lost) until a socket is open again; reported to the supervisor,
+    /// which backfills the gap.
+    gap_from: Option<DateTime<Utc>>,
+    /// A channel was lost (404, `no_longer_subscribed`): the next new channel replaces it.
+    channel_lost: bool,
+    /// Presence definition ids reported unknown to the supervisor (once each per catalog).
+    unknown_definitions: std::collections::HashSet<String>,
+}
+
+/// The topics of a channel: one combined topic per user, then the extra topics.
+fn topics_for(users: &[UserId], extra: &[String]) -> Vec<String> {
+    users
+        .iter()
+        .map(|u| user_topic(u.as_str()))
+        .chain(extra.iter().cloned())
+        .collect()
+}
+
+/// When to replace a channel ahead of its expiry: after 23/24 of its remaining life (about 23 h
+/// for a 24-hour channel, reference §3), and never less than one second from now.
+fn rollover_delay(expires: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    let left = (expires - now).to_std().unwrap_or(Duration::ZERO);
+    left.mul_f64(23.0 / 24.0).max(Duration::from_secs(1))
+}
+
+/// Leaves a channel we no longer use: deletes its subscriptions
+/// (`DELETE /api/v2/notifications/channels/{id}/subscriptions`; there is no documented DELETE of
+/// the channel itself), so it carries nothing and Genesys evicts it first (a channel without a
+/// connection goes first, reference §3) or lets it expire. A failure is logged only.
+fn leave_channel(client: GenesysClient, channel_id: String) {
+    tokio::spawn(async move {
+        match client.delete_subscriptions(&channel_id).await {
+            Ok(()) => tracing::info!(%channel_id, "left the old channel (subscriptions deleted)"),
+            Err(e) => {
+                tracing::debug!(%channel_id, error = %e, "could not delete the old channel's subscriptions")
+            }
+        }
+    });
+}
+
+/// The topics a subscription answer marked `Rejected`, with their reasons.
+fn rejected_of(outcome: crate::genesys::SubscribeOutcome) -> Vec<RejectedTopic> {
+    outcome
+        .rejected
+        .into_iter()
+        .map(|(topic, reason)| RejectedTopic { topic, reason })
+        .collect()
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -164,17 +260,19 @@ async fn establish(
     client: GenesysClient,
     channel: Option<Channel>,
     topics: Vec<String>,
-    replacing: bool,
+    mode: Mode,
 ) -> Result<Established, EstablishError> {
-    let (channel, new_channel) = match channel {
-        Some(c) if replacing || client.channel_exists(&c.id).await? => (c, false),
+    let reuse = match (&channel, mode) {
+        (Some(_), Mode::SameChannel) => true,
+        (Some(c), Mode::Reconnect) => client.channel_exists(&c.id).await?,
+        _ => false,
+    };
+    let (channel, new_channel, rejected) = match channel {
+        Some(c) if reuse => (c, false, Vec::new()),
         _ => {
             let c = client.create_channel().await?;
             let outcome = client.put_subscriptions(&c.id, &topics).await?;
-            for (topic, reason) in &outcome.rejected {
-                tracing::warn!(topic = %topic, reason = %reason, "topic rejected");
-            }
-            (c, true)
+            (c, true, rejected_of(outcome))
         }
     };
     let (socket, _response) = tokio_tungstenite::connect_async(channel.connect_uri.as_str())
@@ -188,8 +286,10 @@ async fn establish(
     Ok(Established {
         channel,
         socket,
-        replacing,
+        mode,
         new_channel,
+        topics,
+        rejected,
     })
 }
 
@@ -198,7 +298,7 @@ impl ConnectionState {
         format!("connection-{}", self.args.index)
     }
 
-    fn start_establish(&mut self, myself: &ActorRef<ConnectionMsg>, replacing: bool) {
+    fn start_establish(&mut self, myself: &ActorRef<ConnectionMsg>, mode: Mode) {
         if self.establishing || self.closing {
             return;
         }
@@ -208,7 +308,7 @@ impl ConnectionState {
         let topics = self.topics.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let msg = match establish(client, channel, topics, replacing).await {
+            let msg = match establish(client, channel, topics, mode).await {
                 Ok(done) => ConnectionMsg::Established(Box::new(done)),
                 Err(e) => ConnectionMsg::EstablishFailed {
                     fatal: matches!(&e, EstablishError::Genesys(g) if g.is_fatal()),
@@ -242,12 +342,68 @@ impl ConnectionState {
             malformed_messages: self.stats.malformed.load(Ordering::Relaxed),
             unknown_user_events: self.unknown_users,
             expires: self.expires,
+            rollover_at: self.rollover_at,
+            rejected_topics: self.rejected.clone(),
+            channel_replacements: self.channel_replacements,
         }
+    }
+
+    /// Keeps the rejected topics for `/readyz` and logs each newly rejected one once.
+    fn set_rejected(&mut self, rejected: Vec<RejectedTopic>) {
+        for r in &rejected {
+            if self.logged_rejections.insert(r.topic.clone()) {
+                tracing::warn!(connection = %self.name(), topic = %r.topic, reason = %r.reason,
+                    "topic rejected by Genesys; the other topics keep working");
+            }
+        }
+        self.rejected = rejected;
+    }
+
+    /// Replaces the channel's subscriptions by the current topic list, in a task, unless one
+    /// change is already in flight or the channel is not established yet (establishing
+    /// subscribes the current list, and `Established` catches up with changes made meanwhile).
+    fn start_resubscribe(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        if self.resubscribing || self.establishing || self.closing || !self.subscribed {
+            return;
+        }
+        let Some(channel) = &self.channel else {
+            return;
+        };
+        if self.subscribed_topics == self.topics {
+            return;
+        }
+        self.resubscribing = true;
+        let client = self.args.client.clone();
+        let channel_id = channel.id.clone();
+        let topics = self.topics.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = client
+                .put_subscriptions(&channel_id, &topics)
+                .await
+                .map(rejected_of)
+                .map_err(|e| e.to_string());
+            let _ = myself.cast(ConnectionMsg::Resubscribed {
+                channel_id,
+                topics,
+                result,
+            });
+        });
     }
 
     fn route(&mut self, frame: Frame, credit: Option<Credit>) {
         let (user, msg) = match frame {
             Frame::Presence(user, mut update) => {
+                if let Some(id) = update.definition_id.as_deref() {
+                    if !self.args.catalog.knows(id)
+                        && self.unknown_definitions.insert(id.to_string())
+                    {
+                        let _ = self
+                            .args
+                            .supervisor
+                            .cast(SupervisorMsg::UnknownDefinition(id.to_string()));
+                    }
+                }
                 update.label = Some(
                     self.args
                         .catalog
@@ -264,9 +420,22 @@ impl ConnectionState {
                 user,
                 AgentMsg::Conversations {
                     active,
-                    observed_at: Utc::now(),
+                    observed_at: self.args.clock.now(),
                 },
             ),
+            Frame::QueueMembership {
+                queue_id,
+                user,
+                joined,
+            } => {
+                self.stats.events.fetch_add(1, Ordering::Relaxed);
+                let _ = self.args.supervisor.cast(SupervisorMsg::QueueMember {
+                    queue_id,
+                    user,
+                    joined,
+                });
+                return;
+            }
             _ => return,
         };
         match self.args.agents.get(&user) {
@@ -294,6 +463,7 @@ async fn run_socket(
     stats: Arc<SocketStats>,
     ping_interval: Duration,
     silence_timeout: Duration,
+    clock: crate::clock::Clock,
     mut stop: oneshot::Receiver<()>,
 ) {
     let (mut tx, mut rx) = socket.split();
@@ -338,7 +508,7 @@ async fn run_socket(
                     }
                     _ => continue,
                 };
-                let frame = match parse_frame(text.as_str()) {
+                let frame = match parse_frame_at(text.as_str(), clock.now()) {
                     Ok(frame) => frame,
                     Err(e) => {
                         stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -395,7 +565,7 @@ impl Actor for ConnectionActor {
         _myself: ActorRef<ConnectionMsg>,
         args: ConnectionArgs,
     ) -> Result<ConnectionState, ActorProcessingErr> {
-        let topics = args.users.iter().map(|u| user_topic(u.as_str())).collect();
+        let topics = topics_for(&args.users, &args.extra_topics);
         Ok(ConnectionState {
             args,
             topics,
@@ -413,6 +583,15 @@ impl Actor for ConnectionActor {
             close_reply: None,
             stats: Arc::new(SocketStats::default()),
             unknown_users: 0,
+            subscribed_topics: Vec::new(),
+            resubscribing: false,
+            rejected: Vec::new(),
+            logged_rejections: Default::default(),
+            rollover_at: None,
+            channel_replacements: 0,
+            gap_from: None,
+            channel_lost: false,
+            unknown_definitions: Default::default(),
         })
     }
 
@@ -421,7 +600,7 @@ impl Actor for ConnectionActor {
         myself: ActorRef<ConnectionMsg>,
         state: &mut ConnectionState,
     ) -> Result<(), ActorProcessingErr> {
-        state.start_establish(&myself, false);
+        state.start_establish(&myself, Mode::Reconnect);
         Ok(())
     }
 
@@ -443,28 +622,59 @@ impl Actor for ConnectionActor {
         // beyond the span itself.
         async move {
         match message {
-            ConnectionMsg::Establish => state.start_establish(&myself, false),
+            ConnectionMsg::Establish => state.start_establish(&myself, Mode::Reconnect),
             ConnectionMsg::Established(done) => {
                 let Established {
                     channel,
                     socket,
-                    replacing,
+                    mode,
                     new_channel,
+                    topics,
+                    rejected,
                 } = *done;
                 state.establishing = false;
                 if state.closing {
                     let mut socket = socket;
                     let _ = socket.close(None).await;
+                    if new_channel {
+                        leave_channel(state.args.client.clone(), channel.id.clone());
+                    }
                     return Ok(());
                 }
                 state.failures = 0;
+                let previous = state.channel.take();
                 if new_channel {
-                    tracing::info!(connection = %state.name(), channel_id = %channel.id, topics = state.topics.len(), "channel created and subscribed");
+                    tracing::info!(connection = %state.name(), channel_id = %channel.id, topics = topics.len(), ?mode, "channel created and subscribed");
+                    if let Some(old) = previous.filter(|old| old.id != channel.id) {
+                        // The socket on the old channel is dropped below (make before break);
+                        // then leave the old channel so it holds nothing.
+                        leave_channel(state.args.client.clone(), old.id);
+                        state.channel_replacements += 1;
+                    } else if state.channel_lost {
+                        state.channel_replacements += 1;
+                    }
+                    state.channel_lost = false;
+                    state.subscribed_topics = topics;
+                    state.set_rejected(rejected);
+                    let now = state.args.clock.now();
+                    state.expires = channel
+                        .expires
+                        .as_deref()
+                        .and_then(|e| parse_timestamp(e).ok());
+                    state.rollover_at = None;
+                    if let Some(expires) = state.expires {
+                        let delay = rollover_delay(expires, now);
+                        state.rollover_at = chrono::TimeDelta::from_std(delay).ok().map(|d| now + d);
+                        let channel_id = channel.id.clone();
+                        myself.send_after(delay, move || ConnectionMsg::Rollover { channel_id });
+                    }
+                    if mode == Mode::NewChannel && state.gap_from.is_none() {
+                        // A rollover overlaps the old socket, so nothing should be missing;
+                        // still, every channel replacement is backfilled (a few seconds,
+                        // de-duplicated) in case Genesys dropped something at the switch.
+                        state.gap_from = Some(now);
+                    }
                 }
-                state.expires = channel
-                    .expires
-                    .as_deref()
-                    .and_then(|e| parse_timestamp(e).ok());
                 state.channel = Some(channel);
                 state.subscribed = true;
                 state.set_connected(true);
@@ -487,6 +697,7 @@ impl Actor for ConnectionActor {
                     state.stats.clone(),
                     state.args.ping_interval,
                     state.args.silence_timeout,
+                    state.args.clock.clone(),
                     stop_rx,
                 ));
                 // Watch the read task: if it ever panics, its socket is gone and must be
@@ -507,12 +718,22 @@ impl Actor for ConnectionActor {
                         }
                     }
                 });
-                let reconnected = state.ever_connected && !replacing;
+                let gap_from = state.gap_from.take();
+                let reconnected = state.ever_connected && gap_from.is_some();
                 state.ever_connected = true;
+                let cause = if new_channel {
+                    "channel_replaced"
+                } else {
+                    "reconnect"
+                };
                 let _ = state.args.supervisor.cast(SupervisorMsg::ConnectionUp {
                     index: state.args.index,
                     reconnected,
+                    gap_from,
+                    cause,
                 });
+                // Users changed while the channel was being established.
+                state.start_resubscribe(&myself);
             }
             ConnectionMsg::EstablishFailed { error, fatal } => {
                 state.establishing = false;
@@ -540,17 +761,84 @@ impl Actor for ConnectionActor {
                 }
                 state.reconnects += 1;
                 metrics::reconnect(end.label);
+                let _ = state.args.supervisor.cast(SupervisorMsg::ConnectionDown {
+                    index: state.args.index,
+                });
                 tracing::warn!(connection = %state.name(), reason = end.label, detail = %end.detail, "socket ended; reconnecting");
+                // The stream was complete up to the last message this socket read.
+                let last = state.stats.last_message_ms.load(Ordering::Relaxed);
+                let last = DateTime::from_timestamp_millis(last).unwrap_or_else(Utc::now);
+                state.gap_from = Some(state.gap_from.map_or(last, |g| g.min(last)));
                 if end.channel_lost() {
                     state.channel = None;
                     state.subscribed = false;
+                    state.channel_lost = true;
+                    state.subscribed_topics.clear();
                 }
-                state.start_establish(&myself, false);
+                state.start_establish(&myself, Mode::Reconnect);
             }
             ConnectionMsg::SocketClosing { generation } => {
                 if generation == state.generation {
-                    state.start_establish(&myself, true);
+                    state.start_establish(&myself, Mode::SameChannel);
                 }
+            }
+            ConnectionMsg::Rollover { channel_id } => {
+                let current = state.channel.as_ref().is_some_and(|c| c.id == channel_id);
+                if !current || state.closing {
+                    return Ok(()); // replaced meanwhile
+                }
+                if state.establishing {
+                    myself.send_after(Duration::from_secs(1), move || ConnectionMsg::Rollover { channel_id });
+                    return Ok(());
+                }
+                tracing::info!(connection = %state.name(), %channel_id, expires = ?state.expires, "channel nears expiry: replacing it");
+                state.start_establish(&myself, Mode::NewChannel);
+            }
+            ConnectionMsg::SetUsers {
+                users,
+                agents,
+                extra_topics,
+            } => {
+                state.args.users = users;
+                state.args.agents = agents;
+                state.args.extra_topics = extra_topics;
+                let topics = topics_for(&state.args.users, &state.args.extra_topics);
+                if topics.len() != state.topics.len() {
+                    metrics::channel_topics_changed(state.connected, state.topics.len(), topics.len());
+                }
+                state.topics = topics;
+                state.start_resubscribe(&myself);
+            }
+            ConnectionMsg::Resubscribed {
+                channel_id,
+                topics,
+                result,
+            } => {
+                state.resubscribing = false;
+                let current = state.channel.as_ref().is_some_and(|c| c.id == channel_id);
+                match result {
+                    Ok(rejected) if current => {
+                        tracing::info!(connection = %state.name(), topics = topics.len(), "subscriptions replaced");
+                        state.subscribed_topics = topics;
+                        state.set_rejected(rejected);
+                        let _ = state.args.supervisor.cast(SupervisorMsg::Resubscribed {
+                            index: state.args.index,
+                        });
+                        state.start_resubscribe(&myself);
+                    }
+                    Ok(_) => {} // that channel was replaced; the new one has the new list
+                    Err(error) => {
+                        state.failures += 1;
+                        let delay = backoff(state.failures);
+                        tracing::warn!(connection = %state.name(), %error, retry_in_ms = delay.as_millis() as u64, "could not change the subscriptions");
+                        myself.send_after(delay, || ConnectionMsg::Resubscribe);
+                    }
+                }
+            }
+            ConnectionMsg::Resubscribe => state.start_resubscribe(&myself),
+            ConnectionMsg::Catalog(catalog) => {
+                state.args.catalog = catalog;
+                state.unknown_definitions.clear();
             }
             ConnectionMsg::AgentRestarted(user, agent) => {
                 state.args.agents.insert(user, agent);

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod connection;
+pub mod membership;
 pub mod persistence;
 pub mod retention;
 pub mod slack;

@@ -19,13 +19,19 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::actors::Credit;
 use crate::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
 use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
+use crate::actors::membership::{Listing, Scope, assign, diff, list_monitored};
 use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
 use crate::actors::retention::{RetentionActor, RetentionArgs, RetentionMsg};
 use crate::actors::slack::{SlackActor, SlackArgs, SlackMsg};
+use crate::backfill::GapUpdate;
+use crate::clock::Clock;
 use crate::config::{DeliveryConfig, PersistenceConfig, RetentionConfig};
 use crate::domain::{Source, UserId};
 use crate::genesys::{GenesysClient, GenesysError};
-use crate::health::{ActorStatus, ConnectionStatus, HealthReport, ReloadOutcome, RulesInForce};
+use crate::health::{
+    ActorStatus, BackfillRun, ConnectionStatus, HealthReport, ReloadOutcome, RulesInForce,
+};
+use crate::metrics;
 use crate::notification::updates_from_user;
 use crate::presence::PresenceCatalog;
 use crate::protocol::{PresenceDefinition, User};
@@ -44,8 +50,49 @@ pub enum SupervisorMsg {
     /// Internal: queue members were listed (bootstrap, snapshot, refresh): give each agent its
     /// queue ids.
     QueuesListed(QueueMembership),
-    /// A connection actor has its channel subscribed and a socket open.
-    ConnectionUp { index: usize, reconnected: bool },
+    /// A connection actor has its channel subscribed and a socket open. `gap_from` (local UTC)
+    /// is set when its stream was incomplete since then (a lost socket, a replaced channel):
+    /// the gap is backfilled, labelled `cause`.
+    ConnectionUp {
+        index: usize,
+        reconnected: bool,
+        gap_from: Option<chrono::DateTime<chrono::Utc>>,
+        cause: &'static str,
+    },
+    /// A connection lost its socket (the stream of its users is incomplete until it is up).
+    ConnectionDown { index: usize },
+    /// A connection replaced its subscriptions after a membership change: snapshot the users.
+    Resubscribed { index: usize },
+    /// `v2.routing.queues.<id>.users`: a user joined or left a queue.
+    QueueMember {
+        queue_id: String,
+        user: UserId,
+        joined: bool,
+    },
+    /// Re-list the monitored users (timer every `MEMBERSHIP_REFRESH`, queue joins and leaves).
+    Relist,
+    /// Internal: the result of a re-listing.
+    Relisted(Result<Listing, GenesysError>),
+    /// Internal: run the next queued gap backfill, if none is running.
+    Backfill,
+    /// Internal: a gap backfill finished.
+    BackfillDone(BackfillRun, Option<GapRequest>),
+    /// Internal: timer: record up to when the stream is complete (`stream_state`).
+    Checkpoint,
+    /// Internal: the checkpoint task found the stream complete up to this Genesys instant
+    /// (`None`: not complete now).
+    CheckpointAt(Option<chrono::DateTime<chrono::Utc>>),
+    /// Measure the clock offset to Genesys (`GET /api/v2/date`): at start, then hourly.
+    MeasureClock,
+    /// Internal: the measured offset (Genesys minus local).
+    ClockMeasured(Result<chrono::TimeDelta, GenesysError>),
+    /// Re-read the presence definitions (hourly, and when an event names an unknown
+    /// definition id, at most once a minute).
+    RefreshDefinitions,
+    /// Internal: the presence definitions were listed.
+    DefinitionsListed(Result<Vec<PresenceDefinition>, GenesysError>),
+    /// A connection saw a presence definition id the catalog does not know.
+    UnknownDefinition(String),
     /// Take a snapshot of every user's current state (after subscribing).
     Snapshot,
     /// Internal: a snapshot finished (users fed, or the error).
@@ -123,6 +170,32 @@ pub async fn fetch_queue_membership(
     Ok(membership)
 }
 
+/// A gap in the stream to backfill from the analytics user details query.
+#[derive(Debug, Clone)]
+pub struct GapRequest {
+    /// `start`, `reconnect`, `channel_replaced`.
+    pub trigger: &'static str,
+    pub users: Vec<UserId>,
+    /// Genesys time (UTC), safety margin included.
+    pub from: chrono::DateTime<chrono::Utc>,
+    pub to: chrono::DateTime<chrono::Utc>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// The longest gap backfilled at start: a database older than this starts from the snapshot
+/// for the rest (logged). The analytics query itself is split into 7-day intervals.
+pub const MAX_START_GAP: chrono::TimeDelta = chrono::TimeDelta::days(31);
+
+/// How often the stream's completeness is recorded in `stream_state`.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often the clock offset and the presence definitions are refreshed.
+pub const HOURLY: Duration = Duration::from_secs(3600);
+
+/// The least time between two presence-definition refreshes asked by unknown ids.
+pub const DEFINITIONS_MIN_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Which child an actor is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Child {
@@ -161,6 +234,14 @@ pub struct SupervisorArgs {
     pub topics_per_channel: usize,
     /// Deletion of old rows (`None`: keep everything, no retention actor).
     pub retention: Option<RetentionConfig>,
+    /// `GENESYS_QUEUE_IDS` / `GENESYS_DIVISION_IDS`: which users are monitored.
+    pub scope: Scope,
+    /// How often the monitored users are re-listed (`MEMBERSHIP_REFRESH`, default 10 min).
+    pub membership_refresh: Duration,
+    /// Subtracted from the start of every gap before it is backfilled (`BACKFILL_MARGIN`).
+    pub backfill_margin: Duration,
+    /// Genesys time (local clock plus the measured offset), shared with the agents.
+    pub clock: Clock,
     /// Where a fatal error is reported (the process exits with it).
     pub fatal: mpsc::UnboundedSender<String>,
 }
@@ -205,6 +286,23 @@ pub struct SupervisorState {
     snapshot_again: bool,
     last_snapshot: Option<Result<usize, String>>,
     shutting_down: bool,
+    /// Up to when the stream was complete when the service last ran (read at bootstrap).
+    saved_complete_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Every connection was up at least once (the start backfill is queued then).
+    stream_started: bool,
+    backfills: std::collections::VecDeque<GapRequest>,
+    backfill_running: bool,
+    last_backfill: Option<BackfillRun>,
+    checkpoint_running: bool,
+    relisting: bool,
+    relist_again: bool,
+    /// The users of every connection that carry the extra (queue) topics: channel 0.
+    extra_topics: Vec<String>,
+    clock_measured: bool,
+    /// Connections whose actor failed: their stream is incomplete since then (local UTC).
+    pending_gaps: HashMap<usize, chrono::DateTime<chrono::Utc>>,
+    definitions_refreshed: Option<std::time::Instant>,
+    definitions_refreshing: bool,
 }
 
 fn restart_delay(restarts: u32) -> Duration {
@@ -293,6 +391,7 @@ impl SupervisorState {
             rules: self.rules.clone(),
             episodes: self.saved_episodes.remove(user),
             peers,
+            clock: self.args.clock.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell()).await?;
         self.by_id
@@ -315,6 +414,8 @@ impl SupervisorState {
             index,
             client: self.args.client.clone(),
             users,
+            extra_topics: self.extra_topics_of(index),
+            clock: self.args.clock.clone(),
             agents,
             catalog: self.catalog.clone(),
             credits: self.credits.clone(),
@@ -330,6 +431,277 @@ impl SupervisorState {
         Ok(())
     }
 
+    /// The extra topics of connection `index`: the queue-membership topics ride on the first
+    /// connection.
+    fn extra_topics_of(&self, index: usize) -> Vec<String> {
+        if index == 0 {
+            self.extra_topics.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// How many users connection `index` may carry (1,000 topics per channel, reference §3).
+    fn capacity_of(&self, index: usize) -> usize {
+        let per_channel = self.args.topics_per_channel.max(1);
+        if index == 0 {
+            per_channel.saturating_sub(self.extra_topics.len()).max(1)
+        } else {
+            per_channel
+        }
+    }
+
+    /// Connections with users (an emptied connection is retired).
+    fn live_connections(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.connection_users.len()).filter(|i| !self.connection_users[*i].is_empty())
+    }
+
+    fn all_up(&self) -> bool {
+        self.live_connections().all(|i| self.connection_up[i])
+    }
+
+    /// Periodic work once the stream is up: completeness checkpoints, membership re-listing,
+    /// hourly clock offset and presence definitions.
+    fn start_timers(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        myself.send_interval(CHECKPOINT_INTERVAL, || SupervisorMsg::Checkpoint);
+        myself.send_interval(self.args.membership_refresh, || SupervisorMsg::Relist);
+        myself.send_interval(HOURLY, || SupervisorMsg::MeasureClock);
+        myself.send_interval(HOURLY, || SupervisorMsg::RefreshDefinitions);
+    }
+
+    /// Queues a gap backfill and starts it if none is running.
+    fn queue_backfill(&mut self, myself: &ActorRef<SupervisorMsg>, request: GapRequest) {
+        if request.users.is_empty() || request.from >= request.to {
+            return;
+        }
+        tracing::info!(trigger = request.trigger, users = request.users.len(),
+            from = %request.from, to = %request.to, "gap queued for backfill");
+        self.backfills.push_back(request);
+        let _ = myself.cast(SupervisorMsg::Backfill);
+    }
+
+    /// Runs the next queued backfill in a task: query the analytics user details for the
+    /// gap, then hand each agent its recovered transitions in time order
+    /// ([`AgentMsg::Backfill`]).
+    fn start_backfill(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.backfill_running || self.shutting_down {
+            return;
+        }
+        let Some(request) = self.backfills.pop_front() else {
+            return;
+        };
+        self.backfill_running = true;
+        let client = self.args.client.clone();
+        let catalog = self.catalog.clone();
+        let agents = self.agents.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = crate::backfill::fetch_gap(
+                &client,
+                &request.users,
+                request.from,
+                request.to,
+                &catalog,
+            )
+            .await;
+            let mut run = BackfillRun {
+                trigger: request.trigger.to_string(),
+                from: request.from,
+                to: request.to,
+                users: request.users.len(),
+                records: 0,
+                requests: 0,
+                malformed: 0,
+                finished_at: chrono::Utc::now(),
+                error: None,
+            };
+            let retry = match result {
+                Ok(gap) => {
+                    run.requests = gap.requests;
+                    run.malformed = gap.malformed;
+                    // `gap.updates` is in time order: each user's list stays in time order.
+                    run.records = gap.updates.len();
+                    let mut by_user: HashMap<UserId, Vec<GapUpdate>> = HashMap::new();
+                    for (user, update) in gap.updates {
+                        by_user.entry(user).or_default().push(update);
+                    }
+                    for (user, updates) in by_user {
+                        if let Some(agent) = agents.get(&user) {
+                            let _ = agent.cast(AgentMsg::Backfill(updates));
+                        }
+                    }
+                    metrics::backfill(run.records);
+                    None
+                }
+                Err(e) => {
+                    run.error = Some(e.to_string());
+                    (!e.is_fatal()).then_some(GapRequest {
+                        attempts: request.attempts + 1,
+                        ..request
+                    })
+                }
+            };
+            run.finished_at = chrono::Utc::now();
+            let _ = myself.cast(SupervisorMsg::BackfillDone(run, retry));
+        });
+    }
+
+    /// Records up to when the stream is complete: when every connection is connected and no
+    /// gap is waiting to be backfilled, it is complete up to the oldest "last message" among
+    /// the connections (a socket that died silently stops the mark at its last message).
+    fn start_checkpoint(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if self.checkpoint_running
+            || self.shutting_down
+            || !self.stream_started
+            || self.backfill_running
+            || !self.backfills.is_empty()
+            || !self.all_up()
+        {
+            return;
+        }
+        self.checkpoint_running = true;
+        let connections: Vec<_> = self
+            .live_connections()
+            .filter_map(|i| self.connections[i].clone())
+            .collect();
+        let expected = self.live_connections().count();
+        let clock = self.args.clock.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+            let mut complete = connections.len() == expected;
+            for conn in connections {
+                match ractor::call_t!(conn, ConnectionMsg::Status, 1000) {
+                    Ok(status) if status.connected && status.subscribed => {
+                        let age = status.last_message_age_seconds.unwrap_or(0.0);
+                        let last = chrono::Utc::now()
+                            - chrono::TimeDelta::milliseconds((age * 1000.0) as i64);
+                        oldest = Some(oldest.map_or(last, |o| o.min(last)));
+                    }
+                    _ => complete = false,
+                }
+            }
+            let at = oldest
+                .filter(|_| complete)
+                .map(|local| local + clock.offset());
+            let _ = myself.cast(SupervisorMsg::CheckpointAt(at));
+        });
+    }
+
+    /// Re-lists the monitored users in a task ([`SupervisorMsg::Relisted`]).
+    fn start_relist(&mut self, myself: &ActorRef<SupervisorMsg>) {
+        if !self.bootstrapped || self.shutting_down {
+            return;
+        }
+        if self.relisting {
+            self.relist_again = true;
+            return;
+        }
+        self.relisting = true;
+        let client = self.args.client.clone();
+        let scope = self.args.scope.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = list_monitored(&client, &scope).await;
+            let _ = myself.cast(SupervisorMsg::Relisted(result));
+        });
+    }
+
+    /// Applies a re-listing: new users get an agent actor and a topic on a channel with room
+    /// (or a new channel), users no longer listed are unsubscribed and their agent actors
+    /// stopped; channels left empty are closed and left.
+    async fn apply_listing(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        listing: Listing,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut listed = Vec::with_capacity(listing.users.len());
+        for user in &listing.users {
+            let Ok(id) = UserId::parse(&user.id) else {
+                continue;
+            };
+            self.user_divisions
+                .insert(id.clone(), user.division.as_ref().map(|d| d.id.clone()));
+            self.user_names.insert(id.clone(), user.name.clone());
+            listed.push(id);
+        }
+        let current: HashSet<UserId> = self.agents.keys().cloned().collect();
+        let change = diff(&current, &listed);
+        if change.added.is_empty() && change.removed.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            added = change.added.len(),
+            removed = change.removed.len(),
+            "monitored users changed"
+        );
+        for user in &change.removed {
+            self.user_connection.remove(user);
+            self.user_names.remove(user);
+            self.user_divisions.remove(user);
+            if let Some(agent) = self.agents.remove(user) {
+                // Forget it first, so its stop is not taken for a failure to restart.
+                self.by_id.remove(&agent.get_id());
+                self.info.remove(&Child::Agent(user.clone()));
+                agent.stop(Some("no longer monitored".into()));
+            }
+        }
+        for user in &change.added {
+            self.spawn_agent(myself, user).await?;
+        }
+        let caps: Vec<usize> = (0..self.connection_users.len() + change.added.len())
+            .map(|i| self.capacity_of(i))
+            .collect();
+        let per_channel = self.args.topics_per_channel.max(1);
+        let mut channels = std::mem::take(&mut self.connection_users);
+        let changed = assign(
+            &mut channels,
+            |i| caps.get(i).copied().unwrap_or(per_channel),
+            per_channel,
+            &change,
+        );
+        self.connection_users = channels;
+        for (index, users) in self.connection_users.iter().enumerate() {
+            for user in users {
+                self.user_connection.insert(user.clone(), index);
+            }
+        }
+        for index in changed {
+            if index >= self.connections.len() {
+                self.connections.resize(index + 1, None);
+                self.connection_up.resize(index + 1, false);
+            }
+            let users = self.connection_users[index].clone();
+            match self.connections[index].clone() {
+                None if users.is_empty() => {}
+                None => self.spawn_connection(myself, index).await?,
+                Some(conn) if users.is_empty() => {
+                    // Retire it: close the socket, leave the channel, stop the actor.
+                    self.by_id.remove(&conn.get_id());
+                    self.info.remove(&Child::Connection(index));
+                    self.connections[index] = None;
+                    self.connection_up[index] = false;
+                    tokio::spawn(async move {
+                        let _ = ractor::call_t!(conn, ConnectionMsg::Close, 3000);
+                        conn.stop(Some("no users left".into()));
+                    });
+                }
+                Some(conn) => {
+                    let agents = users
+                        .iter()
+                        .filter_map(|u| Some((u.clone(), self.agents.get(u)?.clone())))
+                        .collect();
+                    let _ = conn.cast(ConnectionMsg::SetUsers {
+                        users,
+                        agents,
+                        extra_topics: self.extra_topics_of(index),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn start_snapshot(&mut self, myself: &ActorRef<SupervisorMsg>) {
         if self.snapshot_running {
             self.snapshot_again = true;
@@ -340,6 +712,7 @@ impl SupervisorState {
         let agents = self.agents.clone();
         let catalog = self.catalog.clone();
         let credits = self.credits.clone();
+        let clock = self.args.clock.clone();
         let myself = myself.clone();
         let queue_ids = self.rules.queue_ids();
         tokio::spawn(async move {
@@ -353,7 +726,9 @@ impl SupervisorState {
                     let _ = myself.cast(SupervisorMsg::QueuesListed(membership));
                 }
                 match client.list_active_users().await {
-                    Ok(users) => Ok(feed_snapshot(&users, &agents, &catalog, &credits).await),
+                    Ok(users) => {
+                        Ok(feed_snapshot(&clock, &users, &agents, &catalog, &credits).await)
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -439,6 +814,13 @@ impl SupervisorState {
                 tracing::error!(error = %e, "could not read persisted alert episodes; starting afresh")
             }
         }
+        match crate::db::stream_complete_until(&self.args.db).await {
+            Ok(saved) => self.saved_complete_until = saved,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read up to when the stream was complete; no start backfill")
+            }
+        }
+        self.definitions_refreshed = Some(std::time::Instant::now());
         let mut ids = Vec::with_capacity(users.len());
         for user in &users {
             match UserId::parse(&user.id) {
@@ -464,8 +846,27 @@ impl SupervisorState {
         for id in &ids {
             self.spawn_agent(myself, id).await?;
         }
+        let mut queue_topics: Vec<String> = self
+            .args
+            .scope
+            .queue_ids
+            .iter()
+            .cloned()
+            .chain(self.rules.queue_ids())
+            .collect();
+        queue_topics.sort();
+        queue_topics.dedup();
+        self.extra_topics = queue_topics
+            .iter()
+            .map(|q| crate::protocol::queue_users_topic(q))
+            .collect();
         let per_channel = self.args.topics_per_channel.max(1);
-        self.connection_users = ids.chunks(per_channel).map(|c| c.to_vec()).collect();
+        let first = self.capacity_of(0).min(ids.len());
+        let (head, rest) = ids.split_at(first);
+        self.connection_users = std::iter::once(head.to_vec())
+            .filter(|c| !c.is_empty())
+            .chain(rest.chunks(per_channel).map(|c| c.to_vec()))
+            .collect();
         for (index, chunk) in self.connection_users.iter().enumerate() {
             for user in chunk {
                 self.user_connection.insert(user.clone(), index);
@@ -485,6 +886,7 @@ impl SupervisorState {
 /// Feeds every listed user's presence and routing status to its agent actor as `bootstrap`
 /// transitions, taking a back-pressure credit for each. Returns the users fed.
 async fn feed_snapshot(
+    clock: &Clock,
     users: &[User],
     agents: &HashMap<UserId, ActorRef<AgentMsg>>,
     catalog: &PresenceCatalog,
@@ -501,7 +903,7 @@ async fn feed_snapshot(
         if let Some(name) = &user.name {
             let _ = agent.cast(AgentMsg::Rename(name.clone()));
         }
-        let (presence, routing) = updates_from_user(user);
+        let (presence, routing) = updates_from_user(user, clock.now());
         match presence {
             Ok(mut update) => {
                 update.label = Some(catalog.label(update.definition_id.as_deref(), &update.system));
@@ -567,6 +969,19 @@ impl Actor for Supervisor {
             snapshot_again: false,
             last_snapshot: None,
             shutting_down: false,
+            saved_complete_until: None,
+            stream_started: false,
+            backfills: Default::default(),
+            backfill_running: false,
+            last_backfill: None,
+            checkpoint_running: false,
+            relisting: false,
+            relist_again: false,
+            extra_topics: Vec::new(),
+            clock_measured: false,
+            pending_gaps: HashMap::new(),
+            definitions_refreshed: None,
+            definitions_refreshing: false,
         })
     }
 
@@ -578,6 +993,7 @@ impl Actor for Supervisor {
         state.spawn_persistence(&myself).await?;
         state.spawn_slack(&myself).await?;
         state.spawn_retention(&myself).await?;
+        myself.cast(SupervisorMsg::MeasureClock)?;
         myself.cast(SupervisorMsg::Bootstrap)?;
         Ok(())
     }
@@ -593,12 +1009,17 @@ impl Actor for Supervisor {
                 let client = state.args.client.clone();
                 let me = myself.clone();
                 let queue_ids = state.rules.queue_ids();
+                let scope = state.args.scope.clone();
                 tokio::spawn(async move {
                     let result = async {
                         let definitions = client.presence_definitions().await?;
-                        let users = client.list_active_users().await?;
+                        let listing = list_monitored(&client, &scope).await?;
+                        for (queue, error) in &listing.scope_queues.unreadable {
+                            tracing::warn!(queue_id = %queue, %error,
+                                "GENESYS_QUEUE_IDS: queue members cannot be read; the queue counts as empty");
+                        }
                         let queues = fetch_queue_membership(&client, queue_ids).await?;
-                        Ok((definitions, users, queues))
+                        Ok((definitions, listing.users, queues))
                     }
                     .await;
                     let _ = me.cast(SupervisorMsg::Bootstrapped(result));
@@ -627,14 +1048,43 @@ impl Actor for Supervisor {
                 state.bootstrap_error = Some(error.to_string());
                 myself.send_after(delay, || SupervisorMsg::Bootstrap);
             }
-            SupervisorMsg::ConnectionUp { index, reconnected } => {
+            SupervisorMsg::ConnectionUp {
+                index,
+                reconnected,
+                gap_from,
+                cause,
+            } => {
                 if let Some(up) = state.connection_up.get_mut(index) {
                     *up = true;
                 }
-                let all_up = state.connection_up.iter().all(|u| *u);
-                if reconnected || state.last_snapshot.is_some() {
+                // A restarted connection actor does not know its predecessor's gap.
+                let gap_from = match (gap_from, state.pending_gaps.remove(&index)) {
+                    (Some(a), Some(b)) => Some((a.min(b), cause)),
+                    (Some(a), None) => Some((a, cause)),
+                    (None, Some(b)) => Some((b, "connection_restarted")),
+                    (None, None) => None,
+                };
+                if let (Some((from, trigger)), true) = (gap_from, state.stream_started) {
+                    let margin =
+                        chrono::TimeDelta::from_std(state.args.backfill_margin).unwrap_or_default();
+                    let request = GapRequest {
+                        trigger,
+                        users: state
+                            .connection_users
+                            .get(index)
+                            .cloned()
+                            .unwrap_or_default(),
+                        from: from + state.args.clock.offset() - margin,
+                        to: state.args.clock.now(),
+                        attempts: 0,
+                    };
+                    state.queue_backfill(&myself, request);
+                }
+                let all_up = state.all_up();
+                if reconnected || gap_from.is_some() || state.last_snapshot.is_some() {
                     // A reconnect or a restarted connection: events sent while no socket
-                    // listened are gone, so re-take the snapshot.
+                    // listened are gone, so re-take the snapshot (the backfill recovers the
+                    // transitions in between).
                     state.start_snapshot(&myself);
                 } else if all_up && !state.snapshot_running {
                     tracing::info!(
@@ -642,6 +1092,186 @@ impl Actor for Supervisor {
                         "every channel subscribed; taking the snapshot"
                     );
                     state.start_snapshot(&myself);
+                }
+                if all_up && !state.stream_started {
+                    state.stream_started = true;
+                    state.start_timers(&myself);
+                    if let Some(saved) = state.saved_complete_until {
+                        let now = state.args.clock.now();
+                        let margin = chrono::TimeDelta::from_std(state.args.backfill_margin)
+                            .unwrap_or_default();
+                        let mut from = saved - margin;
+                        if now - from > MAX_START_GAP {
+                            tracing::warn!(complete_until = %saved, "the database was last complete more than 31 days ago: backfilling the last 31 days only");
+                            from = now - MAX_START_GAP;
+                        }
+                        let users: Vec<UserId> = state.agents.keys().cloned().collect();
+                        state.queue_backfill(
+                            &myself,
+                            GapRequest {
+                                trigger: "start",
+                                users,
+                                from,
+                                to: now,
+                                attempts: 0,
+                            },
+                        );
+                    }
+                }
+            }
+            SupervisorMsg::ConnectionDown { index } => {
+                if let Some(up) = state.connection_up.get_mut(index) {
+                    *up = false;
+                }
+            }
+            SupervisorMsg::Resubscribed { index } => {
+                tracing::debug!(
+                    connection = index,
+                    "subscriptions changed; snapshot for new users"
+                );
+                state.start_snapshot(&myself);
+            }
+            SupervisorMsg::QueueMember {
+                queue_id,
+                user,
+                joined,
+            } => {
+                tracing::info!(%queue_id, user_id = %user, joined, "queue membership changed");
+                if state.args.scope.queue_ids.contains(&queue_id) {
+                    state.start_relist(&myself);
+                }
+                if state.rules.queue_ids().contains(&queue_id) {
+                    let queues = state.user_queues.entry(user.clone()).or_default();
+                    let had = queues.contains(&queue_id);
+                    if joined && !had {
+                        queues.push(queue_id);
+                    } else if !joined && had {
+                        queues.retain(|q| *q != queue_id);
+                    }
+                    if joined != had {
+                        let queues = queues.clone();
+                        if let Some(agent) = state.agents.get(&user) {
+                            let _ = agent.cast(AgentMsg::Queues(queues));
+                        }
+                    }
+                }
+            }
+            SupervisorMsg::Relist => state.start_relist(&myself),
+            SupervisorMsg::Relisted(result) => {
+                state.relisting = false;
+                match result {
+                    Ok(listing) if !state.shutting_down => {
+                        state.apply_listing(&myself, listing).await?;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_fatal() => {
+                        let _ = state.args.fatal.send(e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "re-listing monitored users failed; retrying in 30 s");
+                        myself.send_after(Duration::from_secs(30), || SupervisorMsg::Relist);
+                    }
+                }
+                if std::mem::take(&mut state.relist_again) {
+                    state.start_relist(&myself);
+                }
+            }
+            SupervisorMsg::Backfill => state.start_backfill(&myself),
+            SupervisorMsg::BackfillDone(run, retry) => {
+                state.backfill_running = false;
+                match &run.error {
+                    None => tracing::info!(trigger = %run.trigger, from = %run.from, to = %run.to,
+                        users = run.users, records = run.records, requests = run.requests,
+                        malformed = run.malformed, "gap backfilled"),
+                    Some(error) => {
+                        tracing::warn!(trigger = %run.trigger, %error, "gap backfill failed")
+                    }
+                }
+                state.last_backfill = Some(run);
+                if let Some(mut request) = retry {
+                    // Keep the gap: retry it with backoff (it stays the oldest in the queue,
+                    // and its end moves to now so nothing since is skipped).
+                    request.to = state.args.clock.now();
+                    let delay = restart_delay(request.attempts).max(Duration::from_secs(1));
+                    state.backfills.push_front(request);
+                    myself.send_after(delay, || SupervisorMsg::Backfill);
+                } else {
+                    state.start_backfill(&myself);
+                }
+            }
+            SupervisorMsg::Checkpoint => state.start_checkpoint(&myself),
+            SupervisorMsg::CheckpointAt(at) => {
+                state.checkpoint_running = false;
+                let idle = !state.backfill_running && state.backfills.is_empty();
+                if let (Some(at), true, Some(persistence)) = (at, idle, &state.persistence) {
+                    let _ = persistence.cast(PersistMsg::StreamComplete(at));
+                }
+            }
+            SupervisorMsg::MeasureClock => {
+                let client = state.args.client.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let result = crate::clock::measure_offset(&client).await;
+                    let _ = me.cast(SupervisorMsg::ClockMeasured(result));
+                });
+            }
+            SupervisorMsg::ClockMeasured(Ok(offset)) => {
+                let previous = state.args.clock.offset();
+                state.args.clock.set_offset(offset);
+                state.clock_measured = true;
+                metrics::clock_offset(offset);
+                if (offset - previous).abs() > chrono::TimeDelta::milliseconds(500) {
+                    tracing::info!(
+                        offset_ms = offset.num_milliseconds(),
+                        "clock offset to Genesys measured (Genesys minus local)"
+                    );
+                }
+            }
+            SupervisorMsg::ClockMeasured(Err(e)) => {
+                tracing::warn!(error = %e, "measuring the clock offset failed; retrying in 60 s");
+                myself.send_after(Duration::from_secs(60), || SupervisorMsg::MeasureClock);
+            }
+            SupervisorMsg::RefreshDefinitions => {
+                if state.definitions_refreshing || !state.bootstrapped {
+                    return Ok(());
+                }
+                state.definitions_refreshing = true;
+                state.definitions_refreshed = Some(std::time::Instant::now());
+                let client = state.args.client.clone();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    let result = client.presence_definitions().await;
+                    let _ = me.cast(SupervisorMsg::DefinitionsListed(result));
+                });
+            }
+            SupervisorMsg::DefinitionsListed(result) => {
+                state.definitions_refreshing = false;
+                match result {
+                    Ok(definitions) => {
+                        let catalog = Arc::new(PresenceCatalog::from_definitions(&definitions));
+                        if *catalog != *state.catalog {
+                            tracing::info!(
+                                presence_definitions = catalog.len(),
+                                "presence definitions changed"
+                            );
+                            state.catalog = catalog.clone();
+                            for conn in state.connections.iter().flatten() {
+                                let _ = conn.cast(ConnectionMsg::Catalog(catalog.clone()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refreshing presence definitions failed; keeping the ones known")
+                    }
+                }
+            }
+            SupervisorMsg::UnknownDefinition(id) => {
+                let due = state
+                    .definitions_refreshed
+                    .is_none_or(|at| at.elapsed() >= DEFINITIONS_MIN_INTERVAL);
+                if due {
+                    tracing::info!(definition_id = %id, "unknown presence definition: refreshing the definitions");
+                    let _ = myself.cast(SupervisorMsg::RefreshDefinitions);
                 }
             }
             SupervisorMsg::Snapshot => state.start_snapshot(&myself),
@@ -879,6 +1509,10 @@ impl Actor for Supervisor {
             Child::Connection(i) => {
                 state.connections[*i] = None;
                 state.connection_up[*i] = false;
+                state
+                    .pending_gaps
+                    .entry(*i)
+                    .or_insert_with(chrono::Utc::now);
             }
             Child::Agent(user) => {
                 state.agents.remove(user);
@@ -908,6 +1542,8 @@ struct SupervisorStateView {
     connections: usize,
     agents: usize,
     info: Vec<(Child, ChildInfo)>,
+    last_backfill: Option<BackfillRun>,
+    clock_offset_ms: Option<i64>,
 }
 
 impl From<&SupervisorState> for HealthSnapshot {
@@ -917,9 +1553,13 @@ impl From<&SupervisorState> for HealthSnapshot {
                 silence_timeout: s.args.silence_timeout,
                 bootstrapped: s.bootstrapped,
                 bootstrap_error: s.bootstrap_error.clone(),
-                connections: s.connections.len(),
+                connections: s.connections.iter().flatten().count(),
                 agents: s.agents.len(),
                 info: s.info.iter().map(|(c, i)| (c.clone(), i.clone())).collect(),
+                last_backfill: s.last_backfill.clone(),
+                clock_offset_ms: s
+                    .clock_measured
+                    .then(|| s.args.clock.offset().num_milliseconds()),
             },
         }
     }
@@ -1022,6 +1662,8 @@ impl HealthSnapshot {
             destinations,
             problems,
             last_retention_run,
+            last_backfill: s.last_backfill,
+            clock_offset_ms: s.clock_offset_ms,
         }
     }
 }

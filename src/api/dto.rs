@@ -390,9 +390,55 @@ pub struct ConnectionReport {
     pub malformed_messages: u64,
     /// Events for users outside the monitored set (counted and dropped) since start.
     pub unknown_user_events: u64,
-    /// Channel expiry reported by Genesys, UTC.
+    /// Channel expiry reported by Genesys (channels live 24 h), UTC.
     #[oai(nullable)]
     pub expires: Option<Timestamp>,
+    /// When the channel will be replaced ahead of its expiry (make before break), UTC.
+    #[oai(nullable)]
+    pub rollover_at: Option<Timestamp>,
+    /// Topics Genesys answered `Rejected` (subscribed with `ignoreErrors=true`); the other
+    /// topics keep working.
+    pub rejected_topics: Vec<RejectedTopicReport>,
+    /// Channels replaced since start (rollover, or a channel that disappeared).
+    pub channel_replacements: u32,
+}
+
+/// A topic Genesys refused to subscribe.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "RejectedTopic")]
+pub struct RejectedTopicReport {
+    /// The topic, e.g. `v2.users.<id>?presence&routingStatus&conversationsummary`.
+    pub topic: String,
+    /// Genesys's `rejectionReason` (empty when none was given).
+    pub reason: String,
+}
+
+/// What the last gap backfill (`POST /api/v2/analytics/users/details/query`) recovered.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "BackfillRun")]
+pub struct BackfillRunReport {
+    /// Why it ran: `start` (existing database), `reconnect`, `channel_replaced`,
+    /// `connection_restarted`.
+    pub trigger: String,
+    /// Start of the interval queried (Genesys time, UTC): the last instant the stream was
+    /// known complete, minus `BACKFILL_MARGIN`.
+    pub from: Timestamp,
+    /// End of the interval queried (Genesys time, UTC).
+    pub to: Timestamp,
+    /// Users covered.
+    pub users: u64,
+    /// Transitions found in the interval (each stored once; those the stream already
+    /// delivered are not stored again).
+    pub records: u64,
+    /// Analytics requests made.
+    pub requests: u32,
+    /// Records that could not be used (logged, counted, skipped).
+    pub malformed: u32,
+    /// When it finished, UTC.
+    pub finished_at: Timestamp,
+    /// The error that ended it (it is retried), if any.
+    #[oai(nullable)]
+    pub error: Option<String>,
 }
 
 /// The database as seen by the persistence actor.
@@ -429,6 +475,15 @@ pub struct Readiness {
     #[oai(skip_serializing_if_is_none)]
     #[oai(nullable)]
     pub last_retention_run: Option<RetentionRunReport>,
+    /// The last gap backfill; absent before the first.
+    #[oai(skip_serializing_if_is_none)]
+    #[oai(nullable)]
+    pub last_backfill: Option<BackfillRunReport>,
+    /// Clock offset to Genesys measured with `GET /api/v2/date` (Genesys minus local),
+    /// milliseconds; absent before the first measurement.
+    #[oai(skip_serializing_if_is_none)]
+    #[oai(nullable)]
+    pub clock_offset_ms: Option<i64>,
 }
 
 /// What the last retention run (`RETENTION_DAYS`) deleted.
@@ -613,6 +668,16 @@ impl From<&ConnectionStatus> for ConnectionReport {
             malformed_messages: c.malformed_messages,
             unknown_user_events: c.unknown_user_events,
             expires: c.expires.map(Timestamp),
+            rollover_at: c.rollover_at.map(Timestamp),
+            rejected_topics: c
+                .rejected_topics
+                .iter()
+                .map(|r| RejectedTopicReport {
+                    topic: r.topic.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            channel_replacements: c.channel_replacements,
         }
     }
 }
@@ -650,6 +715,18 @@ impl From<&HealthReport> for Readiness {
                 finished_at: Timestamp(run.finished_at),
                 error: run.error.clone(),
             }),
+            last_backfill: r.last_backfill.as_ref().map(|run| BackfillRunReport {
+                trigger: run.trigger.clone(),
+                from: Timestamp(run.from),
+                to: Timestamp(run.to),
+                users: run.users as u64,
+                records: run.records as u64,
+                requests: run.requests,
+                malformed: run.malformed,
+                finished_at: Timestamp(run.finished_at),
+                error: run.error.clone(),
+            }),
+            clock_offset_ms: r.clock_offset_ms,
         }
     }
 }
@@ -669,6 +746,8 @@ impl Readiness {
             destinations: Vec::new(),
             problems: vec!["the supervisor did not answer the health request".into()],
             last_retention_run: None,
+            last_backfill: None,
+            clock_offset_ms: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use agent_monitor::domain::{
     AgentCurrent, Alert, AlertOutcome, DeliveryStatus, Kind, Source, Transition, UserId,
     parse_timestamp,
 };
-use agent_monitor::health::{ActorStatus, ConnectionStatus, HealthReport};
+use agent_monitor::health::{ActorStatus, ConnectionStatus, HealthReport, RejectedTopic};
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use ractor::{Actor, ActorRef, call_t, cast};
@@ -483,7 +483,15 @@ fn report(ready: bool) -> HealthReport {
             malformed_messages: 0,
             unknown_user_events: 0,
             expires: Some(ts("2024-05-02T10:00:00Z")),
+            rollover_at: Some(ts("2024-05-02T09:00:00Z")),
+            rejected_topics: vec![RejectedTopic {
+                topic: "v2.users.u9?presence&routingStatus&conversationsummary".into(),
+                reason: "permission denied".into(),
+            }],
+            channel_replacements: 1,
         }],
+        last_backfill: None,
+        clock_offset_ms: Some(-1200),
         database_writable: true,
         database_error: None,
         agents: 42,
@@ -529,6 +537,13 @@ async fn probes_report_liveness_and_readiness() {
     assert_eq!(connection["last_message_age_seconds"], 1.5);
     assert_eq!(connection["reconnects"], 1);
     assert_eq!(connection["expires"], "2024-05-02T10:00:00.000Z");
+    assert_eq!(connection["rollover_at"], "2024-05-02T09:00:00.000Z");
+    assert_eq!(connection["channel_replacements"], 1);
+    assert_eq!(
+        connection["rejected_topics"],
+        json!([{"topic": "v2.users.u9?presence&routingStatus&conversationsummary", "reason": "permission denied"}])
+    );
+    assert_eq!(body["clock_offset_ms"], -1200);
 
     *app.readiness.lock().unwrap() = Some(report(false));
     let (status, body) = app.get("/readyz", &[]).await;

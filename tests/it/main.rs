@@ -8,6 +8,7 @@ mod api;
 mod delivery;
 mod fixtures;
 mod helpers;
+mod membership;
 mod openapi;
 mod process;
 mod queues;

@@ -43,6 +43,8 @@ pub struct Opts {
     pub silence_timeout: Duration,
     pub persistence: PersistenceConfig,
     pub topics_per_channel: usize,
+    /// Scope, re-listing interval and backfill margin.
+    pub membership: agent_monitor::config::MembershipConfig,
 }
 
 impl Default for Opts {
@@ -57,6 +59,7 @@ impl Default for Opts {
                 ..PersistenceConfig::default()
             },
             topics_per_channel: 1000,
+            membership: agent_monitor::config::MembershipConfig::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ pub fn config_for(
             request_timeout: Duration::from_secs(5),
             rate_limit_per_minute: agent_monitor::config::DEFAULT_GENESYS_RATE_LIMIT,
         },
+        membership: opts.membership.clone(),
         delivery: DeliveryConfig {
             destinations: vec![DestinationConfig::slack(
                 "default",
