@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::SimConfig;
 use super::faults::{Faults, Reply};
+use super::truth::{GroundTruthTransition, TransitionKind};
 use super::world::{Change, Queue, World, build_queues, guid};
 use super::ws::{self, Outgoing};
 use crate::domain::format_timestamp;
@@ -168,11 +169,15 @@ pub struct Core {
     timer_seq: u64,
     /// Non-deterministic ids (tokens, channels, correlation ids).
     id_rng: StdRng,
+    /// Offset of the simulated clock from real UTC ([`Core::now`]).
+    pub clock_skew: chrono::TimeDelta,
+    /// Every presence and routing transition generated, in order.
+    pub truth: Vec<GroundTruthTransition>,
 }
 
 impl Core {
     fn new(cfg: SimConfig, ws_base: String) -> Core {
-        let now = Utc::now();
+        let now = Utc::now() + cfg.clock_skew;
         let world = World::new(
             cfg.agents,
             StdRng::seed_from_u64(cfg.seed),
@@ -181,6 +186,7 @@ impl Core {
             now,
         );
         let queues = build_queues(cfg.queues, cfg.seed, &world.agents);
+        let cfg_skew = cfg.clock_skew;
         let mut core = Core {
             autopilot: false,
             queues,
@@ -201,7 +207,12 @@ impl Core {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             id_rng: StdRng::from_os_rng(),
+            clock_skew: cfg_skew,
+            truth: Vec::new(),
         };
+        for i in 0..core.world.agents.len() {
+            core.record_initial(i);
+        }
         let heartbeat = core.cfg.heartbeat_interval;
         core.schedule(heartbeat, Timer::Heartbeat);
         if core.cfg.autopilot {
@@ -238,7 +249,8 @@ impl Core {
                     if generation != self.autopilot_generation || i >= self.world.agents.len() {
                         continue;
                     }
-                    let (changes, hold) = self.world.autopilot_step(i, Utc::now());
+                    let now = self.now();
+                    let (changes, hold) = self.world.autopilot_step(i, now);
                     self.emit_all(changes);
                     self.schedule(hold, Timer::Autopilot(i, generation));
                 }
@@ -279,7 +291,9 @@ impl Core {
 
     /// Adds a user (ON_QUEUE, IDLE, now; a member of queue `index % queues`) and returns its id.
     pub fn add_user(&mut self, name: String) -> String {
-        let i = self.world.add_user(name, Utc::now());
+        let now = self.now();
+        let i = self.world.add_user(name, now);
+        self.record_initial(i);
         let n = self.queues.len();
         if n > 0 {
             let id = self.world.agents[i].id.clone();
@@ -380,7 +394,7 @@ impl Core {
             .to_ascii_lowercase();
         self.channels.push(ChannelState {
             id: format!("streaming-0-{suffix}"),
-            expires: Utc::now() + chrono::Duration::hours(24),
+            expires: self.now() + chrono::Duration::hours(24),
             topics: Vec::new(),
             interest: HashMap::new(),
             socket: None,
@@ -511,13 +525,16 @@ impl Core {
         }
     }
 
-    fn send(&mut self, socket_id: u64, frame: String) {
+    /// Queues a text frame on a socket; `false` if the socket is gone or its queue is full.
+    fn send(&mut self, socket_id: u64, frame: String) -> bool {
         let Some(socket) = self.sockets.get(&socket_id) else {
-            return;
+            return false;
         };
         if socket.tx.try_send(Outgoing::Text(frame)).is_err() {
             self.dropped_frames += 1;
+            return false;
         }
+        true
     }
 
     fn close_socket(&mut self, socket_id: u64, how: Outgoing) {
@@ -590,17 +607,107 @@ impl Core {
     // Events
     // -----------------------------------------------------------------------------------------
 
-    /// Broadcasts each change to the sockets of the channels subscribed to it.
-    pub fn emit_all(&mut self, changes: Vec<Change>) {
-        for change in changes {
-            self.emit(&change);
+    /// The simulated clock: real UTC plus [`Core::clock_skew`]. Every timestamp the simulator
+    /// generates comes from it.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_skew
+    }
+
+    /// Records the current presence and routing status of agent `i` as its initial state.
+    fn record_initial(&mut self, i: usize) {
+        let a = &self.world.agents[i];
+        let presence = (
+            TransitionKind::Presence,
+            a.presence_system.clone(),
+            Some(a.presence_id.clone()),
+            a.presence_modified,
+        );
+        let routing = (
+            TransitionKind::Routing,
+            a.routing.clone(),
+            None,
+            a.routing_start,
+        );
+        let user = a.id.to_ascii_lowercase();
+        for (kind, value, def, at) in [presence, routing] {
+            self.record(&user, kind, value, def, at, true);
         }
     }
 
-    /// Sends one notification to every socket whose channel listens to its user and topic.
-    pub fn emit(&mut self, change: &Change) {
+    fn record(
+        &mut self,
+        user: &str,
+        kind: TransitionKind,
+        value: String,
+        presence_definition_id: Option<String>,
+        at: DateTime<Utc>,
+        initial: bool,
+    ) -> usize {
+        let seq = self.truth.len();
+        self.truth.push(GroundTruthTransition {
+            seq: seq as u64,
+            user_id: user.to_ascii_lowercase(),
+            kind,
+            value,
+            presence_definition_id,
+            at,
+            initial,
+            delivered: false,
+        });
+        seq
+    }
+
+    /// Records a world change in the ground truth (presence and routing only) and returns its
+    /// index there.
+    fn record_change(&mut self, change: &Change) -> Option<usize> {
+        match change {
+            Change::Presence {
+                user,
+                definition_id,
+                system,
+                modified,
+            } => Some(self.record(
+                user,
+                TransitionKind::Presence,
+                system.clone(),
+                Some(definition_id.clone()),
+                *modified,
+                false,
+            )),
+            Change::Routing {
+                user,
+                status,
+                start,
+            } => Some(self.record(
+                user,
+                TransitionKind::Routing,
+                status.clone(),
+                None,
+                *start,
+                false,
+            )),
+            _ => None,
+        }
+    }
+
+    /// Records each world change in the ground truth, then broadcasts it to the sockets of the
+    /// channels subscribed to it.
+    pub fn emit_all(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            let index = self.record_change(&change);
+            let delivered = self.emit(&change);
+            if let Some(index) = index {
+                self.truth[index].delivered = delivered;
+            }
+        }
+    }
+
+    /// Sends one notification to every socket whose channel listens to its user and topic;
+    /// `true` if at least one socket queue took it. Not recorded in the ground truth (injected
+    /// events go through here directly).
+    pub fn emit(&mut self, change: &Change) -> bool {
         if self.silent {
-            return;
+            return false;
         }
         let (user, bit) = match change {
             Change::Presence { user, .. } => (user, PRESENCE),
@@ -615,16 +722,18 @@ impl Core {
             .filter_map(|c| c.socket)
             .collect();
         if targets.is_empty() {
-            return;
+            return false;
         }
         let correlation = guid(&mut self.id_rng);
         let frame = ws::event_frame(change, &correlation);
+        let mut delivered = false;
         for id in targets {
-            self.send(id, frame.clone());
+            delivered |= self.send(id, frame.clone());
             if self.duplicate {
                 self.send(id, frame.clone());
             }
         }
+        delivered
     }
 
     /// `expires` of a channel as served (RFC 3339 UTC, milliseconds).

@@ -203,12 +203,18 @@ fn oauth_error(error: &str, description: &str) -> OAuthErrorBody {
 // Date, channels, subscriptions
 // ---------------------------------------------------------------------------------------------
 
-/// `GET /api/v2/date` → `{"currentDate":"…"}`.
+/// `GET /api/v2/date` → `{"currentDate":"…"}` on the simulated clock (real UTC + skew).
 #[handler]
-async fn date() -> Json<ServerDate> {
-    Json(ServerDate {
-        current_date: format_timestamp(chrono::Utc::now()),
+async fn date(core: Data<&CoreHandle>) -> Response {
+    reply_with(&core, |c| {
+        to_json(
+            200,
+            &ServerDate {
+                current_date: format_timestamp(c.now()),
+            },
+        )
     })
+    .await
 }
 
 fn channel_json(c: &Core, i: usize) -> Channel {

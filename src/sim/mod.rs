@@ -26,14 +26,18 @@
 //!
 //! # Invariants
 //! - No lock guards the state: the core task owns it, handlers and sockets send it jobs.
-//! - Timestamps are always wall-clock now (or the explicit instant a test gives); `speed` only
-//!   compresses how long the autopilot holds each state.
+//! - Timestamps are always the simulated clock's now (real UTC + [`SimConfig::clock_skew`]) or
+//!   the explicit instant a test gives; `speed` only compresses how long the autopilot holds
+//!   each state.
+//! - Every presence and routing change goes through the core's `emit_all`, which records it in
+//!   the ground truth ([`Simulator::ground_truth`]) before sending it.
 
 #![warn(missing_docs)]
 
 mod core;
 mod faults;
 mod http;
+mod truth;
 mod world;
 mod ws;
 
@@ -55,6 +59,7 @@ pub use self::http::{
     DEFAULT_QUEUE_MEMBERS_PAGE_SIZE, DEFAULT_USERS_PAGE_SIZE, MAX_QUEUE_MEMBERS_PAGE_SIZE,
     MAX_USERS_PAGE_SIZE,
 };
+pub use self::truth::{GroundTruthTransition, IdleEpisode, TransitionKind, idle_episodes};
 pub use self::world::{
     AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, LUNCH_ID, OFFLINE_ID, ON_QUEUE_ID,
 };
@@ -101,6 +106,12 @@ pub struct SimConfig {
     /// deterministic for a `seed` (listed by [`Simulator::queue_ids`]); agent `i` (creation
     /// order, users added later included) is a member of queue `i % queues`. 0: no queues.
     pub queues: usize,
+    /// Offset of the simulated clock from real UTC (default zero). Every timestamp the
+    /// simulator generates (event `modifiedDate`/`startTime`, snapshot values, channel
+    /// `expires`, analytics records, `GET /api/v2/date` `currentDate`) is real UTC plus this,
+    /// so a positive skew makes Genesys look ahead of the client's clock (reference §10: the
+    /// client measures the offset once with `GET /api/v2/date`).
+    pub clock_skew: chrono::TimeDelta,
 }
 
 impl Default for SimConfig {
@@ -118,6 +129,7 @@ impl Default for SimConfig {
             presence_definitions_404: false,
             socket_closing_grace: Duration::from_secs(60),
             queues: 3,
+            clock_skew: chrono::TimeDelta::zero(),
         }
     }
 }
@@ -354,6 +366,29 @@ impl Simulator {
             .await
     }
 
+    /// The simulated clock now: real UTC plus the skew ([`SimConfig::clock_skew`],
+    /// [`Simulator::set_clock_skew`]).
+    pub async fn now(&self) -> anyhow::Result<DateTime<Utc>> {
+        self.core.call(|c| c.now()).await
+    }
+
+    /// Changes the skew of the simulated clock at run time (real UTC + `skew`). Timestamps
+    /// generated earlier keep their values; a negative skew can make later timestamps earlier
+    /// than earlier ones, as a real clock step would (scripted changes still get strictly
+    /// increasing timestamps per user).
+    pub async fn set_clock_skew(&self, skew: chrono::TimeDelta) -> anyhow::Result<()> {
+        self.core.call(move |c| c.clock_skew = skew).await
+    }
+
+    /// Every presence and routing transition generated so far, in generation order: first the
+    /// initial state of every user (`initial: true`, two entries per user), then each change
+    /// with its Genesys timestamp (simulated clock, UTC, ms) and whether it reached a socket.
+    /// Injected events ([`Simulator::inject_routing_event`]) are not transitions and are not
+    /// listed; `conversationsummary` changes are not listed either.
+    pub async fn ground_truth(&self) -> anyhow::Result<Vec<GroundTruthTransition>> {
+        self.core.call(|c| c.truth.clone()).await
+    }
+
     /// Frames dropped because a socket's outgoing queue was full (a consumer far too slow).
     pub async fn dropped_frames(&self) -> anyhow::Result<u64> {
         self.core.call(|c| c.dropped_frames).await
@@ -370,7 +405,8 @@ impl Simulator {
         self.core
             .call(move |c| {
                 let i = c.world.index_of(&user).context("unknown user")?;
-                let change = c.world.set_routing_now(i, &status, Utc::now());
+                let now = c.now();
+                let change = c.world.set_routing_now(i, &status, now);
                 c.emit_all(change.into_iter().collect());
                 Ok(())
             })
@@ -406,7 +442,8 @@ impl Simulator {
         self.core
             .call(move |c| {
                 let i = c.world.index_of(&user).context("unknown user")?;
-                let change = c.world.set_presence_now(i, def.id, Utc::now());
+                let now = c.now();
+                let change = c.world.set_presence_now(i, def.id, now);
                 c.emit_all(change.into_iter().collect());
                 Ok(())
             })

@@ -17,3 +17,4 @@ mod rules_api;
 mod secrets;
 mod service;
 mod sim_protocol;
+mod sim_truth;
