@@ -69,6 +69,10 @@ pub fn routes(core: CoreHandle) -> impl Endpoint {
             "/api/v2/presencedefinitions",
             get(legacy_presence_definitions),
         )
+        .at(
+            "/api/v2/analytics/users/details/query",
+            post(user_details_query),
+        )
         .at("/channels/:id", get(socket))
         .around(move |ep, req| admission(admit_core.clone(), ep, req))
         .data(core)
@@ -670,6 +674,20 @@ async fn legacy_presence_definitions() -> Json<Value> {
         "selfUri": uri,
         "lastUri": uri,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analytics
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /api/v2/analytics/users/details/query` (reference §7), built from the ground truth;
+/// see [`super::analytics`].
+#[handler]
+async fn user_details_query(core: Data<&CoreHandle>, body: String) -> Response {
+    reply_with(&core, move |c| {
+        super::analytics::user_details_query(&c.truth, &body, c.now(), c.cfg.analytics_latency)
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

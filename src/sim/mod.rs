@@ -19,6 +19,9 @@
 //!   `GET /api/v2/users/{id}/presences/purecloud`;
 //!   `GET /api/v2/users/presences/purecloud/bulk?id=a,b` (at most 50 ids);
 //!   `GET /api/v2/presence/definitions`;
+//!   `POST /api/v2/analytics/users/details/query` (built from the ground truth; 400 for a
+//!   malformed or too long interval, an unknown dimension or `pageSize` > 100; short pages
+//!   and an approximate `totalHits` as the real API, reference §7);
 //!   `GET /api/v2/presencedefinitions`;
 //!   `GET /api/v2/routing/queues/{id}/members?pageSize=&pageNumber=&expand=routingStatus`
 //!   (at most 100 a page, no `total`/`pageCount`, `nextUri` absent on the last page). Every `/api/` path needs a bearer token it issued.
@@ -34,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod analytics;
 mod core;
 mod faults;
 mod http;
@@ -53,6 +57,10 @@ use self::core::CoreHandle;
 use self::world::{Change, resolve_presence};
 use crate::domain::normalize_routing_status;
 
+pub use self::analytics::{
+    DEFAULT_USER_DETAILS_PAGE_SIZE, MAX_INTERVAL_FILTERED, MAX_INTERVAL_UNFILTERED,
+    MAX_USER_DETAILS_PAGE_SIZE,
+};
 pub use self::core::{MAX_CHANNELS, MAX_TOPICS_PER_CHANNEL};
 pub use self::faults::FaultSpec;
 pub use self::http::{
@@ -112,6 +120,10 @@ pub struct SimConfig {
     /// so a positive skew makes Genesys look ahead of the client's clock (reference §10: the
     /// client measures the offset once with `GET /api/v2/date`).
     pub clock_skew: chrono::TimeDelta,
+    /// Analytics lag of `POST /api/v2/analytics/users/details/query` (default 0): records that
+    /// began less than this long ago (simulated clock) are not visible yet, and the record
+    /// before such a hidden one still looks open. The real lag is UNVERIFIED (reference §7).
+    pub analytics_latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -130,6 +142,7 @@ impl Default for SimConfig {
             socket_closing_grace: Duration::from_secs(60),
             queues: 3,
             clock_skew: chrono::TimeDelta::zero(),
+            analytics_latency: Duration::ZERO,
         }
     }
 }
@@ -378,6 +391,13 @@ impl Simulator {
     /// increasing timestamps per user).
     pub async fn set_clock_skew(&self, skew: chrono::TimeDelta) -> anyhow::Result<()> {
         self.core.call(move |c| c.clock_skew = skew).await
+    }
+
+    /// Changes [`SimConfig::analytics_latency`] at run time.
+    pub async fn set_analytics_latency(&self, latency: Duration) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.cfg.analytics_latency = latency)
+            .await
     }
 
     /// Every presence and routing transition generated so far, in generation order: first the

@@ -16,5 +16,6 @@ mod retention;
 mod rules_api;
 mod secrets;
 mod service;
+mod sim_analytics;
 mod sim_protocol;
 mod sim_truth;
