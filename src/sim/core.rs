@@ -16,16 +16,17 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::SimConfig;
 use super::faults::{Faults, Reply};
 use super::truth::{GroundTruthTransition, TransitionKind};
 use super::world::{Change, Queue, World, build_queues, guid};
 use super::ws::{self, Outgoing};
+use super::{ChannelEnd, ChannelInfo, SimConfig};
 use crate::domain::format_timestamp;
 
 /// Genesys allows this many topics per channel (protocol reference §3).
 pub const MAX_TOPICS_PER_CHANNEL: usize = 1000;
-/// Genesys allows this many channels per OAuth client; a 21st evicts an old one.
+/// Genesys allows this many channels per OAuth client (reference §3: "20 channels per
+/// user+application"); a 21st evicts an old one. The default of [`SimConfig::max_channels`].
 pub const MAX_CHANNELS: usize = 20;
 /// A combined topic may be at most this long.
 pub const MAX_TOPIC_LEN: usize = 200;
@@ -79,6 +80,8 @@ enum Timer {
     Autopilot(usize, u64),
     /// Close socket `.0` if it is still open (end of the socket_closing grace).
     ForceClose(u64),
+    /// Channel with serial `.0` reaches its `expires`.
+    ExpireChannel(u64),
 }
 
 /// Bit flags of the per-user topics a channel listens to.
@@ -89,6 +92,8 @@ pub const SUMMARY: u8 = 4;
 /// One notification channel.
 pub struct ChannelState {
     pub id: String,
+    /// Creation order, from 1 (timers refer to channels by it).
+    pub serial: u64,
     pub expires: DateTime<Utc>,
     /// Topics as subscribed (combined topics count once).
     pub topics: Vec<String>,
@@ -152,8 +157,11 @@ pub struct Core {
     /// Issued, unrevoked tokens and their expiry.
     tokens: HashMap<String, Instant>,
     pub token_requests: u64,
-    /// Channels in creation order.
+    /// Live channels in creation order.
     pub channels: Vec<ChannelState>,
+    /// Channels that ended (deleted, evicted, expired, no longer subscribed), in ending order.
+    pub ended_channels: Vec<ChannelInfo>,
+    next_channel_serial: u64,
     sockets: HashMap<u64, SocketState>,
     next_socket_id: u64,
     /// (method, path) → requests received.
@@ -196,6 +204,8 @@ impl Core {
             tokens: HashMap::new(),
             token_requests: 0,
             channels: Vec::new(),
+            ended_channels: Vec::new(),
+            next_channel_serial: 1,
             sockets: HashMap::new(),
             next_socket_id: 1,
             requests: HashMap::new(),
@@ -256,6 +266,11 @@ impl Core {
                 }
                 Timer::ForceClose(socket_id) => {
                     self.close_socket(socket_id, Outgoing::close("socket closing"));
+                }
+                Timer::ExpireChannel(serial) => {
+                    if let Some(i) = self.channels.iter().position(|c| c.serial == serial) {
+                        self.end_channel(i, ChannelEnd::Expired);
+                    }
                 }
             }
         }
@@ -378,28 +393,38 @@ impl Core {
     // Channels and subscriptions
     // -----------------------------------------------------------------------------------------
 
-    /// Creates a channel (evicting an old one past [`MAX_CHANNELS`]) and returns its index.
+    /// Creates a channel (evicting an old one past [`SimConfig::max_channels`]) and returns
+    /// its index. The victim is the oldest channel without a connected socket, else the
+    /// oldest; a connected victim first gets `v2.system.no_longer_subscribed.<id>`.
     pub fn create_channel(&mut self) -> usize {
-        if self.channels.len() >= MAX_CHANNELS {
+        while !self.channels.is_empty() && self.channels.len() >= self.cfg.max_channels.max(1) {
             let victim = self
                 .channels
                 .iter()
                 .position(|c| c.socket.is_none())
                 .unwrap_or(0);
-            let id = self.channels[victim].id.clone();
-            self.delete_channel(&id);
+            self.end_channel(victim, ChannelEnd::Evicted);
         }
         let suffix: String = Alphanumeric
             .sample_string(&mut self.id_rng, 26)
             .to_ascii_lowercase();
+        let serial = self.next_channel_serial;
+        self.next_channel_serial += 1;
+        let ttl = self.cfg.channel_ttl;
+        let expires = crate::domain::truncate_to_millis(
+            self.now()
+                + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::days(36_500)),
+        );
         self.channels.push(ChannelState {
             id: format!("streaming-0-{suffix}"),
-            expires: self.now() + chrono::Duration::hours(24),
+            serial,
+            expires,
             topics: Vec::new(),
             interest: HashMap::new(),
             socket: None,
             connects: 0,
         });
+        self.schedule(ttl, Timer::ExpireChannel(serial));
         self.channels.len() - 1
     }
 
@@ -412,11 +437,55 @@ impl Core {
         let Some(i) = self.channel_index(id) else {
             return false;
         };
-        let channel = self.channels.remove(i);
-        if let Some(socket_id) = channel.socket {
-            self.close_socket(socket_id, Outgoing::close("channel deleted"));
-        }
+        self.end_channel(i, ChannelEnd::Deleted);
         true
+    }
+
+    /// What [`super::Simulator::channels`] reports about a channel.
+    pub fn channel_info(&self, ch: &ChannelState, ended: Option<ChannelEnd>) -> ChannelInfo {
+        ChannelInfo {
+            id: ch.id.clone(),
+            topics: ch.topics.len(),
+            connected_sockets: usize::from(ch.socket.is_some() && ended.is_none()),
+            socket_connects: ch.connects,
+            expires: ch.expires,
+            ended,
+        }
+    }
+
+    /// Ends channel `i`: it disappears (HEAD answers 404) and its socket is closed with a close
+    /// frame. Evicted and no-longer-subscribed channels' sockets first get
+    /// `v2.system.no_longer_subscribed.<id>` (reason `another_channel_subscribed`).
+    pub fn end_channel(&mut self, i: usize, how: ChannelEnd) {
+        let channel = self.channels.remove(i);
+        let info = self.channel_info(&channel, Some(how));
+        self.ended_channels.push(info);
+        let Some(socket_id) = channel.socket else {
+            return;
+        };
+        let reason = match how {
+            ChannelEnd::Evicted | ChannelEnd::NoLongerSubscribed => {
+                let correlation = guid(&mut self.id_rng);
+                let frame = ws::no_longer_subscribed_frame(
+                    &channel.id,
+                    "another_channel_subscribed",
+                    &correlation,
+                );
+                self.send(socket_id, frame);
+                "no longer subscribed"
+            }
+            ChannelEnd::Expired => "channel expired",
+            ChannelEnd::Deleted => "channel deleted",
+        };
+        self.close_socket(socket_id, Outgoing::close(reason));
+    }
+
+    /// Sends `v2.system.no_longer_subscribed.<id>` to every connected socket, closes them and
+    /// drops their channels. Channels without a socket stay.
+    pub fn send_no_longer_subscribed(&mut self) {
+        while let Some(i) = self.channels.iter().position(|c| c.socket.is_some()) {
+            self.end_channel(i, ChannelEnd::NoLongerSubscribed);
+        }
     }
 
     /// Replaces (`replace`) or extends a channel's topics. Refuses to go over

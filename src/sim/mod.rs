@@ -124,6 +124,16 @@ pub struct SimConfig {
     /// began less than this long ago (simulated clock) are not visible yet, and the record
     /// before such a hidden one still looks open. The real lag is UNVERIFIED (reference §7).
     pub analytics_latency: Duration,
+    /// Lifetime of a notification channel (default 24 h, reference §3). `expires` = creation
+    /// (simulated clock) + this; when it passes, the channel is dropped (`HEAD` → 404) and its
+    /// socket closed with a close frame. Resubscribing does not move `expires` (whether it
+    /// does in Genesys is UNVERIFIED).
+    pub channel_ttl: Duration,
+    /// Most channels per OAuth client (default [`MAX_CHANNELS`], 20, reference §3). Creating
+    /// one more evicts the oldest channel without a connected socket, else the oldest; a
+    /// connected victim first gets `v2.system.no_longer_subscribed.<id>` (reason
+    /// `another_channel_subscribed`; semantics UNVERIFIED), then a close frame.
+    pub max_channels: usize,
 }
 
 impl Default for SimConfig {
@@ -143,6 +153,8 @@ impl Default for SimConfig {
             queues: 3,
             clock_skew: chrono::TimeDelta::zero(),
             analytics_latency: Duration::ZERO,
+            channel_ttl: Duration::from_secs(24 * 3600),
+            max_channels: MAX_CHANNELS,
         }
     }
 }
@@ -162,6 +174,14 @@ impl SimConfig {
         anyhow::ensure!(
             !self.token_lifetime.is_zero(),
             "simulator token lifetime must not be zero"
+        );
+        anyhow::ensure!(
+            !self.channel_ttl.is_zero(),
+            "simulator channel lifetime must not be zero"
+        );
+        anyhow::ensure!(
+            self.max_channels > 0,
+            "simulator channel limit must be at least 1"
         );
         anyhow::ensure!(
             !self.client_id.is_empty(),
@@ -205,6 +225,23 @@ pub struct ChannelInfo {
     pub connected_sockets: usize,
     /// Sockets accepted on this channel since it was created.
     pub socket_connects: u64,
+    /// `expires` as served (simulated clock, UTC): creation + [`SimConfig::channel_ttl`].
+    pub expires: DateTime<Utc>,
+    /// `None` while live; how it ended otherwise (only in [`Simulator::channel_history`]).
+    pub ended: Option<ChannelEnd>,
+}
+
+/// How a channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelEnd {
+    /// [`Simulator::delete_channel`] (there is no documented REST DELETE of a channel).
+    Deleted,
+    /// Evicted by the creation of a channel over [`SimConfig::max_channels`].
+    Evicted,
+    /// Its [`SimConfig::channel_ttl`] ran out (or chaos expired it early).
+    Expired,
+    /// Dropped by [`Simulator::send_no_longer_subscribed`] (or chaos).
+    NoLongerSubscribed,
 }
 
 /// A running simulator. Dropping it stops the server and closes every socket; prefer
@@ -352,21 +389,35 @@ impl Simulator {
         self.core.call(|c| c.live_tokens()).await
     }
 
-    /// Every live channel, oldest first.
+    /// Every live channel, oldest first (`ended` is `None`).
     pub async fn channels(&self) -> anyhow::Result<Vec<ChannelInfo>> {
         self.core
             .call(|c| {
                 c.channels
                     .iter()
-                    .map(|ch| ChannelInfo {
-                        id: ch.id.clone(),
-                        topics: ch.topics.len(),
-                        connected_sockets: usize::from(ch.socket.is_some()),
-                        socket_connects: ch.connects,
-                    })
+                    .map(|ch| c.channel_info(ch, None))
                     .collect()
             })
             .await
+    }
+
+    /// Every channel that ended (in ending order, with how), then every live one.
+    pub async fn channel_history(&self) -> anyhow::Result<Vec<ChannelInfo>> {
+        self.core
+            .call(|c| {
+                let mut all = c.ended_channels.clone();
+                all.extend(c.channels.iter().map(|ch| c.channel_info(ch, None)));
+                all
+            })
+            .await
+    }
+
+    /// Sends `v2.system.no_longer_subscribed.<id>` (reason `another_channel_subscribed`) to
+    /// every connected socket, then closes each with a close frame and drops its channel
+    /// (`HEAD` → 404). Channels without a socket stay. What Genesys does after this notice is
+    /// UNVERIFIED (reference §3).
+    pub async fn send_no_longer_subscribed(&self) -> anyhow::Result<()> {
+        self.core.call(|c| c.send_no_longer_subscribed()).await
     }
 
     /// Requests received (including faulted and refused ones) whose method equals `method`
@@ -626,7 +677,9 @@ impl Simulator {
         self.core.call(move |c| c.set_silent(on)).await
     }
 
-    /// Deletes a channel: `HEAD` answers 404 and its socket is closed. `false` if unknown.
+    /// Deletes a channel: `HEAD` answers 404 and its socket is closed with a close frame.
+    /// `false` if unknown. (Genesys documents no REST DELETE of a channel; a client that leaves
+    /// one deletes its subscriptions and closes its socket.)
     pub async fn delete_channel(&self, id: &str) -> anyhow::Result<bool> {
         let id = id.to_string();
         self.core.call(move |c| c.delete_channel(&id)).await

@@ -17,7 +17,7 @@ use crate::domain::format_timestamp;
 use crate::protocol::{
     ChannelMetadataBody, ConversationCounts, ConversationSummaryBody, MediaSummary, Notification,
     NotificationMetadata, PresenceDefinitionRef, PresenceEventBody, RoutingStatusEventBody,
-    RoutingStatusValue, TOPIC_CHANNEL_METADATA, TOPIC_SOCKET_CLOSING,
+    RoutingStatusValue, TOPIC_CHANNEL_METADATA, TOPIC_NO_LONGER_SUBSCRIBED, TOPIC_SOCKET_CLOSING,
 };
 
 /// What the core asks a socket task to do.
@@ -134,6 +134,26 @@ pub fn socket_closing_frame(channel_id: &str, client_id: &str, correlation_id: &
             "oauthClientOrgId": SIM_ORGANIZATION_ID,
             "reason": "maintenance",
             "message": "The socket is closing for maintenance; connect a new socket to the same channel within one minute.",
+        },
+        "metadata": {"CorrelationId": correlation_id},
+    })
+    .to_string()
+}
+
+/// `v2.system.no_longer_subscribed.<channelId>` (shape of the fixture
+/// `no_longer_subscribed.json`; body model `SystemMessageSystemMessage`). Reference §3 names
+/// the reasons `another_channel_subscribed` and `user_tokens_revoked`; what the server does
+/// after sending it is UNVERIFIED (the simulator then closes the socket and drops the channel).
+pub fn no_longer_subscribed_frame(channel_id: &str, reason: &str, correlation_id: &str) -> String {
+    json!({
+        "topicName": format!("{TOPIC_NO_LONGER_SUBSCRIBED}.{channel_id}"),
+        "version": "2",
+        "eventBody": {
+            "channelId": channel_id,
+            "systemTopicType": "no_longer_subscribed",
+            "correlationId": correlation_id,
+            "organizationId": SIM_ORGANIZATION_ID,
+            "reason": reason,
         },
         "metadata": {"CorrelationId": correlation_id},
     })

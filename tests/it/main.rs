@@ -17,5 +17,6 @@ mod rules_api;
 mod secrets;
 mod service;
 mod sim_analytics;
+mod sim_channels;
 mod sim_protocol;
 mod sim_truth;
