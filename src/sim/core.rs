@@ -103,9 +103,25 @@ pub struct ChannelState {
     pub socket: Option<u64>,
     /// Sockets accepted on this channel so far.
     pub connects: u64,
+    /// Topics refused with `ignoreErrors=true` by the last subscription call, with the
+    /// rejection reason (listed as `Rejected`, never delivered).
+    pub rejected: Vec<(String, String)>,
 }
 
 impl ChannelState {
+    /// The subscription listing: permitted topics (`None`), then rejected ones with reasons.
+    pub fn listing(&self) -> Vec<(String, Option<String>)> {
+        self.topics
+            .iter()
+            .map(|t| (t.clone(), None))
+            .chain(
+                self.rejected
+                    .iter()
+                    .map(|(t, r)| (t.clone(), Some(r.clone()))),
+            )
+            .collect()
+    }
+
     fn recompute_interest(&mut self) {
         self.interest.clear();
         for topic in &self.topics {
@@ -139,6 +155,18 @@ pub fn parse_user_topic(topic: &str) -> Option<(String, u8)> {
         };
     }
     Some((id.to_ascii_lowercase(), bits))
+}
+
+/// The lowercase user or queue id a topic is about (`v2.users.<id>…`,
+/// `v2.routing.queues.<id>.users`).
+pub fn topic_subject(topic: &str) -> Option<String> {
+    if let Some((user, _)) = parse_user_topic(topic) {
+        return Some(user);
+    }
+    let queue = topic
+        .strip_prefix("v2.routing.queues.")?
+        .strip_suffix(".users")?;
+    (!queue.is_empty() && !queue.contains('.')).then(|| queue.to_ascii_lowercase())
 }
 
 struct SocketState {
@@ -177,6 +205,9 @@ pub struct Core {
     timer_seq: u64,
     /// Non-deterministic ids (tokens, channels, correlation ids).
     id_rng: StdRng,
+    /// Lowercase user or queue id → rejection reason of its topics
+    /// ([`super::Simulator::reject_topics`]).
+    pub rejected_ids: HashMap<String, String>,
     /// Offset of the simulated clock from real UTC ([`Core::now`]).
     pub clock_skew: chrono::TimeDelta,
     /// Every presence and routing transition generated, in order.
@@ -219,6 +250,7 @@ impl Core {
             id_rng: StdRng::from_os_rng(),
             clock_skew: cfg_skew,
             truth: Vec::new(),
+            rejected_ids: HashMap::new(),
         };
         for i in 0..core.world.agents.len() {
             core.record_initial(i);
@@ -423,6 +455,7 @@ impl Core {
             interest: HashMap::new(),
             socket: None,
             connects: 0,
+            rejected: Vec::new(),
         });
         self.schedule(ttl, Timer::ExpireChannel(serial));
         self.channels.len() - 1
@@ -489,28 +522,42 @@ impl Core {
     }
 
     /// Replaces (`replace`) or extends a channel's topics. Refuses to go over
-    /// [`MAX_TOPICS_PER_CHANNEL`]. Returns the topics with their states (`Permitted`, or
-    /// `Rejected` for malformed topics when `ignore_errors`).
+    /// [`MAX_TOPICS_PER_CHANNEL`]. Returns the topics with their states: `None` for
+    /// `Permitted`, `Some(reason)` for `Rejected` (malformed topics, and topics of ids given to
+    /// [`super::Simulator::reject_topics`], when `ignore_errors`; without it either kind fails
+    /// the whole request: 400 or 403).
     pub fn subscribe(
         &mut self,
         channel: usize,
         topics: Vec<String>,
         replace: bool,
         ignore_errors: bool,
-    ) -> Result<Vec<(String, bool)>, Reply> {
+    ) -> Result<Vec<(String, Option<String>)>, Reply> {
         let mut accepted = Vec::new();
-        let mut rejected = Vec::new();
+        let mut rejected: Vec<(String, String)> = Vec::new();
         for topic in topics {
             let valid = topic.starts_with("v2.")
                 && topic.len() <= MAX_TOPIC_LEN
                 && (!topic.starts_with("v2.users.") || parse_user_topic(&topic).is_some());
-            if valid {
-                accepted.push(topic);
-            } else if ignore_errors {
-                rejected.push(topic);
-            } else {
+            if !valid {
+                if ignore_errors {
+                    rejected.push((topic, "Invalid topic".into()));
+                    continue;
+                }
                 return Err(Reply::bad_request(&format!("Invalid topic {topic}")));
             }
+            if let Some(reason) = topic_subject(&topic).and_then(|id| self.rejected_ids.get(&id)) {
+                if ignore_errors {
+                    rejected.push((topic, reason.clone()));
+                    continue;
+                }
+                return Err(Reply::error(
+                    403,
+                    "missing.permissions",
+                    &format!("Unable to subscribe to {topic}: {reason}"),
+                ));
+            }
+            accepted.push(topic);
         }
         let state = &mut self.channels[channel];
         let mut next: Vec<String> = if replace {
@@ -530,17 +577,16 @@ impl Core {
             )));
         }
         state.topics = next;
+        state.rejected = rejected;
         state.recompute_interest();
-        let mut listing: Vec<(String, bool)> =
-            state.topics.iter().map(|t| (t.clone(), true)).collect();
-        listing.extend(rejected.into_iter().map(|t| (t, false)));
-        Ok(listing)
+        Ok(state.listing())
     }
 
     /// Removes every topic of a channel.
     pub fn unsubscribe_all(&mut self, channel: usize) {
         let state = &mut self.channels[channel];
         state.topics.clear();
+        state.rejected.clear();
         state.interest.clear();
     }
 

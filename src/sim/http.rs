@@ -298,18 +298,21 @@ async fn subscriptions(
                     Err(reply) => return reply,
                 }
             }
-            _ => c.channels[i]
-                .topics
-                .iter()
-                .map(|t| (t.clone(), true))
-                .collect(),
+            _ => c.channels[i].listing(),
         };
         let entities = listing
             .into_iter()
-            .map(|(topic, permitted)| ChannelTopic {
+            .map(|(topic, rejection)| ChannelTopic {
                 id: topic,
-                state: Some(if permitted { "Permitted" } else { "Rejected" }.into()),
-                rejection_reason: (!permitted).then(|| "Invalid topic".to_string()),
+                state: Some(
+                    if rejection.is_none() {
+                        "Permitted"
+                    } else {
+                        "Rejected"
+                    }
+                    .into(),
+                ),
+                rejection_reason: rejection,
                 self_uri: None,
             })
             .collect();

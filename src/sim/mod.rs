@@ -733,6 +733,25 @@ impl Simulator {
             .await
     }
 
+    /// From now on, topics about these users (or queues: `v2.routing.queues.<id>.users`) are
+    /// refused as if the OAuth client lacked a permission (reference §3): with
+    /// `ignoreErrors=true`, `PUT|POST …/subscriptions` answers 200 and lists them with
+    /// `"state":"Rejected"` and `"rejectionReason": reason`, and nothing is delivered for
+    /// them; without it the whole request is a 403 `ErrorBody` (code `missing.permissions`,
+    /// an invented but plausible code) and nothing changes. Topics already subscribed stay
+    /// until the next subscription call. Ids compare case-insensitively; calls accumulate.
+    pub async fn reject_topics(&self, ids: Vec<String>, reason: &str) -> anyhow::Result<()> {
+        let reason = reason.to_string();
+        self.core
+            .call(move |c| {
+                for id in ids {
+                    c.rejected_ids
+                        .insert(id.trim().to_ascii_lowercase(), reason.clone());
+                }
+            })
+            .await
+    }
+
     /// Every token issued so far answers 401 from now on (new ones can be requested).
     pub async fn revoke_tokens(&self) -> anyhow::Result<()> {
         self.core.call(|c| c.revoke_tokens()).await

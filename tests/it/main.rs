@@ -19,4 +19,5 @@ mod service;
 mod sim_analytics;
 mod sim_channels;
 mod sim_protocol;
+mod sim_topics;
 mod sim_truth;
