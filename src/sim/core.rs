@@ -6,7 +6,7 @@
 //! inside the same loop, so every change happens in one place and in one order.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -99,6 +99,8 @@ pub struct ChannelState {
     pub topics: Vec<String>,
     /// Lowercase user id → topic bits, derived from `topics`.
     pub interest: HashMap<String, u8>,
+    /// Lowercase ids of the queues whose `v2.routing.queues.<id>.users` topic is subscribed.
+    pub queue_interest: HashSet<String>,
     /// The socket currently connected, if any.
     pub socket: Option<u64>,
     /// Sockets accepted on this channel so far.
@@ -124,9 +126,12 @@ impl ChannelState {
 
     fn recompute_interest(&mut self) {
         self.interest.clear();
+        self.queue_interest.clear();
         for topic in &self.topics {
             if let Some((user, bits)) = parse_user_topic(topic) {
                 *self.interest.entry(user).or_default() |= bits;
+            } else if let Some(queue) = topic_subject(topic) {
+                self.queue_interest.insert(queue);
             }
         }
     }
@@ -453,6 +458,7 @@ impl Core {
             expires,
             topics: Vec::new(),
             interest: HashMap::new(),
+            queue_interest: HashSet::new(),
             socket: None,
             connects: 0,
             rejected: Vec::new(),
@@ -588,6 +594,7 @@ impl Core {
         state.topics.clear();
         state.rejected.clear();
         state.interest.clear();
+        state.queue_interest.clear();
     }
 
     // -----------------------------------------------------------------------------------------
@@ -824,18 +831,7 @@ impl Core {
         if self.silent {
             return false;
         }
-        let (user, bit) = match change {
-            Change::Presence { user, .. } => (user, PRESENCE),
-            Change::Routing { user, .. } => (user, ROUTING),
-            Change::Conversations { user, .. } => (user, SUMMARY),
-        };
-        let user = user.to_ascii_lowercase();
-        let targets: Vec<u64> = self
-            .channels
-            .iter()
-            .filter(|c| c.interest.get(&user).is_some_and(|bits| bits & bit != 0))
-            .filter_map(|c| c.socket)
-            .collect();
+        let targets = self.targets(change);
         if targets.is_empty() {
             return false;
         }
@@ -849,6 +845,64 @@ impl Core {
             }
         }
         delivered
+    }
+
+    /// The sockets whose channel listens to this change's user and topic (or queue).
+    fn targets(&self, change: &Change) -> Vec<u64> {
+        let (user, bit) = match change {
+            Change::Presence { user, .. } => (user, PRESENCE),
+            Change::Routing { user, .. } => (user, ROUTING),
+            Change::Conversations { user, .. } => (user, SUMMARY),
+            Change::QueueMembership { queue, .. } => {
+                let queue = queue.to_ascii_lowercase();
+                return self
+                    .channels
+                    .iter()
+                    .filter(|c| c.queue_interest.contains(&queue))
+                    .filter_map(|c| c.socket)
+                    .collect();
+            }
+        };
+        let user = user.to_ascii_lowercase();
+        self.channels
+            .iter()
+            .filter(|c| c.interest.get(&user).is_some_and(|bits| bits & bit != 0))
+            .filter_map(|c| c.socket)
+            .collect()
+    }
+
+    /// Replaces the members of queue `q` (ids lowercased, duplicates dropped, order kept) and
+    /// emits `joined: false` for each member gone, then `joined: true` for each new one.
+    pub fn set_queue_members(&mut self, q: usize, users: Vec<String>) {
+        let mut members: Vec<String> = Vec::with_capacity(users.len());
+        for user in users {
+            let user = user.trim().to_ascii_lowercase();
+            if !members.contains(&user) {
+                members.push(user);
+            }
+        }
+        let queue = self.queues[q].id.clone();
+        let old = std::mem::replace(&mut self.queues[q].members, members);
+        let new = &self.queues[q].members;
+        let mut changes: Vec<Change> = old
+            .iter()
+            .filter(|u| !new.contains(u))
+            .map(|u| Change::QueueMembership {
+                queue: queue.clone(),
+                user: u.clone(),
+                joined: false,
+            })
+            .collect();
+        changes.extend(
+            new.iter()
+                .filter(|u| !old.contains(u))
+                .map(|u| Change::QueueMembership {
+                    queue: queue.clone(),
+                    user: u.clone(),
+                    joined: true,
+                }),
+        );
+        self.emit_all(changes);
     }
 
     /// `expires` of a channel as served (RFC 3339 UTC, milliseconds).

@@ -613,8 +613,9 @@ impl Simulator {
 
     /// Replaces the members of a queue (user ids, any case, stored lowercase; duplicates
     /// dropped). Fails if the queue is unknown. Ids of unknown users are kept but never listed
-    /// by `GET …/members`, which only lists users of the org. No notification is sent: the
-    /// service sees the change at its next membership refresh (snapshot or rules reload).
+    /// by `GET …/members`, which only lists users of the org. Sockets subscribed to
+    /// `v2.routing.queues.<id>.users` (reference §4) get `joined: false` for every member
+    /// removed, then `joined: true` for every member added; unchanged members get nothing.
     pub async fn set_queue_members(
         &self,
         queue_id: &str,
@@ -624,14 +625,37 @@ impl Simulator {
         self.core
             .call(move |c| {
                 let q = c.queue_index(&queue_id).context("unknown queue")?;
-                let mut members: Vec<String> = Vec::with_capacity(users.len());
-                for user in users {
-                    let user = user.trim().to_ascii_lowercase();
-                    if !members.contains(&user) {
-                        members.push(user);
-                    }
-                }
-                c.queues[q].members = members;
+                c.set_queue_members(q, users);
+                Ok(())
+            })
+            .await?
+    }
+
+    /// Adds one member at the end of a queue (no-op and no event if already a member) and
+    /// sends `joined: true` on `v2.routing.queues.<id>.users`. Fails if the queue is unknown.
+    pub async fn add_queue_member(&self, queue_id: &str, user: &str) -> anyhow::Result<()> {
+        let (queue_id, user) = (queue_id.to_string(), user.trim().to_ascii_lowercase());
+        self.core
+            .call(move |c| {
+                let q = c.queue_index(&queue_id).context("unknown queue")?;
+                let mut members = c.queues[q].members.clone();
+                members.push(user);
+                c.set_queue_members(q, members);
+                Ok(())
+            })
+            .await?
+    }
+
+    /// Removes one member from a queue (no-op and no event if not a member) and sends
+    /// `joined: false` on `v2.routing.queues.<id>.users`. Fails if the queue is unknown.
+    pub async fn remove_queue_member(&self, queue_id: &str, user: &str) -> anyhow::Result<()> {
+        let (queue_id, user) = (queue_id.to_string(), user.trim().to_ascii_lowercase());
+        self.core
+            .call(move |c| {
+                let q = c.queue_index(&queue_id).context("unknown queue")?;
+                let mut members = c.queues[q].members.clone();
+                members.retain(|m| *m != user);
+                c.set_queue_members(q, members);
                 Ok(())
             })
             .await?

@@ -147,6 +147,12 @@ pub enum Change {
     },
     /// `v2.users.{user}.conversationsummary` (calls, contact center).
     Conversations { user: String, active: u32 },
+    /// `v2.routing.queues.{queue}.users`: `user` joined (`true`) or left a queue.
+    QueueMembership {
+        queue: String,
+        user: String,
+        joined: bool,
+    },
 }
 
 /// Where a synthetic agent is in its shift.
@@ -570,7 +576,7 @@ mod tests {
                         Change::Presence { definition_id, .. } => {
                             seen_presence.insert(definition_id);
                         }
-                        Change::Conversations { .. } => {}
+                        Change::Conversations { .. } | Change::QueueMembership { .. } => {}
                     }
                 }
             }

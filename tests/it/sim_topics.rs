@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agent_monitor::protocol::{ChannelTopicEntityListing, user_topic};
+use agent_monitor::protocol::{ChannelTopicEntityListing, queue_users_topic, user_topic};
 use serde_json::{Value, json};
 
 use crate::sim_protocol::{Harness, quiet, start};
@@ -99,4 +99,71 @@ async fn rejected_topics_are_listed_and_never_delivered() {
         format!("v2.users.{}.routingStatus", ids[0])
     );
     assert_eq!(ws.next_text_within(Duration::from_millis(200)).await, None);
+}
+#[tokio::test]
+async fn queue_membership_changes_reach_subscribers() {
+    let h = start(quiet()).await;
+    let ids = h.sim.agent_ids().await.unwrap();
+    let queues = h.sim.queue_ids().await.unwrap();
+    let (_channel, mut ws) = h.channel_with(&[queue_users_topic(&queues[0])]).await;
+    let members = h.sim.queue_members(&queues[0]).await.unwrap().unwrap();
+    assert_eq!(members, vec![ids[0].clone()]);
+
+    // Replace: ids[0] leaves, ids[1] and ids[2] join.
+    h.sim
+        .set_queue_members(&queues[0], vec![ids[1].clone(), ids[2].clone()])
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let event = ws.next_event().await;
+        crate::fixtures::assert_same_shape("queue_user_event.json", &event);
+        assert_eq!(event["topicName"], queue_users_topic(&queues[0]));
+        assert_eq!(event["eventBody"]["queueId"], queues[0].as_str());
+        assert_eq!(event["eventBody"]["id"], event["eventBody"]["user"]["id"]);
+        seen.push((
+            event["eventBody"]["user"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            event["eventBody"]["joined"].as_bool().unwrap(),
+        ));
+    }
+    seen.sort();
+    let mut expected = vec![
+        (ids[0].clone(), false),
+        (ids[1].clone(), true),
+        (ids[2].clone(), true),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    h.sim
+        .remove_queue_member(&queues[0], &ids[1])
+        .await
+        .unwrap();
+    let event = ws.next_event().await;
+    assert_eq!(event["eventBody"]["user"]["id"], ids[1].as_str());
+    assert_eq!(event["eventBody"]["joined"], false);
+    h.sim
+        .add_queue_member(&queues[0], &ids[0].to_uppercase())
+        .await
+        .unwrap();
+    let event = ws.next_event().await;
+    assert_eq!(event["eventBody"]["user"]["id"], ids[0].as_str());
+    assert_eq!(event["eventBody"]["joined"], true);
+    // No change, no event; other queues' changes are not delivered here.
+    h.sim.add_queue_member(&queues[0], &ids[0]).await.unwrap();
+    h.sim.add_queue_member(&queues[1], &ids[0]).await.unwrap();
+    assert_eq!(ws.next_text_within(Duration::from_millis(200)).await, None);
+    assert_eq!(
+        h.sim.queue_members(&queues[0]).await.unwrap().unwrap(),
+        vec![ids[2].clone(), ids[0].clone()]
+    );
+    assert!(
+        h.sim
+            .remove_queue_member("no-such-queue", &ids[0])
+            .await
+            .is_err()
+    );
 }
