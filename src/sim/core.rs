@@ -257,7 +257,12 @@ impl Core {
             truth: Vec::new(),
             rejected_ids: HashMap::new(),
         };
+        let divisions = core.cfg.division_ids.clone();
         for i in 0..core.world.agents.len() {
+            if !divisions.is_empty() {
+                core.world.agents[i].division_id =
+                    divisions[i % divisions.len()].to_ascii_lowercase();
+            }
             core.record_initial(i);
         }
         let heartbeat = core.cfg.heartbeat_interval;
@@ -294,6 +299,9 @@ impl Core {
                 }
                 Timer::Autopilot(i, generation) => {
                     if generation != self.autopilot_generation || i >= self.world.agents.len() {
+                        continue;
+                    }
+                    if !self.world.agents[i].active {
                         continue;
                     }
                     let now = self.now();
@@ -341,10 +349,17 @@ impl Core {
             .position(|q| q.id.eq_ignore_ascii_case(id.trim()))
     }
 
-    /// Adds a user (ON_QUEUE, IDLE, now; a member of queue `index % queues`) and returns its id.
-    pub fn add_user(&mut self, name: String) -> String {
+    /// Adds a user (ON_QUEUE, IDLE, now; a member of queue `index % queues`; in `division`,
+    /// else the configured division of its index, else the home one) and returns its id.
+    pub fn add_user(&mut self, name: String, division: Option<String>) -> String {
         let now = self.now();
         let i = self.world.add_user(name, now);
+        let divisions = &self.cfg.division_ids;
+        if let Some(division) = division {
+            self.world.agents[i].division_id = division.trim().to_ascii_lowercase();
+        } else if !divisions.is_empty() {
+            self.world.agents[i].division_id = divisions[i % divisions.len()].to_ascii_lowercase();
+        }
         self.record_initial(i);
         let n = self.queues.len();
         if n > 0 {

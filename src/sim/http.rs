@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::core::{Core, CoreHandle};
 use super::faults::Reply;
-use super::world::{Agent, PRESENCE_DEFS, legacy_spelling, new_spelling};
+use super::world::{Agent, HOME_DIVISION_ID, PRESENCE_DEFS, legacy_spelling, new_spelling};
 use crate::domain::format_timestamp;
 use crate::protocol::{
     Channel, ChannelTopic, ChannelTopicEntityListing, ChannelTopicRequest, OAuthErrorBody,
@@ -35,8 +35,6 @@ pub const DEFAULT_USERS_PAGE_SIZE: usize = 25;
 pub const MAX_QUEUE_MEMBERS_PAGE_SIZE: usize = 100;
 /// Default `pageSize` of `GET /api/v2/routing/queues/{id}/members`.
 pub const DEFAULT_QUEUE_MEMBERS_PAGE_SIZE: usize = 25;
-/// The division every simulated user belongs to.
-const HOME_DIVISION_ID: &str = "7e5a3c1b-9d8f-4e6a-8b2c-4d6f8a0c2e4a";
 
 /// All routes, wrapped in [`admission`].
 pub fn routes(core: CoreHandle) -> impl Endpoint {
@@ -354,9 +352,12 @@ fn user_json(agent: &Agent, presence: bool, routing: bool) -> Value {
     let mut user = json!({
         "id": agent.id,
         "name": agent.name,
-        "division": {"id": HOME_DIVISION_ID, "name": "Home"},
+        "division": {
+            "id": agent.division_id,
+            "name": if agent.division_id == HOME_DIVISION_ID { "Home" } else { "Division" },
+        },
         "email": login,
-        "state": "active",
+        "state": if agent.active { "active" } else { "inactive" },
         "username": login,
         "version": 1,
         "selfUri": format!("/api/v2/users/{}", agent.id),
@@ -380,13 +381,30 @@ fn agent_login(agent: &Agent) -> String {
     format!("{local}.{}@sim.example.com", &agent.id[..8])
 }
 
-/// `GET /api/v2/users?state=&expand=&pageSize=&pageNumber=&id=` → `UserEntityListing`.
+/// `GET /api/v2/users?state=&expand=&pageSize=&pageNumber=&id=&divisionId=` →
+/// `UserEntityListing`. `state`: `active` (default), `inactive`, `deleted` (always empty
+/// here) or `any`. `divisionId` may repeat (`divisionId=a&divisionId=b`) and keeps users of
+/// any listed division; the SDKs' `getUsers` (pageSize, pageNumber, id, jabberId, sortOrder,
+/// expand, integrationPresenceSource, state) has no such parameter, so this filter is a
+/// simulator extension (real division filtering goes through `POST /api/v2/users/search`).
 #[handler]
-async fn users(core: Data<&CoreHandle>, Query(query): Query<HashMap<String, String>>) -> Response {
-    reply_with(&core, move |c| users_page(c, &query)).await
+async fn users(core: Data<&CoreHandle>, req: &Request) -> Response {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let divisions: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "divisionId")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let query: HashMap<String, String> = pairs.into_iter().collect();
+    reply_with(&core, move |c| users_page(c, &query, &divisions)).await
 }
 
-fn users_page(c: &Core, query: &HashMap<String, String>) -> Reply {
+fn users_page(c: &Core, query: &HashMap<String, String>, divisions: &[String]) -> Reply {
     let page_size = match query.get("pageSize").map(|v| v.parse::<usize>()) {
         None => DEFAULT_USERS_PAGE_SIZE,
         Some(Ok(n)) if (1..=MAX_USERS_PAGE_SIZE).contains(&n) => n,
@@ -417,8 +435,14 @@ fn users_page(c: &Core, query: &HashMap<String, String>) -> Reply {
         .agents
         .iter()
         .enumerate()
-        .filter(|_| matches!(state, "active" | "any"))
+        .filter(|(_, a)| match state {
+            "any" => true,
+            "inactive" => !a.active,
+            "deleted" => false,
+            _ => a.active,
+        })
         .filter(|(_, a)| ids.as_ref().is_none_or(|ids| ids.contains(&a.id)))
+        .filter(|(_, a)| divisions.is_empty() || divisions.contains(&a.division_id))
         .collect();
     let total = matching.len();
     let page_count = total.div_ceil(page_size);
@@ -441,6 +465,9 @@ fn users_page(c: &Core, query: &HashMap<String, String>) -> Reply {
     }
     if let Some(ids) = query.get("id") {
         extra.push_str(&format!("&id={ids}"));
+    }
+    for division in divisions {
+        extra.push_str(&format!("&divisionId={division}"));
     }
     let uri = |n: usize| format!("/api/v2/users?pageSize={page_size}&pageNumber={n}{extra}");
     let mut page = json!({

@@ -15,7 +15,8 @@
 //! - `GET /api/v2/date`; `POST|GET /api/v2/notifications/channels`;
 //!   `HEAD /api/v2/notifications/channels/{id}`;
 //!   `GET|PUT|POST|DELETE /api/v2/notifications/channels/{id}/subscriptions`;
-//!   `GET /api/v2/users`; `GET /api/v2/users/{id}/routingstatus`;
+//!   `GET /api/v2/users?state=&divisionId=…` (`divisionId` is a simulator extension: the
+//!   SDKs' `getUsers` has no such parameter); `GET /api/v2/users/{id}/routingstatus`;
 //!   `GET /api/v2/users/{id}/presences/purecloud`;
 //!   `GET /api/v2/users/presences/purecloud/bulk?id=a,b` (at most 50 ids);
 //!   `GET /api/v2/presence/definitions`;
@@ -69,7 +70,8 @@ pub use self::http::{
 };
 pub use self::truth::{GroundTruthTransition, IdleEpisode, TransitionKind, idle_episodes};
 pub use self::world::{
-    AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, LUNCH_ID, OFFLINE_ID, ON_QUEUE_ID,
+    AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, HOME_DIVISION_ID, LUNCH_ID, OFFLINE_ID,
+    ON_QUEUE_ID,
 };
 
 /// How the simulator behaves. Every field has a default ([`SimConfig::default`]).
@@ -134,6 +136,11 @@ pub struct SimConfig {
     /// connected victim first gets `v2.system.no_longer_subscribed.<id>` (reason
     /// `another_channel_subscribed`; semantics UNVERIFIED), then a close frame.
     pub max_channels: usize,
+    /// Division ids handed out round-robin: agent `i` (creation order, users added later
+    /// included) is in `division_ids[i % len]` (default empty: everyone in
+    /// [`HOME_DIVISION_ID`]). Shown as `division.id` by `GET /api/v2/users`, which filters on
+    /// the repeatable `divisionId` query parameter.
+    pub division_ids: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -155,6 +162,7 @@ impl Default for SimConfig {
             analytics_latency: Duration::ZERO,
             channel_ttl: Duration::from_secs(24 * 3600),
             max_channels: MAX_CHANNELS,
+            division_ids: Vec::new(),
         }
     }
 }
@@ -608,7 +616,34 @@ impl Simulator {
     /// returns its id. No notification is sent.
     pub async fn add_user(&self, name: &str) -> anyhow::Result<String> {
         let name = name.to_string();
-        self.core.call(move |c| c.add_user(name)).await
+        self.core.call(move |c| c.add_user(name, None)).await
+    }
+
+    /// Like [`Simulator::add_user`], in division `division_id` (stored lowercase).
+    pub async fn add_user_in_division(
+        &self,
+        name: &str,
+        division_id: &str,
+    ) -> anyhow::Result<String> {
+        let (name, division) = (name.to_string(), division_id.to_string());
+        self.core
+            .call(move |c| c.add_user(name, Some(division)))
+            .await
+    }
+
+    /// Deactivates a user: from now on `GET /api/v2/users` lists it only with
+    /// `state=inactive` or `state=any` (with `"state":"inactive"`), the per-user endpoints
+    /// (`…/routingstatus`, `…/presences/purecloud`, bulk presences) still answer for it, and
+    /// the autopilot stops moving it. No notification is sent. Fails for an unknown user.
+    pub async fn deactivate_user(&self, id: &str) -> anyhow::Result<()> {
+        let id = id.to_string();
+        self.core
+            .call(move |c| {
+                let i = c.world.index_of(&id).context("unknown user")?;
+                c.world.agents[i].active = false;
+                Ok(())
+            })
+            .await?
     }
 
     /// Replaces the members of a queue (user ids, any case, stored lowercase; duplicates

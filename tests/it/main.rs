@@ -21,3 +21,4 @@ mod sim_channels;
 mod sim_protocol;
 mod sim_topics;
 mod sim_truth;
+mod sim_users;
