@@ -213,6 +213,10 @@ pub struct Core {
     /// Lowercase user or queue id → rejection reason of its topics
     /// ([`super::Simulator::reject_topics`]).
     pub rejected_ids: HashMap<String, String>,
+    /// Token → (start of its current 60-s window, requests in it).
+    rate_windows: HashMap<String, (Instant, u32)>,
+    /// 429s answered because of [`SimConfig::rate_limit_per_minute`].
+    pub rate_limited: u64,
     /// Offset of the simulated clock from real UTC ([`Core::now`]).
     pub clock_skew: chrono::TimeDelta,
     /// Every presence and routing transition generated, in order.
@@ -256,6 +260,8 @@ impl Core {
             clock_skew: cfg_skew,
             truth: Vec::new(),
             rejected_ids: HashMap::new(),
+            rate_windows: HashMap::new(),
+            rate_limited: 0,
         };
         let divisions = core.cfg.division_ids.clone();
         for i in 0..core.world.agents.len() {
@@ -376,9 +382,15 @@ impl Core {
     // HTTP admission: counting, injected faults, bearer tokens
     // -----------------------------------------------------------------------------------------
 
-    /// Counts the request, then answers it with an injected fault or a 401 if needed; `None`
-    /// lets the real handler run.
-    pub fn admit(&mut self, method: &str, path: &str, bearer: Option<&str>) -> Option<Reply> {
+    /// Counts the request, then answers it with an injected fault, a 401 or a 429 if needed
+    /// (`Err`); `Ok(headers)` lets the real handler run and adds the headers to its answer
+    /// (the `inin-ratelimit-*` headers when a rate limit is configured).
+    pub fn admit(
+        &mut self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<Vec<(String, String)>, Reply> {
         *self
             .requests
             .entry((method.to_ascii_uppercase(), path.to_string()))
@@ -393,12 +405,57 @@ impl Core {
                 status = reply.status,
                 "simulator: injected fault"
             );
-            return Some(reply);
+            return Err(reply);
         }
-        if path.starts_with("/api/") && !self.token_is_valid(bearer) {
-            return Some(Reply::unauthorized());
+        if !path.starts_with("/api/") {
+            return Ok(Vec::new());
         }
-        None
+        if !self.token_is_valid(bearer) {
+            return Err(Reply::unauthorized());
+        }
+        match (self.cfg.rate_limit_per_minute, bearer) {
+            (Some(allowed), Some(token)) => self.rate_limit(token, allowed),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Fixed 60-s windows per token, starting at the token's first request (reference §8).
+    fn rate_limit(&mut self, token: &str, allowed: u32) -> Result<Vec<(String, String)>, Reply> {
+        const WINDOW: Duration = Duration::from_secs(60);
+        let now = Instant::now();
+        let window = self
+            .rate_windows
+            .entry(token.to_string())
+            .or_insert((now, 0));
+        if now.duration_since(window.0) >= WINDOW {
+            *window = (now, 0);
+        }
+        window.1 = window.1.saturating_add(1);
+        let count = window.1;
+        let reset = (WINDOW.saturating_sub(now.duration_since(window.0)))
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as u64;
+        let mut headers = vec![
+            (
+                "inin-ratelimit-count".to_string(),
+                count.min(allowed).to_string(),
+            ),
+            ("inin-ratelimit-allowed".to_string(), allowed.to_string()),
+            ("inin-ratelimit-reset".to_string(), reset.to_string()),
+        ];
+        if count <= allowed {
+            return Ok(headers);
+        }
+        self.rate_limited += 1;
+        let mut reply = Reply::error(
+            429,
+            "too.many.requests.retry.after",
+            &format!("Rate limit exceeded the maximum. Retry the request in [{reset}] seconds"),
+        );
+        headers.push(("Retry-After".to_string(), reset.to_string()));
+        reply.headers = headers;
+        Err(reply)
     }
 
     fn token_is_valid(&self, bearer: Option<&str>) -> bool {

@@ -99,8 +99,19 @@ async fn admission<E: Endpoint>(
         .call(move |c| c.admit(&method, &path, bearer.as_deref()))
         .await
     {
-        Ok(Some(reply)) => respond(reply),
-        Ok(None) => ep.call(req).await.map(IntoResponse::into_response)?,
+        Ok(Err(reply)) => respond(reply),
+        Ok(Ok(headers)) => {
+            let mut response = ep.call(req).await.map(IntoResponse::into_response)?;
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (
+                    poem::http::HeaderName::from_bytes(name.as_bytes()),
+                    poem::http::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
         Err(_) => shut_down(),
     };
     // Genesys tags every response with a correlation id (quoted in support requests).

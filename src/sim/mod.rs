@@ -141,6 +141,15 @@ pub struct SimConfig {
     /// [`HOME_DIVISION_ID`]). Shown as `division.id` by `GET /api/v2/users`, which filters on
     /// the repeatable `divisionId` query parameter.
     pub division_ids: Vec<String>,
+    /// Requests allowed per bearer token in fixed 60-s windows (each window starts at the
+    /// token's first request after the previous one ended), `/api/` paths only (default
+    /// `None`: unlimited; Genesys's org default is 300, reference §8). Over the limit: 429
+    /// `ErrorBody` (code `too.many.requests.retry.after`, message `Rate limit exceeded the
+    /// maximum. Retry the request in [N] seconds`) with `Retry-After: N` (whether Genesys
+    /// sends it is UNVERIFIED). Every `/api/` answer then carries `inin-ratelimit-count`,
+    /// `inin-ratelimit-allowed` and `inin-ratelimit-reset` (N, seconds until the window
+    /// resets, at least 1).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -163,6 +172,7 @@ impl Default for SimConfig {
             channel_ttl: Duration::from_secs(24 * 3600),
             max_channels: MAX_CHANNELS,
             division_ids: Vec::new(),
+            rate_limit_per_minute: None,
         }
     }
 }
@@ -809,6 +819,20 @@ impl Simulator {
                 }
             })
             .await
+    }
+
+    /// Changes [`SimConfig::rate_limit_per_minute`] at run time (current windows keep their
+    /// counts).
+    pub async fn set_rate_limit(&self, per_minute: Option<u32>) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.cfg.rate_limit_per_minute = per_minute)
+            .await
+    }
+
+    /// 429s answered so far because of [`SimConfig::rate_limit_per_minute`] (injected faults
+    /// not included).
+    pub async fn rate_limited_requests(&self) -> anyhow::Result<u64> {
+        self.core.call(|c| c.rate_limited).await
     }
 
     /// Every token issued so far answers 401 from now on (new ones can be requested).
