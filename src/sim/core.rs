@@ -6,7 +6,7 @@
 //! inside the same loop, so every change happens in one place and in one order.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,15 +16,17 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::SimConfig;
 use super::faults::{Faults, Reply};
+use super::truth::{GroundTruthTransition, TransitionKind};
 use super::world::{Change, Queue, World, build_queues, guid};
 use super::ws::{self, Outgoing};
+use super::{ChannelEnd, ChannelInfo, SimConfig};
 use crate::domain::format_timestamp;
 
 /// Genesys allows this many topics per channel (protocol reference §3).
 pub const MAX_TOPICS_PER_CHANNEL: usize = 1000;
-/// Genesys allows this many channels per OAuth client; a 21st evicts an old one.
+/// Genesys allows this many channels per OAuth client (reference §3: "20 channels per
+/// user+application"); a 21st evicts an old one. The default of [`SimConfig::max_channels`].
 pub const MAX_CHANNELS: usize = 20;
 /// A combined topic may be at most this long.
 pub const MAX_TOPIC_LEN: usize = 200;
@@ -78,6 +80,8 @@ enum Timer {
     Autopilot(usize, u64),
     /// Close socket `.0` if it is still open (end of the socket_closing grace).
     ForceClose(u64),
+    /// Channel with serial `.0` reaches its `expires`.
+    ExpireChannel(u64),
 }
 
 /// Bit flags of the per-user topics a channel listens to.
@@ -88,23 +92,46 @@ pub const SUMMARY: u8 = 4;
 /// One notification channel.
 pub struct ChannelState {
     pub id: String,
+    /// Creation order, from 1 (timers refer to channels by it).
+    pub serial: u64,
     pub expires: DateTime<Utc>,
     /// Topics as subscribed (combined topics count once).
     pub topics: Vec<String>,
     /// Lowercase user id → topic bits, derived from `topics`.
     pub interest: HashMap<String, u8>,
+    /// Lowercase ids of the queues whose `v2.routing.queues.<id>.users` topic is subscribed.
+    pub queue_interest: HashSet<String>,
     /// The socket currently connected, if any.
     pub socket: Option<u64>,
     /// Sockets accepted on this channel so far.
     pub connects: u64,
+    /// Topics refused with `ignoreErrors=true` by the last subscription call, with the
+    /// rejection reason (listed as `Rejected`, never delivered).
+    pub rejected: Vec<(String, String)>,
 }
 
 impl ChannelState {
+    /// The subscription listing: permitted topics (`None`), then rejected ones with reasons.
+    pub fn listing(&self) -> Vec<(String, Option<String>)> {
+        self.topics
+            .iter()
+            .map(|t| (t.clone(), None))
+            .chain(
+                self.rejected
+                    .iter()
+                    .map(|(t, r)| (t.clone(), Some(r.clone()))),
+            )
+            .collect()
+    }
+
     fn recompute_interest(&mut self) {
         self.interest.clear();
+        self.queue_interest.clear();
         for topic in &self.topics {
             if let Some((user, bits)) = parse_user_topic(topic) {
                 *self.interest.entry(user).or_default() |= bits;
+            } else if let Some(queue) = topic_subject(topic) {
+                self.queue_interest.insert(queue);
             }
         }
     }
@@ -135,6 +162,18 @@ pub fn parse_user_topic(topic: &str) -> Option<(String, u8)> {
     Some((id.to_ascii_lowercase(), bits))
 }
 
+/// The lowercase user or queue id a topic is about (`v2.users.<id>…`,
+/// `v2.routing.queues.<id>.users`).
+pub fn topic_subject(topic: &str) -> Option<String> {
+    if let Some((user, _)) = parse_user_topic(topic) {
+        return Some(user);
+    }
+    let queue = topic
+        .strip_prefix("v2.routing.queues.")?
+        .strip_suffix(".users")?;
+    (!queue.is_empty() && !queue.contains('.')).then(|| queue.to_ascii_lowercase())
+}
+
 struct SocketState {
     channel_id: String,
     tx: mpsc::Sender<Outgoing>,
@@ -151,8 +190,11 @@ pub struct Core {
     /// Issued, unrevoked tokens and their expiry.
     tokens: HashMap<String, Instant>,
     pub token_requests: u64,
-    /// Channels in creation order.
+    /// Live channels in creation order.
     pub channels: Vec<ChannelState>,
+    /// Channels that ended (deleted, evicted, expired, no longer subscribed), in ending order.
+    pub ended_channels: Vec<ChannelInfo>,
+    next_channel_serial: u64,
     sockets: HashMap<u64, SocketState>,
     next_socket_id: u64,
     /// (method, path) → requests received.
@@ -168,11 +210,22 @@ pub struct Core {
     timer_seq: u64,
     /// Non-deterministic ids (tokens, channels, correlation ids).
     id_rng: StdRng,
+    /// Lowercase user or queue id → rejection reason of its topics
+    /// ([`super::Simulator::reject_topics`]).
+    pub rejected_ids: HashMap<String, String>,
+    /// Token → (start of its current 60-s window, requests in it).
+    rate_windows: HashMap<String, (Instant, u32)>,
+    /// 429s answered because of [`SimConfig::rate_limit_per_minute`].
+    pub rate_limited: u64,
+    /// Offset of the simulated clock from real UTC ([`Core::now`]).
+    pub clock_skew: chrono::TimeDelta,
+    /// Every presence and routing transition generated, in order.
+    pub truth: Vec<GroundTruthTransition>,
 }
 
 impl Core {
     fn new(cfg: SimConfig, ws_base: String) -> Core {
-        let now = Utc::now();
+        let now = Utc::now() + cfg.clock_skew;
         let world = World::new(
             cfg.agents,
             StdRng::seed_from_u64(cfg.seed),
@@ -181,6 +234,7 @@ impl Core {
             now,
         );
         let queues = build_queues(cfg.queues, cfg.seed, &world.agents);
+        let cfg_skew = cfg.clock_skew;
         let mut core = Core {
             autopilot: false,
             queues,
@@ -190,6 +244,8 @@ impl Core {
             tokens: HashMap::new(),
             token_requests: 0,
             channels: Vec::new(),
+            ended_channels: Vec::new(),
+            next_channel_serial: 1,
             sockets: HashMap::new(),
             next_socket_id: 1,
             requests: HashMap::new(),
@@ -201,7 +257,20 @@ impl Core {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             id_rng: StdRng::from_os_rng(),
+            clock_skew: cfg_skew,
+            truth: Vec::new(),
+            rejected_ids: HashMap::new(),
+            rate_windows: HashMap::new(),
+            rate_limited: 0,
         };
+        let divisions = core.cfg.division_ids.clone();
+        for i in 0..core.world.agents.len() {
+            if !divisions.is_empty() {
+                core.world.agents[i].division_id =
+                    divisions[i % divisions.len()].to_ascii_lowercase();
+            }
+            core.record_initial(i);
+        }
         let heartbeat = core.cfg.heartbeat_interval;
         core.schedule(heartbeat, Timer::Heartbeat);
         if core.cfg.autopilot {
@@ -238,12 +307,21 @@ impl Core {
                     if generation != self.autopilot_generation || i >= self.world.agents.len() {
                         continue;
                     }
-                    let (changes, hold) = self.world.autopilot_step(i, Utc::now());
+                    if !self.world.agents[i].active {
+                        continue;
+                    }
+                    let now = self.now();
+                    let (changes, hold) = self.world.autopilot_step(i, now);
                     self.emit_all(changes);
                     self.schedule(hold, Timer::Autopilot(i, generation));
                 }
                 Timer::ForceClose(socket_id) => {
                     self.close_socket(socket_id, Outgoing::close("socket closing"));
+                }
+                Timer::ExpireChannel(serial) => {
+                    if let Some(i) = self.channels.iter().position(|c| c.serial == serial) {
+                        self.end_channel(i, ChannelEnd::Expired);
+                    }
                 }
             }
         }
@@ -277,9 +355,18 @@ impl Core {
             .position(|q| q.id.eq_ignore_ascii_case(id.trim()))
     }
 
-    /// Adds a user (ON_QUEUE, IDLE, now; a member of queue `index % queues`) and returns its id.
-    pub fn add_user(&mut self, name: String) -> String {
-        let i = self.world.add_user(name, Utc::now());
+    /// Adds a user (ON_QUEUE, IDLE, now; a member of queue `index % queues`; in `division`,
+    /// else the configured division of its index, else the home one) and returns its id.
+    pub fn add_user(&mut self, name: String, division: Option<String>) -> String {
+        let now = self.now();
+        let i = self.world.add_user(name, now);
+        let divisions = &self.cfg.division_ids;
+        if let Some(division) = division {
+            self.world.agents[i].division_id = division.trim().to_ascii_lowercase();
+        } else if !divisions.is_empty() {
+            self.world.agents[i].division_id = divisions[i % divisions.len()].to_ascii_lowercase();
+        }
+        self.record_initial(i);
         let n = self.queues.len();
         if n > 0 {
             let id = self.world.agents[i].id.clone();
@@ -295,9 +382,15 @@ impl Core {
     // HTTP admission: counting, injected faults, bearer tokens
     // -----------------------------------------------------------------------------------------
 
-    /// Counts the request, then answers it with an injected fault or a 401 if needed; `None`
-    /// lets the real handler run.
-    pub fn admit(&mut self, method: &str, path: &str, bearer: Option<&str>) -> Option<Reply> {
+    /// Counts the request, then answers it with an injected fault, a 401 or a 429 if needed
+    /// (`Err`); `Ok(headers)` lets the real handler run and adds the headers to its answer
+    /// (the `inin-ratelimit-*` headers when a rate limit is configured).
+    pub fn admit(
+        &mut self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<Vec<(String, String)>, Reply> {
         *self
             .requests
             .entry((method.to_ascii_uppercase(), path.to_string()))
@@ -312,12 +405,57 @@ impl Core {
                 status = reply.status,
                 "simulator: injected fault"
             );
-            return Some(reply);
+            return Err(reply);
         }
-        if path.starts_with("/api/") && !self.token_is_valid(bearer) {
-            return Some(Reply::unauthorized());
+        if !path.starts_with("/api/") {
+            return Ok(Vec::new());
         }
-        None
+        if !self.token_is_valid(bearer) {
+            return Err(Reply::unauthorized());
+        }
+        match (self.cfg.rate_limit_per_minute, bearer) {
+            (Some(allowed), Some(token)) => self.rate_limit(token, allowed),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Fixed 60-s windows per token, starting at the token's first request (reference §8).
+    fn rate_limit(&mut self, token: &str, allowed: u32) -> Result<Vec<(String, String)>, Reply> {
+        const WINDOW: Duration = Duration::from_secs(60);
+        let now = Instant::now();
+        let window = self
+            .rate_windows
+            .entry(token.to_string())
+            .or_insert((now, 0));
+        if now.duration_since(window.0) >= WINDOW {
+            *window = (now, 0);
+        }
+        window.1 = window.1.saturating_add(1);
+        let count = window.1;
+        let reset = (WINDOW.saturating_sub(now.duration_since(window.0)))
+            .as_secs_f64()
+            .ceil()
+            .max(1.0) as u64;
+        let mut headers = vec![
+            (
+                "inin-ratelimit-count".to_string(),
+                count.min(allowed).to_string(),
+            ),
+            ("inin-ratelimit-allowed".to_string(), allowed.to_string()),
+            ("inin-ratelimit-reset".to_string(), reset.to_string()),
+        ];
+        if count <= allowed {
+            return Ok(headers);
+        }
+        self.rate_limited += 1;
+        let mut reply = Reply::error(
+            429,
+            "too.many.requests.retry.after",
+            &format!("Rate limit exceeded the maximum. Retry the request in [{reset}] seconds"),
+        );
+        headers.push(("Retry-After".to_string(), reset.to_string()));
+        reply.headers = headers;
+        Err(reply)
     }
 
     fn token_is_valid(&self, bearer: Option<&str>) -> bool {
@@ -364,28 +502,40 @@ impl Core {
     // Channels and subscriptions
     // -----------------------------------------------------------------------------------------
 
-    /// Creates a channel (evicting an old one past [`MAX_CHANNELS`]) and returns its index.
+    /// Creates a channel (evicting an old one past [`SimConfig::max_channels`]) and returns
+    /// its index. The victim is the oldest channel without a connected socket, else the
+    /// oldest; a connected victim first gets `v2.system.no_longer_subscribed.<id>`.
     pub fn create_channel(&mut self) -> usize {
-        if self.channels.len() >= MAX_CHANNELS {
+        while !self.channels.is_empty() && self.channels.len() >= self.cfg.max_channels.max(1) {
             let victim = self
                 .channels
                 .iter()
                 .position(|c| c.socket.is_none())
                 .unwrap_or(0);
-            let id = self.channels[victim].id.clone();
-            self.delete_channel(&id);
+            self.end_channel(victim, ChannelEnd::Evicted);
         }
         let suffix: String = Alphanumeric
             .sample_string(&mut self.id_rng, 26)
             .to_ascii_lowercase();
+        let serial = self.next_channel_serial;
+        self.next_channel_serial += 1;
+        let ttl = self.cfg.channel_ttl;
+        let expires = crate::domain::truncate_to_millis(
+            self.now()
+                + chrono::TimeDelta::from_std(ttl).unwrap_or(chrono::TimeDelta::days(36_500)),
+        );
         self.channels.push(ChannelState {
             id: format!("streaming-0-{suffix}"),
-            expires: Utc::now() + chrono::Duration::hours(24),
+            serial,
+            expires,
             topics: Vec::new(),
             interest: HashMap::new(),
+            queue_interest: HashSet::new(),
             socket: None,
             connects: 0,
+            rejected: Vec::new(),
         });
+        self.schedule(ttl, Timer::ExpireChannel(serial));
         self.channels.len() - 1
     }
 
@@ -398,36 +548,94 @@ impl Core {
         let Some(i) = self.channel_index(id) else {
             return false;
         };
-        let channel = self.channels.remove(i);
-        if let Some(socket_id) = channel.socket {
-            self.close_socket(socket_id, Outgoing::close("channel deleted"));
-        }
+        self.end_channel(i, ChannelEnd::Deleted);
         true
     }
 
+    /// What [`super::Simulator::channels`] reports about a channel.
+    pub fn channel_info(&self, ch: &ChannelState, ended: Option<ChannelEnd>) -> ChannelInfo {
+        ChannelInfo {
+            id: ch.id.clone(),
+            topics: ch.topics.len(),
+            connected_sockets: usize::from(ch.socket.is_some() && ended.is_none()),
+            socket_connects: ch.connects,
+            expires: ch.expires,
+            ended,
+        }
+    }
+
+    /// Ends channel `i`: it disappears (HEAD answers 404) and its socket is closed with a close
+    /// frame. Evicted and no-longer-subscribed channels' sockets first get
+    /// `v2.system.no_longer_subscribed.<id>` (reason `another_channel_subscribed`).
+    pub fn end_channel(&mut self, i: usize, how: ChannelEnd) {
+        let channel = self.channels.remove(i);
+        let info = self.channel_info(&channel, Some(how));
+        self.ended_channels.push(info);
+        let Some(socket_id) = channel.socket else {
+            return;
+        };
+        let reason = match how {
+            ChannelEnd::Evicted | ChannelEnd::NoLongerSubscribed => {
+                let correlation = guid(&mut self.id_rng);
+                let frame = ws::no_longer_subscribed_frame(
+                    &channel.id,
+                    "another_channel_subscribed",
+                    &correlation,
+                );
+                self.send(socket_id, frame);
+                "no longer subscribed"
+            }
+            ChannelEnd::Expired => "channel expired",
+            ChannelEnd::Deleted => "channel deleted",
+        };
+        self.close_socket(socket_id, Outgoing::close(reason));
+    }
+
+    /// Sends `v2.system.no_longer_subscribed.<id>` to every connected socket, closes them and
+    /// drops their channels. Channels without a socket stay.
+    pub fn send_no_longer_subscribed(&mut self) {
+        while let Some(i) = self.channels.iter().position(|c| c.socket.is_some()) {
+            self.end_channel(i, ChannelEnd::NoLongerSubscribed);
+        }
+    }
+
     /// Replaces (`replace`) or extends a channel's topics. Refuses to go over
-    /// [`MAX_TOPICS_PER_CHANNEL`]. Returns the topics with their states (`Permitted`, or
-    /// `Rejected` for malformed topics when `ignore_errors`).
+    /// [`MAX_TOPICS_PER_CHANNEL`]. Returns the topics with their states: `None` for
+    /// `Permitted`, `Some(reason)` for `Rejected` (malformed topics, and topics of ids given to
+    /// [`super::Simulator::reject_topics`], when `ignore_errors`; without it either kind fails
+    /// the whole request: 400 or 403).
     pub fn subscribe(
         &mut self,
         channel: usize,
         topics: Vec<String>,
         replace: bool,
         ignore_errors: bool,
-    ) -> Result<Vec<(String, bool)>, Reply> {
+    ) -> Result<Vec<(String, Option<String>)>, Reply> {
         let mut accepted = Vec::new();
-        let mut rejected = Vec::new();
+        let mut rejected: Vec<(String, String)> = Vec::new();
         for topic in topics {
             let valid = topic.starts_with("v2.")
                 && topic.len() <= MAX_TOPIC_LEN
                 && (!topic.starts_with("v2.users.") || parse_user_topic(&topic).is_some());
-            if valid {
-                accepted.push(topic);
-            } else if ignore_errors {
-                rejected.push(topic);
-            } else {
+            if !valid {
+                if ignore_errors {
+                    rejected.push((topic, "Invalid topic".into()));
+                    continue;
+                }
                 return Err(Reply::bad_request(&format!("Invalid topic {topic}")));
             }
+            if let Some(reason) = topic_subject(&topic).and_then(|id| self.rejected_ids.get(&id)) {
+                if ignore_errors {
+                    rejected.push((topic, reason.clone()));
+                    continue;
+                }
+                return Err(Reply::error(
+                    403,
+                    "missing.permissions",
+                    &format!("Unable to subscribe to {topic}: {reason}"),
+                ));
+            }
+            accepted.push(topic);
         }
         let state = &mut self.channels[channel];
         let mut next: Vec<String> = if replace {
@@ -447,18 +655,18 @@ impl Core {
             )));
         }
         state.topics = next;
+        state.rejected = rejected;
         state.recompute_interest();
-        let mut listing: Vec<(String, bool)> =
-            state.topics.iter().map(|t| (t.clone(), true)).collect();
-        listing.extend(rejected.into_iter().map(|t| (t, false)));
-        Ok(listing)
+        Ok(state.listing())
     }
 
     /// Removes every topic of a channel.
     pub fn unsubscribe_all(&mut self, channel: usize) {
         let state = &mut self.channels[channel];
         state.topics.clear();
+        state.rejected.clear();
         state.interest.clear();
+        state.queue_interest.clear();
     }
 
     // -----------------------------------------------------------------------------------------
@@ -511,13 +719,16 @@ impl Core {
         }
     }
 
-    fn send(&mut self, socket_id: u64, frame: String) {
+    /// Queues a text frame on a socket; `false` if the socket is gone or its queue is full.
+    fn send(&mut self, socket_id: u64, frame: String) -> bool {
         let Some(socket) = self.sockets.get(&socket_id) else {
-            return;
+            return false;
         };
         if socket.tx.try_send(Outgoing::Text(frame)).is_err() {
             self.dropped_frames += 1;
+            return false;
         }
+        true
     }
 
     fn close_socket(&mut self, socket_id: u64, how: Outgoing) {
@@ -590,41 +801,180 @@ impl Core {
     // Events
     // -----------------------------------------------------------------------------------------
 
-    /// Broadcasts each change to the sockets of the channels subscribed to it.
-    pub fn emit_all(&mut self, changes: Vec<Change>) {
-        for change in changes {
-            self.emit(&change);
+    /// The simulated clock: real UTC plus [`Core::clock_skew`]. Every timestamp the simulator
+    /// generates comes from it.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_skew
+    }
+
+    /// Records the current presence and routing status of agent `i` as its initial state.
+    fn record_initial(&mut self, i: usize) {
+        let a = &self.world.agents[i];
+        let presence = (
+            TransitionKind::Presence,
+            a.presence_system.clone(),
+            Some(a.presence_id.clone()),
+            a.presence_modified,
+        );
+        let routing = (
+            TransitionKind::Routing,
+            a.routing.clone(),
+            None,
+            a.routing_start,
+        );
+        let user = a.id.to_ascii_lowercase();
+        for (kind, value, def, at) in [presence, routing] {
+            self.record(&user, kind, value, def, at, true);
         }
     }
 
-    /// Sends one notification to every socket whose channel listens to its user and topic.
-    pub fn emit(&mut self, change: &Change) {
-        if self.silent {
-            return;
+    fn record(
+        &mut self,
+        user: &str,
+        kind: TransitionKind,
+        value: String,
+        presence_definition_id: Option<String>,
+        at: DateTime<Utc>,
+        initial: bool,
+    ) -> usize {
+        let seq = self.truth.len();
+        self.truth.push(GroundTruthTransition {
+            seq: seq as u64,
+            user_id: user.to_ascii_lowercase(),
+            kind,
+            value,
+            presence_definition_id,
+            at,
+            initial,
+            delivered: false,
+        });
+        seq
+    }
+
+    /// Records a world change in the ground truth (presence and routing only) and returns its
+    /// index there.
+    fn record_change(&mut self, change: &Change) -> Option<usize> {
+        match change {
+            Change::Presence {
+                user,
+                definition_id,
+                system,
+                modified,
+            } => Some(self.record(
+                user,
+                TransitionKind::Presence,
+                system.clone(),
+                Some(definition_id.clone()),
+                *modified,
+                false,
+            )),
+            Change::Routing {
+                user,
+                status,
+                start,
+            } => Some(self.record(
+                user,
+                TransitionKind::Routing,
+                status.clone(),
+                None,
+                *start,
+                false,
+            )),
+            _ => None,
         }
-        let (user, bit) = match change {
-            Change::Presence { user, .. } => (user, PRESENCE),
-            Change::Routing { user, .. } => (user, ROUTING),
-            Change::Conversations { user, .. } => (user, SUMMARY),
-        };
-        let user = user.to_ascii_lowercase();
-        let targets: Vec<u64> = self
-            .channels
-            .iter()
-            .filter(|c| c.interest.get(&user).is_some_and(|bits| bits & bit != 0))
-            .filter_map(|c| c.socket)
-            .collect();
+    }
+
+    /// Records each world change in the ground truth, then broadcasts it to the sockets of the
+    /// channels subscribed to it.
+    pub fn emit_all(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            let index = self.record_change(&change);
+            let delivered = self.emit(&change);
+            if let Some(index) = index {
+                self.truth[index].delivered = delivered;
+            }
+        }
+    }
+
+    /// Sends one notification to every socket whose channel listens to its user and topic;
+    /// `true` if at least one socket queue took it. Not recorded in the ground truth (injected
+    /// events go through here directly).
+    pub fn emit(&mut self, change: &Change) -> bool {
+        if self.silent {
+            return false;
+        }
+        let targets = self.targets(change);
         if targets.is_empty() {
-            return;
+            return false;
         }
         let correlation = guid(&mut self.id_rng);
         let frame = ws::event_frame(change, &correlation);
+        let mut delivered = false;
         for id in targets {
-            self.send(id, frame.clone());
+            delivered |= self.send(id, frame.clone());
             if self.duplicate {
                 self.send(id, frame.clone());
             }
         }
+        delivered
+    }
+
+    /// The sockets whose channel listens to this change's user and topic (or queue).
+    fn targets(&self, change: &Change) -> Vec<u64> {
+        let (user, bit) = match change {
+            Change::Presence { user, .. } => (user, PRESENCE),
+            Change::Routing { user, .. } => (user, ROUTING),
+            Change::Conversations { user, .. } => (user, SUMMARY),
+            Change::QueueMembership { queue, .. } => {
+                let queue = queue.to_ascii_lowercase();
+                return self
+                    .channels
+                    .iter()
+                    .filter(|c| c.queue_interest.contains(&queue))
+                    .filter_map(|c| c.socket)
+                    .collect();
+            }
+        };
+        let user = user.to_ascii_lowercase();
+        self.channels
+            .iter()
+            .filter(|c| c.interest.get(&user).is_some_and(|bits| bits & bit != 0))
+            .filter_map(|c| c.socket)
+            .collect()
+    }
+
+    /// Replaces the members of queue `q` (ids lowercased, duplicates dropped, order kept) and
+    /// emits `joined: false` for each member gone, then `joined: true` for each new one.
+    pub fn set_queue_members(&mut self, q: usize, users: Vec<String>) {
+        let mut members: Vec<String> = Vec::with_capacity(users.len());
+        for user in users {
+            let user = user.trim().to_ascii_lowercase();
+            if !members.contains(&user) {
+                members.push(user);
+            }
+        }
+        let queue = self.queues[q].id.clone();
+        let old = std::mem::replace(&mut self.queues[q].members, members);
+        let new = &self.queues[q].members;
+        let mut changes: Vec<Change> = old
+            .iter()
+            .filter(|u| !new.contains(u))
+            .map(|u| Change::QueueMembership {
+                queue: queue.clone(),
+                user: u.clone(),
+                joined: false,
+            })
+            .collect();
+        changes.extend(
+            new.iter()
+                .filter(|u| !old.contains(u))
+                .map(|u| Change::QueueMembership {
+                    queue: queue.clone(),
+                    user: u.clone(),
+                    joined: true,
+                }),
+        );
+        self.emit_all(changes);
     }
 
     /// `expires` of a channel as served (RFC 3339 UTC, milliseconds).

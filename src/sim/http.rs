@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::core::{Core, CoreHandle};
 use super::faults::Reply;
-use super::world::{Agent, PRESENCE_DEFS, legacy_spelling, new_spelling};
+use super::world::{Agent, HOME_DIVISION_ID, PRESENCE_DEFS, legacy_spelling, new_spelling};
 use crate::domain::format_timestamp;
 use crate::protocol::{
     Channel, ChannelTopic, ChannelTopicEntityListing, ChannelTopicRequest, OAuthErrorBody,
@@ -35,8 +35,6 @@ pub const DEFAULT_USERS_PAGE_SIZE: usize = 25;
 pub const MAX_QUEUE_MEMBERS_PAGE_SIZE: usize = 100;
 /// Default `pageSize` of `GET /api/v2/routing/queues/{id}/members`.
 pub const DEFAULT_QUEUE_MEMBERS_PAGE_SIZE: usize = 25;
-/// The division every simulated user belongs to.
-const HOME_DIVISION_ID: &str = "7e5a3c1b-9d8f-4e6a-8b2c-4d6f8a0c2e4a";
 
 /// All routes, wrapped in [`admission`].
 pub fn routes(core: CoreHandle) -> impl Endpoint {
@@ -69,6 +67,10 @@ pub fn routes(core: CoreHandle) -> impl Endpoint {
             "/api/v2/presencedefinitions",
             get(legacy_presence_definitions),
         )
+        .at(
+            "/api/v2/analytics/users/details/query",
+            post(user_details_query),
+        )
         .at("/channels/:id", get(socket))
         .around(move |ep, req| admission(admit_core.clone(), ep, req))
         .data(core)
@@ -97,8 +99,19 @@ async fn admission<E: Endpoint>(
         .call(move |c| c.admit(&method, &path, bearer.as_deref()))
         .await
     {
-        Ok(Some(reply)) => respond(reply),
-        Ok(None) => ep.call(req).await.map(IntoResponse::into_response)?,
+        Ok(Err(reply)) => respond(reply),
+        Ok(Ok(headers)) => {
+            let mut response = ep.call(req).await.map(IntoResponse::into_response)?;
+            for (name, value) in headers {
+                if let (Ok(name), Ok(value)) = (
+                    poem::http::HeaderName::from_bytes(name.as_bytes()),
+                    poem::http::HeaderValue::from_str(&value),
+                ) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
         Err(_) => shut_down(),
     };
     // Genesys tags every response with a correlation id (quoted in support requests).
@@ -203,12 +216,18 @@ fn oauth_error(error: &str, description: &str) -> OAuthErrorBody {
 // Date, channels, subscriptions
 // ---------------------------------------------------------------------------------------------
 
-/// `GET /api/v2/date` → `{"currentDate":"…"}`.
+/// `GET /api/v2/date` → `{"currentDate":"…"}` on the simulated clock (real UTC + skew).
 #[handler]
-async fn date() -> Json<ServerDate> {
-    Json(ServerDate {
-        current_date: format_timestamp(chrono::Utc::now()),
+async fn date(core: Data<&CoreHandle>) -> Response {
+    reply_with(&core, |c| {
+        to_json(
+            200,
+            &ServerDate {
+                current_date: format_timestamp(c.now()),
+            },
+        )
     })
+    .await
 }
 
 fn channel_json(c: &Core, i: usize) -> Channel {
@@ -288,18 +307,21 @@ async fn subscriptions(
                     Err(reply) => return reply,
                 }
             }
-            _ => c.channels[i]
-                .topics
-                .iter()
-                .map(|t| (t.clone(), true))
-                .collect(),
+            _ => c.channels[i].listing(),
         };
         let entities = listing
             .into_iter()
-            .map(|(topic, permitted)| ChannelTopic {
+            .map(|(topic, rejection)| ChannelTopic {
                 id: topic,
-                state: Some(if permitted { "Permitted" } else { "Rejected" }.into()),
-                rejection_reason: (!permitted).then(|| "Invalid topic".to_string()),
+                state: Some(
+                    if rejection.is_none() {
+                        "Permitted"
+                    } else {
+                        "Rejected"
+                    }
+                    .into(),
+                ),
+                rejection_reason: rejection,
                 self_uri: None,
             })
             .collect();
@@ -341,9 +363,12 @@ fn user_json(agent: &Agent, presence: bool, routing: bool) -> Value {
     let mut user = json!({
         "id": agent.id,
         "name": agent.name,
-        "division": {"id": HOME_DIVISION_ID, "name": "Home"},
+        "division": {
+            "id": agent.division_id,
+            "name": if agent.division_id == HOME_DIVISION_ID { "Home" } else { "Division" },
+        },
         "email": login,
-        "state": "active",
+        "state": if agent.active { "active" } else { "inactive" },
         "username": login,
         "version": 1,
         "selfUri": format!("/api/v2/users/{}", agent.id),
@@ -367,13 +392,30 @@ fn agent_login(agent: &Agent) -> String {
     format!("{local}.{}@sim.example.com", &agent.id[..8])
 }
 
-/// `GET /api/v2/users?state=&expand=&pageSize=&pageNumber=&id=` → `UserEntityListing`.
+/// `GET /api/v2/users?state=&expand=&pageSize=&pageNumber=&id=&divisionId=` →
+/// `UserEntityListing`. `state`: `active` (default), `inactive`, `deleted` (always empty
+/// here) or `any`. `divisionId` may repeat (`divisionId=a&divisionId=b`) and keeps users of
+/// any listed division; the SDKs' `getUsers` (pageSize, pageNumber, id, jabberId, sortOrder,
+/// expand, integrationPresenceSource, state) has no such parameter, so this filter is a
+/// simulator extension (real division filtering goes through `POST /api/v2/users/search`).
 #[handler]
-async fn users(core: Data<&CoreHandle>, Query(query): Query<HashMap<String, String>>) -> Response {
-    reply_with(&core, move |c| users_page(c, &query)).await
+async fn users(core: Data<&CoreHandle>, req: &Request) -> Response {
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let divisions: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "divisionId")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let query: HashMap<String, String> = pairs.into_iter().collect();
+    reply_with(&core, move |c| users_page(c, &query, &divisions)).await
 }
 
-fn users_page(c: &Core, query: &HashMap<String, String>) -> Reply {
+fn users_page(c: &Core, query: &HashMap<String, String>, divisions: &[String]) -> Reply {
     let page_size = match query.get("pageSize").map(|v| v.parse::<usize>()) {
         None => DEFAULT_USERS_PAGE_SIZE,
         Some(Ok(n)) if (1..=MAX_USERS_PAGE_SIZE).contains(&n) => n,
@@ -404,8 +446,14 @@ fn users_page(c: &Core, query: &HashMap<String, String>) -> Reply {
         .agents
         .iter()
         .enumerate()
-        .filter(|_| matches!(state, "active" | "any"))
+        .filter(|(_, a)| match state {
+            "any" => true,
+            "inactive" => !a.active,
+            "deleted" => false,
+            _ => a.active,
+        })
         .filter(|(_, a)| ids.as_ref().is_none_or(|ids| ids.contains(&a.id)))
+        .filter(|(_, a)| divisions.is_empty() || divisions.contains(&a.division_id))
         .collect();
     let total = matching.len();
     let page_count = total.div_ceil(page_size);
@@ -428,6 +476,9 @@ fn users_page(c: &Core, query: &HashMap<String, String>) -> Reply {
     }
     if let Some(ids) = query.get("id") {
         extra.push_str(&format!("&id={ids}"));
+    }
+    for division in divisions {
+        extra.push_str(&format!("&divisionId={division}"));
     }
     let uri = |n: usize| format!("/api/v2/users?pageSize={page_size}&pageNumber={n}{extra}");
     let mut page = json!({
@@ -664,6 +715,20 @@ async fn legacy_presence_definitions() -> Json<Value> {
         "selfUri": uri,
         "lastUri": uri,
     }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analytics
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /api/v2/analytics/users/details/query` (reference §7), built from the ground truth;
+/// see [`super::analytics`].
+#[handler]
+async fn user_details_query(core: Data<&CoreHandle>, body: String) -> Response {
+    reply_with(&core, move |c| {
+        super::analytics::user_details_query(&c.truth, &body, c.now(), c.cfg.analytics_latency)
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

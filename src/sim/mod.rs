@@ -15,10 +15,14 @@
 //! - `GET /api/v2/date`; `POST|GET /api/v2/notifications/channels`;
 //!   `HEAD /api/v2/notifications/channels/{id}`;
 //!   `GET|PUT|POST|DELETE /api/v2/notifications/channels/{id}/subscriptions`;
-//!   `GET /api/v2/users`; `GET /api/v2/users/{id}/routingstatus`;
+//!   `GET /api/v2/users?state=&divisionId=…` (`divisionId` is a simulator extension: the
+//!   SDKs' `getUsers` has no such parameter); `GET /api/v2/users/{id}/routingstatus`;
 //!   `GET /api/v2/users/{id}/presences/purecloud`;
 //!   `GET /api/v2/users/presences/purecloud/bulk?id=a,b` (at most 50 ids);
 //!   `GET /api/v2/presence/definitions`;
+//!   `POST /api/v2/analytics/users/details/query` (built from the ground truth; 400 for a
+//!   malformed or too long interval, an unknown dimension or `pageSize` > 100; short pages
+//!   and an approximate `totalHits` as the real API, reference §7);
 //!   `GET /api/v2/presencedefinitions`;
 //!   `GET /api/v2/routing/queues/{id}/members?pageSize=&pageNumber=&expand=routingStatus`
 //!   (at most 100 a page, no `total`/`pageCount`, `nextUri` absent on the last page). Every `/api/` path needs a bearer token it issued.
@@ -26,14 +30,19 @@
 //!
 //! # Invariants
 //! - No lock guards the state: the core task owns it, handlers and sockets send it jobs.
-//! - Timestamps are always wall-clock now (or the explicit instant a test gives); `speed` only
-//!   compresses how long the autopilot holds each state.
+//! - Timestamps are always the simulated clock's now (real UTC + [`SimConfig::clock_skew`]) or
+//!   the explicit instant a test gives; `speed` only compresses how long the autopilot holds
+//!   each state.
+//! - Every presence and routing change goes through the core's `emit_all`, which records it in
+//!   the ground truth ([`Simulator::ground_truth`]) before sending it.
 
 #![warn(missing_docs)]
 
+mod analytics;
 mod core;
 mod faults;
 mod http;
+mod truth;
 mod world;
 mod ws;
 
@@ -49,14 +58,20 @@ use self::core::CoreHandle;
 use self::world::{Change, resolve_presence};
 use crate::domain::normalize_routing_status;
 
+pub use self::analytics::{
+    DEFAULT_USER_DETAILS_PAGE_SIZE, MAX_INTERVAL_FILTERED, MAX_INTERVAL_UNFILTERED,
+    MAX_USER_DETAILS_PAGE_SIZE,
+};
 pub use self::core::{MAX_CHANNELS, MAX_TOPICS_PER_CHANNEL};
 pub use self::faults::FaultSpec;
 pub use self::http::{
     DEFAULT_QUEUE_MEMBERS_PAGE_SIZE, DEFAULT_USERS_PAGE_SIZE, MAX_QUEUE_MEMBERS_PAGE_SIZE,
     MAX_USERS_PAGE_SIZE,
 };
+pub use self::truth::{GroundTruthTransition, IdleEpisode, TransitionKind, idle_episodes};
 pub use self::world::{
-    AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, LUNCH_ID, OFFLINE_ID, ON_QUEUE_ID,
+    AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, HOME_DIVISION_ID, LUNCH_ID, OFFLINE_ID,
+    ON_QUEUE_ID,
 };
 
 /// How the simulator behaves. Every field has a default ([`SimConfig::default`]).
@@ -101,6 +116,40 @@ pub struct SimConfig {
     /// deterministic for a `seed` (listed by [`Simulator::queue_ids`]); agent `i` (creation
     /// order, users added later included) is a member of queue `i % queues`. 0: no queues.
     pub queues: usize,
+    /// Offset of the simulated clock from real UTC (default zero). Every timestamp the
+    /// simulator generates (event `modifiedDate`/`startTime`, snapshot values, channel
+    /// `expires`, analytics records, `GET /api/v2/date` `currentDate`) is real UTC plus this,
+    /// so a positive skew makes Genesys look ahead of the client's clock (reference §10: the
+    /// client measures the offset once with `GET /api/v2/date`).
+    pub clock_skew: chrono::TimeDelta,
+    /// Analytics lag of `POST /api/v2/analytics/users/details/query` (default 0): records that
+    /// began less than this long ago (simulated clock) are not visible yet, and the record
+    /// before such a hidden one still looks open. The real lag is UNVERIFIED (reference §7).
+    pub analytics_latency: Duration,
+    /// Lifetime of a notification channel (default 24 h, reference §3). `expires` = creation
+    /// (simulated clock) + this; when it passes, the channel is dropped (`HEAD` → 404) and its
+    /// socket closed with a close frame. Resubscribing does not move `expires` (whether it
+    /// does in Genesys is UNVERIFIED).
+    pub channel_ttl: Duration,
+    /// Most channels per OAuth client (default [`MAX_CHANNELS`], 20, reference §3). Creating
+    /// one more evicts the oldest channel without a connected socket, else the oldest; a
+    /// connected victim first gets `v2.system.no_longer_subscribed.<id>` (reason
+    /// `another_channel_subscribed`; semantics UNVERIFIED), then a close frame.
+    pub max_channels: usize,
+    /// Division ids handed out round-robin: agent `i` (creation order, users added later
+    /// included) is in `division_ids[i % len]` (default empty: everyone in
+    /// [`HOME_DIVISION_ID`]). Shown as `division.id` by `GET /api/v2/users`, which filters on
+    /// the repeatable `divisionId` query parameter.
+    pub division_ids: Vec<String>,
+    /// Requests allowed per bearer token in fixed 60-s windows (each window starts at the
+    /// token's first request after the previous one ended), `/api/` paths only (default
+    /// `None`: unlimited; Genesys's org default is 300, reference §8). Over the limit: 429
+    /// `ErrorBody` (code `too.many.requests.retry.after`, message `Rate limit exceeded the
+    /// maximum. Retry the request in [N] seconds`) with `Retry-After: N` (whether Genesys
+    /// sends it is UNVERIFIED). Every `/api/` answer then carries `inin-ratelimit-count`,
+    /// `inin-ratelimit-allowed` and `inin-ratelimit-reset` (N, seconds until the window
+    /// resets, at least 1).
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -118,6 +167,12 @@ impl Default for SimConfig {
             presence_definitions_404: false,
             socket_closing_grace: Duration::from_secs(60),
             queues: 3,
+            clock_skew: chrono::TimeDelta::zero(),
+            analytics_latency: Duration::ZERO,
+            channel_ttl: Duration::from_secs(24 * 3600),
+            max_channels: MAX_CHANNELS,
+            division_ids: Vec::new(),
+            rate_limit_per_minute: None,
         }
     }
 }
@@ -137,6 +192,14 @@ impl SimConfig {
         anyhow::ensure!(
             !self.token_lifetime.is_zero(),
             "simulator token lifetime must not be zero"
+        );
+        anyhow::ensure!(
+            !self.channel_ttl.is_zero(),
+            "simulator channel lifetime must not be zero"
+        );
+        anyhow::ensure!(
+            self.max_channels > 0,
+            "simulator channel limit must be at least 1"
         );
         anyhow::ensure!(
             !self.client_id.is_empty(),
@@ -180,6 +243,23 @@ pub struct ChannelInfo {
     pub connected_sockets: usize,
     /// Sockets accepted on this channel since it was created.
     pub socket_connects: u64,
+    /// `expires` as served (simulated clock, UTC): creation + [`SimConfig::channel_ttl`].
+    pub expires: DateTime<Utc>,
+    /// `None` while live; how it ended otherwise (only in [`Simulator::channel_history`]).
+    pub ended: Option<ChannelEnd>,
+}
+
+/// How a channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChannelEnd {
+    /// [`Simulator::delete_channel`] (there is no documented REST DELETE of a channel).
+    Deleted,
+    /// Evicted by the creation of a channel over [`SimConfig::max_channels`].
+    Evicted,
+    /// Its [`SimConfig::channel_ttl`] ran out (or chaos expired it early).
+    Expired,
+    /// Dropped by [`Simulator::send_no_longer_subscribed`] (or chaos).
+    NoLongerSubscribed,
 }
 
 /// A running simulator. Dropping it stops the server and closes every socket; prefer
@@ -327,21 +407,35 @@ impl Simulator {
         self.core.call(|c| c.live_tokens()).await
     }
 
-    /// Every live channel, oldest first.
+    /// Every live channel, oldest first (`ended` is `None`).
     pub async fn channels(&self) -> anyhow::Result<Vec<ChannelInfo>> {
         self.core
             .call(|c| {
                 c.channels
                     .iter()
-                    .map(|ch| ChannelInfo {
-                        id: ch.id.clone(),
-                        topics: ch.topics.len(),
-                        connected_sockets: usize::from(ch.socket.is_some()),
-                        socket_connects: ch.connects,
-                    })
+                    .map(|ch| c.channel_info(ch, None))
                     .collect()
             })
             .await
+    }
+
+    /// Every channel that ended (in ending order, with how), then every live one.
+    pub async fn channel_history(&self) -> anyhow::Result<Vec<ChannelInfo>> {
+        self.core
+            .call(|c| {
+                let mut all = c.ended_channels.clone();
+                all.extend(c.channels.iter().map(|ch| c.channel_info(ch, None)));
+                all
+            })
+            .await
+    }
+
+    /// Sends `v2.system.no_longer_subscribed.<id>` (reason `another_channel_subscribed`) to
+    /// every connected socket, then closes each with a close frame and drops its channel
+    /// (`HEAD` → 404). Channels without a socket stay. What Genesys does after this notice is
+    /// UNVERIFIED (reference §3).
+    pub async fn send_no_longer_subscribed(&self) -> anyhow::Result<()> {
+        self.core.call(|c| c.send_no_longer_subscribed()).await
     }
 
     /// Requests received (including faulted and refused ones) whose method equals `method`
@@ -352,6 +446,36 @@ impl Simulator {
         self.core
             .call(move |c| c.request_count(&method, &prefix))
             .await
+    }
+
+    /// The simulated clock now: real UTC plus the skew ([`SimConfig::clock_skew`],
+    /// [`Simulator::set_clock_skew`]).
+    pub async fn now(&self) -> anyhow::Result<DateTime<Utc>> {
+        self.core.call(|c| c.now()).await
+    }
+
+    /// Changes the skew of the simulated clock at run time (real UTC + `skew`). Timestamps
+    /// generated earlier keep their values; a negative skew can make later timestamps earlier
+    /// than earlier ones, as a real clock step would (scripted changes still get strictly
+    /// increasing timestamps per user).
+    pub async fn set_clock_skew(&self, skew: chrono::TimeDelta) -> anyhow::Result<()> {
+        self.core.call(move |c| c.clock_skew = skew).await
+    }
+
+    /// Changes [`SimConfig::analytics_latency`] at run time.
+    pub async fn set_analytics_latency(&self, latency: Duration) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.cfg.analytics_latency = latency)
+            .await
+    }
+
+    /// Every presence and routing transition generated so far, in generation order: first the
+    /// initial state of every user (`initial: true`, two entries per user), then each change
+    /// with its Genesys timestamp (simulated clock, UTC, ms) and whether it reached a socket.
+    /// Injected events ([`Simulator::inject_routing_event`]) are not transitions and are not
+    /// listed; `conversationsummary` changes are not listed either.
+    pub async fn ground_truth(&self) -> anyhow::Result<Vec<GroundTruthTransition>> {
+        self.core.call(|c| c.truth.clone()).await
     }
 
     /// Frames dropped because a socket's outgoing queue was full (a consumer far too slow).
@@ -370,7 +494,8 @@ impl Simulator {
         self.core
             .call(move |c| {
                 let i = c.world.index_of(&user).context("unknown user")?;
-                let change = c.world.set_routing_now(i, &status, Utc::now());
+                let now = c.now();
+                let change = c.world.set_routing_now(i, &status, now);
                 c.emit_all(change.into_iter().collect());
                 Ok(())
             })
@@ -406,7 +531,8 @@ impl Simulator {
         self.core
             .call(move |c| {
                 let i = c.world.index_of(&user).context("unknown user")?;
-                let change = c.world.set_presence_now(i, def.id, Utc::now());
+                let now = c.now();
+                let change = c.world.set_presence_now(i, def.id, now);
                 c.emit_all(change.into_iter().collect());
                 Ok(())
             })
@@ -500,13 +626,41 @@ impl Simulator {
     /// returns its id. No notification is sent.
     pub async fn add_user(&self, name: &str) -> anyhow::Result<String> {
         let name = name.to_string();
-        self.core.call(move |c| c.add_user(name)).await
+        self.core.call(move |c| c.add_user(name, None)).await
+    }
+
+    /// Like [`Simulator::add_user`], in division `division_id` (stored lowercase).
+    pub async fn add_user_in_division(
+        &self,
+        name: &str,
+        division_id: &str,
+    ) -> anyhow::Result<String> {
+        let (name, division) = (name.to_string(), division_id.to_string());
+        self.core
+            .call(move |c| c.add_user(name, Some(division)))
+            .await
+    }
+
+    /// Deactivates a user: from now on `GET /api/v2/users` lists it only with
+    /// `state=inactive` or `state=any` (with `"state":"inactive"`), the per-user endpoints
+    /// (`…/routingstatus`, `…/presences/purecloud`, bulk presences) still answer for it, and
+    /// the autopilot stops moving it. No notification is sent. Fails for an unknown user.
+    pub async fn deactivate_user(&self, id: &str) -> anyhow::Result<()> {
+        let id = id.to_string();
+        self.core
+            .call(move |c| {
+                let i = c.world.index_of(&id).context("unknown user")?;
+                c.world.agents[i].active = false;
+                Ok(())
+            })
+            .await?
     }
 
     /// Replaces the members of a queue (user ids, any case, stored lowercase; duplicates
     /// dropped). Fails if the queue is unknown. Ids of unknown users are kept but never listed
-    /// by `GET …/members`, which only lists users of the org. No notification is sent: the
-    /// service sees the change at its next membership refresh (snapshot or rules reload).
+    /// by `GET …/members`, which only lists users of the org. Sockets subscribed to
+    /// `v2.routing.queues.<id>.users` (reference §4) get `joined: false` for every member
+    /// removed, then `joined: true` for every member added; unchanged members get nothing.
     pub async fn set_queue_members(
         &self,
         queue_id: &str,
@@ -516,14 +670,37 @@ impl Simulator {
         self.core
             .call(move |c| {
                 let q = c.queue_index(&queue_id).context("unknown queue")?;
-                let mut members: Vec<String> = Vec::with_capacity(users.len());
-                for user in users {
-                    let user = user.trim().to_ascii_lowercase();
-                    if !members.contains(&user) {
-                        members.push(user);
-                    }
-                }
-                c.queues[q].members = members;
+                c.set_queue_members(q, users);
+                Ok(())
+            })
+            .await?
+    }
+
+    /// Adds one member at the end of a queue (no-op and no event if already a member) and
+    /// sends `joined: true` on `v2.routing.queues.<id>.users`. Fails if the queue is unknown.
+    pub async fn add_queue_member(&self, queue_id: &str, user: &str) -> anyhow::Result<()> {
+        let (queue_id, user) = (queue_id.to_string(), user.trim().to_ascii_lowercase());
+        self.core
+            .call(move |c| {
+                let q = c.queue_index(&queue_id).context("unknown queue")?;
+                let mut members = c.queues[q].members.clone();
+                members.push(user);
+                c.set_queue_members(q, members);
+                Ok(())
+            })
+            .await?
+    }
+
+    /// Removes one member from a queue (no-op and no event if not a member) and sends
+    /// `joined: false` on `v2.routing.queues.<id>.users`. Fails if the queue is unknown.
+    pub async fn remove_queue_member(&self, queue_id: &str, user: &str) -> anyhow::Result<()> {
+        let (queue_id, user) = (queue_id.to_string(), user.trim().to_ascii_lowercase());
+        self.core
+            .call(move |c| {
+                let q = c.queue_index(&queue_id).context("unknown queue")?;
+                let mut members = c.queues[q].members.clone();
+                members.retain(|m| *m != user);
+                c.set_queue_members(q, members);
                 Ok(())
             })
             .await?
@@ -569,7 +746,9 @@ impl Simulator {
         self.core.call(move |c| c.set_silent(on)).await
     }
 
-    /// Deletes a channel: `HEAD` answers 404 and its socket is closed. `false` if unknown.
+    /// Deletes a channel: `HEAD` answers 404 and its socket is closed with a close frame.
+    /// `false` if unknown. (Genesys documents no REST DELETE of a channel; a client that leaves
+    /// one deletes its subscriptions and closes its socket.)
     pub async fn delete_channel(&self, id: &str) -> anyhow::Result<bool> {
         let id = id.to_string();
         self.core.call(move |c| c.delete_channel(&id)).await
@@ -621,6 +800,39 @@ impl Simulator {
         self.core
             .call(move |c| c.cfg.omit_expand_every = every)
             .await
+    }
+
+    /// From now on, topics about these users (or queues: `v2.routing.queues.<id>.users`) are
+    /// refused as if the OAuth client lacked a permission (reference §3): with
+    /// `ignoreErrors=true`, `PUT|POST …/subscriptions` answers 200 and lists them with
+    /// `"state":"Rejected"` and `"rejectionReason": reason`, and nothing is delivered for
+    /// them; without it the whole request is a 403 `ErrorBody` (code `missing.permissions`,
+    /// an invented but plausible code) and nothing changes. Topics already subscribed stay
+    /// until the next subscription call. Ids compare case-insensitively; calls accumulate.
+    pub async fn reject_topics(&self, ids: Vec<String>, reason: &str) -> anyhow::Result<()> {
+        let reason = reason.to_string();
+        self.core
+            .call(move |c| {
+                for id in ids {
+                    c.rejected_ids
+                        .insert(id.trim().to_ascii_lowercase(), reason.clone());
+                }
+            })
+            .await
+    }
+
+    /// Changes [`SimConfig::rate_limit_per_minute`] at run time (current windows keep their
+    /// counts).
+    pub async fn set_rate_limit(&self, per_minute: Option<u32>) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.cfg.rate_limit_per_minute = per_minute)
+            .await
+    }
+
+    /// 429s answered so far because of [`SimConfig::rate_limit_per_minute`] (injected faults
+    /// not included).
+    pub async fn rate_limited_requests(&self) -> anyhow::Result<u64> {
+        self.core.call(|c| c.rate_limited).await
     }
 
     /// Every token issued so far answers 401 from now on (new ones can be requested).

@@ -25,6 +25,10 @@ pub const LUNCH_ID: &str = "5c4e1b2a-8f3d-4a6e-9b7c-2d1f0e3a4b5c";
 /// Org-defined presence "Coaching" (type `User`, system presence `TRAINING`).
 pub const COACHING_ID: &str = "9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b";
 
+/// The division every simulated user belongs to unless [`super::SimConfig::division_ids`] or
+/// [`super::Simulator::add_user_in_division`] says otherwise.
+pub const HOME_DIVISION_ID: &str = "7e5a3c1b-9d8f-4e6a-8b2c-4d6f8a0c2e4a";
+
 /// Name given to the second synthetic agent so that downstream escaping (Slack, HTML) is
 /// exercised.
 pub const ESCAPE_TEST_NAME: &str = "Pat & Sam <QA>";
@@ -147,6 +151,12 @@ pub enum Change {
     },
     /// `v2.users.{user}.conversationsummary` (calls, contact center).
     Conversations { user: String, active: u32 },
+    /// `v2.routing.queues.{queue}.users`: `user` joined (`true`) or left a queue.
+    QueueMembership {
+        queue: String,
+        user: String,
+        joined: bool,
+    },
 }
 
 /// Where a synthetic agent is in its shift.
@@ -173,6 +183,11 @@ pub struct Agent {
     pub routing: String,
     pub routing_start: DateTime<Utc>,
     pub active_conversations: u32,
+    /// `false` once deactivated: gone from `GET /api/v2/users?state=active`, listed with
+    /// `state=inactive`, and left alone by the autopilot.
+    pub active: bool,
+    /// The user's division id.
+    pub division_id: String,
     phase: Phase,
     /// Idlers sometimes hold IDLE for minutes of wall-clock time whatever the speed, so the
     /// demo's idle alerts fire early.
@@ -226,6 +241,8 @@ impl World {
             routing: "IDLE".into(),
             routing_start: now,
             active_conversations: 0,
+            active: true,
+            division_id: HOME_DIVISION_ID.into(),
             phase: Phase::Idle,
             idler,
             interactions_since_break: 0,
@@ -570,7 +587,7 @@ mod tests {
                         Change::Presence { definition_id, .. } => {
                             seen_presence.insert(definition_id);
                         }
-                        Change::Conversations { .. } => {}
+                        Change::Conversations { .. } | Change::QueueMembership { .. } => {}
                     }
                 }
             }

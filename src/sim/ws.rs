@@ -16,8 +16,9 @@ use super::world::Change;
 use crate::domain::format_timestamp;
 use crate::protocol::{
     ChannelMetadataBody, ConversationCounts, ConversationSummaryBody, MediaSummary, Notification,
-    NotificationMetadata, PresenceDefinitionRef, PresenceEventBody, RoutingStatusEventBody,
-    RoutingStatusValue, TOPIC_CHANNEL_METADATA, TOPIC_SOCKET_CLOSING,
+    NotificationMetadata, PresenceDefinitionRef, PresenceEventBody, QueueUserEventBody,
+    RoutingStatusEventBody, RoutingStatusValue, TOPIC_CHANNEL_METADATA, TOPIC_NO_LONGER_SUBSCRIBED,
+    TOPIC_SOCKET_CLOSING, UserRef, queue_users_topic,
 };
 
 /// What the core asks a socket task to do.
@@ -140,11 +141,33 @@ pub fn socket_closing_frame(channel_id: &str, client_id: &str, correlation_id: &
     .to_string()
 }
 
+/// `v2.system.no_longer_subscribed.<channelId>` (shape of the fixture
+/// `no_longer_subscribed.json`; body model `SystemMessageSystemMessage`). Reference §3 names
+/// the reasons `another_channel_subscribed` and `user_tokens_revoked`; what the server does
+/// after sending it is UNVERIFIED (the simulator then closes the socket and drops the channel).
+pub fn no_longer_subscribed_frame(channel_id: &str, reason: &str, correlation_id: &str) -> String {
+    json!({
+        "topicName": format!("{TOPIC_NO_LONGER_SUBSCRIBED}.{channel_id}"),
+        "version": "2",
+        "eventBody": {
+            "channelId": channel_id,
+            "systemTopicType": "no_longer_subscribed",
+            "correlationId": correlation_id,
+            "organizationId": SIM_ORGANIZATION_ID,
+            "reason": reason,
+        },
+        "metadata": {"CorrelationId": correlation_id},
+    })
+    .to_string()
+}
+
 /// The simulated organization's id.
 pub const SIM_ORGANIZATION_ID: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
 
 /// A user event in the real envelope: `topicName` `v2.users.<id>.presence|routingStatus|
-/// conversationsummary`, `version` `"2"`, and `metadata.CorrelationId`.
+/// conversationsummary` (or `v2.routing.queues.<id>.users` with body
+/// `{"id":user,"user":{"id":user},"queueId","joined"}`, reference §4; `id` == user id is
+/// UNVERIFIED), `version` `"2"`, and `metadata.CorrelationId`.
 pub fn event_frame(change: &Change, correlation_id: &str) -> String {
     let metadata = Some(NotificationMetadata {
         correlation_id: correlation_id.to_string(),
@@ -215,6 +238,25 @@ pub fn event_frame(change: &Change, correlation_id: &str) -> String {
                 metadata,
             })
         }
+        Change::QueueMembership {
+            queue,
+            user,
+            joined,
+        } => serde_json::to_value(Notification {
+            topic_name: queue_users_topic(queue),
+            version,
+            event_body: QueueUserEventBody {
+                id: Some(user.clone()),
+                user: Some(UserRef {
+                    id: user.clone(),
+                    name: None,
+                    self_uri: None,
+                }),
+                queue_id: Some(queue.clone()),
+                joined: Some(*joined),
+            },
+            metadata,
+        }),
     };
     rendered.map(|v| v.to_string()).unwrap_or_default()
 }

@@ -19,14 +19,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::fixtures::{assert_same_shape, fixture};
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-fn loopback() -> SocketAddr {
+pub(crate) fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
 /// A quiet simulator: 3 agents, no autopilot, heartbeats far apart.
-fn quiet() -> SimConfig {
+pub(crate) fn quiet() -> SimConfig {
     SimConfig {
         agents: 3,
         autopilot: false,
@@ -35,13 +35,13 @@ fn quiet() -> SimConfig {
     }
 }
 
-struct Harness {
-    sim: Simulator,
-    http: reqwest::Client,
-    token: String,
+pub(crate) struct Harness {
+    pub(crate) sim: Simulator,
+    pub(crate) http: reqwest::Client,
+    pub(crate) token: String,
 }
 
-async fn start(cfg: SimConfig) -> Harness {
+pub(crate) async fn start(cfg: SimConfig) -> Harness {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let sim = Simulator::start(loopback(), cfg).await.unwrap();
     let http = reqwest::Client::builder()
@@ -52,7 +52,7 @@ async fn start(cfg: SimConfig) -> Harness {
     Harness { sim, http, token }
 }
 
-async fn request_token(sim: &Simulator, http: &reqwest::Client) -> String {
+pub(crate) async fn request_token(sim: &Simulator, http: &reqwest::Client) -> String {
     let response = http
         .post(format!("{}/oauth/token", sim.base_url()))
         .basic_auth(sim.client_id(), Some(sim.client_secret()))
@@ -65,11 +65,11 @@ async fn request_token(sim: &Simulator, http: &reqwest::Client) -> String {
 }
 
 impl Harness {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.sim.base_url())
     }
 
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))
             .bearer_auth(&self.token)
@@ -78,13 +78,13 @@ impl Harness {
             .unwrap()
     }
 
-    async fn get_json(&self, path: &str) -> Value {
+    pub(crate) async fn get_json(&self, path: &str) -> Value {
         let response = self.get(path).await;
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
     }
 
-    async fn create_channel(&self) -> Channel {
+    pub(crate) async fn create_channel(&self) -> Channel {
         let response = self
             .http
             .post(self.url("/api/v2/notifications/channels"))
@@ -96,7 +96,7 @@ impl Harness {
         response.json().await.unwrap()
     }
 
-    async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         method: reqwest::Method,
         channel: &str,
@@ -118,7 +118,7 @@ impl Harness {
     }
 
     /// A channel subscribed to `topics` with a connected socket.
-    async fn channel_with(&self, topics: &[String]) -> (Channel, Ws) {
+    pub(crate) async fn channel_with(&self, topics: &[String]) -> (Channel, Ws) {
         let channel = self.create_channel().await;
         let response = self
             .subscribe(reqwest::Method::PUT, &channel.id, topics)
@@ -138,7 +138,7 @@ impl Harness {
         (channel, ws)
     }
 
-    async fn head_channel(&self, id: &str) -> u16 {
+    pub(crate) async fn head_channel(&self, id: &str) -> u16 {
         self.http
             .head(self.url(&format!("/api/v2/notifications/channels/{id}")))
             .bearer_auth(&self.token)
@@ -151,7 +151,7 @@ impl Harness {
 }
 
 /// Polls `condition` until it holds, panicking after [`WAIT`].
-async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -168,24 +168,24 @@ where
 
 /// How a socket ended.
 #[derive(Debug, PartialEq)]
-enum Ended {
+pub(crate) enum Ended {
     /// The server sent a close frame.
     CloseFrame,
     /// The connection went away without one (1006).
     Abruptly,
 }
 
-struct Ws {
-    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+pub(crate) struct Ws {
+    pub(crate) stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 impl Ws {
-    async fn connect(uri: &str) -> Ws {
+    pub(crate) async fn connect(uri: &str) -> Ws {
         let (stream, _) = tokio_tungstenite::connect_async(uri).await.unwrap();
         Ws { stream }
     }
 
-    async fn send(&mut self, text: &str) {
+    pub(crate) async fn send(&mut self, text: &str) {
         self.stream
             .send(Message::Text(text.to_string().into()))
             .await
@@ -193,7 +193,11 @@ impl Ws {
     }
 
     /// The next JSON text frame that satisfies `wanted`, skipping others; panics after `within`.
-    async fn next_matching(&mut self, within: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn next_matching(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
         let found = tokio::time::timeout(within, async {
             loop {
                 match self.stream.next().await {
@@ -214,13 +218,13 @@ impl Ws {
     }
 
     /// The next event frame (anything but `channel.metadata`).
-    async fn next_event(&mut self) -> Value {
+    pub(crate) async fn next_event(&mut self) -> Value {
         self.next_matching(WAIT, |v| v["topicName"] != "channel.metadata")
             .await
     }
 
     /// The next text frame of any kind, or `None` if nothing arrives within `within`.
-    async fn next_text_within(&mut self, within: Duration) -> Option<String> {
+    pub(crate) async fn next_text_within(&mut self, within: Duration) -> Option<String> {
         match tokio::time::timeout(within, self.stream.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => Some(text.to_string()),
             Ok(other) => panic!("unexpected socket item: {other:?}"),
@@ -229,7 +233,7 @@ impl Ws {
     }
 
     /// Reads until the socket ends and says how.
-    async fn ended(&mut self) -> Ended {
+    pub(crate) async fn ended(&mut self) -> Ended {
         let ended = tokio::time::timeout(WAIT, async {
             loop {
                 match self.stream.next().await {
@@ -244,7 +248,7 @@ impl Ws {
     }
 }
 
-fn is_metadata(message: &'static str) -> impl Fn(&Value) -> bool {
+pub(crate) fn is_metadata(message: &'static str) -> impl Fn(&Value) -> bool {
     move |v: &Value| v["topicName"] == "channel.metadata" && v["eventBody"]["message"] == message
 }
 
