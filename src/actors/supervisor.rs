@@ -546,46 +546,40 @@ impl SupervisorState {
         });
     }
 
-    /// Records up to when the stream is complete: when every connection is connected and no
-    /// gap is waiting to be backfilled, it is complete up to the oldest "last message" among
-    /// the connections (a socket that died silently stops the mark at its last message).
+    /// Whether a completeness mark may be taken now: the stream started, every connection is
+    /// up and no gap waits to be backfilled.
+    fn may_checkpoint(&self) -> bool {
+        self.stream_started && !self.backfill_running && self.backfills.is_empty() && self.all_up()
+    }
+
+    /// Records up to when the stream is complete, in a task ([`SupervisorMsg::CheckpointAt`]).
     fn start_checkpoint(&mut self, myself: &ActorRef<SupervisorMsg>) {
-        if self.checkpoint_running
-            || self.shutting_down
-            || !self.stream_started
-            || self.backfill_running
-            || !self.backfills.is_empty()
-            || !self.all_up()
-        {
+        if self.checkpoint_running || self.shutting_down || !self.may_checkpoint() {
             return;
         }
         self.checkpoint_running = true;
-        let connections: Vec<_> = self
-            .live_connections()
-            .filter_map(|i| self.connections[i].clone())
-            .collect();
-        let expected = self.live_connections().count();
+        let connections = self.live_connection_refs();
         let clock = self.args.clock.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
-            let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
-            let mut complete = connections.len() == expected;
-            for conn in connections {
-                match ractor::call_t!(conn, ConnectionMsg::Status, 1000) {
-                    Ok(status) if status.connected && status.subscribed => {
-                        let age = status.last_message_age_seconds.unwrap_or(0.0);
-                        let last = chrono::Utc::now()
-                            - chrono::TimeDelta::milliseconds((age * 1000.0) as i64);
-                        oldest = Some(oldest.map_or(last, |o| o.min(last)));
-                    }
-                    _ => complete = false,
-                }
-            }
-            let at = oldest
-                .filter(|_| complete)
-                .map(|local| local + clock.offset());
+            let at = complete_until(connections, &clock).await;
             let _ = myself.cast(SupervisorMsg::CheckpointAt(at));
         });
+    }
+
+    /// [`complete_until`] now, awaited (shutdown only: the handler may wait then).
+    async fn complete_until_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        if !self.may_checkpoint() {
+            return None;
+        }
+        complete_until(self.live_connection_refs(), &self.args.clock).await
+    }
+
+    /// The refs of the connections that carry users; `None` for one that is restarting.
+    fn live_connection_refs(&self) -> Vec<Option<ActorRef<ConnectionMsg>>> {
+        self.live_connections()
+            .map(|i| self.connections[i].clone())
+            .collect()
     }
 
     /// Re-lists the monitored users in a task ([`SupervisorMsg::Relisted`]).
@@ -881,6 +875,26 @@ impl SupervisorState {
         self.bootstrapped = true;
         Ok(())
     }
+}
+
+/// Up to when the stream is complete (Genesys time): the oldest "last message" among the
+/// connections, if every one is connected and subscribed (a socket that died silently stops the
+/// mark at its last message); `None` if any is not.
+async fn complete_until(
+    connections: Vec<Option<ActorRef<ConnectionMsg>>>,
+    clock: &Clock,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut oldest: Option<chrono::DateTime<chrono::Utc>> = None;
+    for conn in connections {
+        let status = ractor::call_t!(conn?, ConnectionMsg::Status, 1000).ok()?;
+        if !(status.connected && status.subscribed) {
+            return None;
+        }
+        let age = status.last_message_age_seconds.unwrap_or(0.0);
+        let last = chrono::Utc::now() - chrono::TimeDelta::milliseconds((age * 1000.0) as i64);
+        oldest = Some(oldest.map_or(last, |o| o.min(last)));
+    }
+    oldest.map(|local| local + clock.offset())
 }
 
 /// Feeds every listed user's presence and routing status to its agent actor as `bootstrap`
@@ -1437,6 +1451,13 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.retention.clone());
             }
             SupervisorMsg::Shutdown { deadline, reply } => {
+                // The stream is complete up to now (each channel's last message): record it
+                // with the final flush, so the next start backfills only what it missed.
+                if let Some(at) = state.complete_until_now().await {
+                    if let Some(persistence) = &state.persistence {
+                        let _ = persistence.cast(PersistMsg::StreamComplete(at));
+                    }
+                }
                 state.shutting_down = true;
                 let until = tokio::time::Instant::now() + deadline;
                 for conn in state.connections.iter().flatten() {

@@ -5,6 +5,7 @@ mod access;
 mod adversarial;
 mod alerting;
 mod api;
+mod backfill;
 mod delivery;
 mod fixtures;
 mod helpers;

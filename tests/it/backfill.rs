@@ -1,0 +1,275 @@
+//! Gap backfill (issue 3): what happens while no socket listens is recovered from the analytics
+//! user details query (`source = backfill`), fed to the agents in time order, and alerted on
+//! time exactly once; a restart backfills the time the service was away. Everything runs
+//! against the simulator over loopback, with a local Slack receiver and real SQLite files.
+
+use std::time::Duration;
+
+use agent_monitor::app::App;
+use agent_monitor::config::MembershipConfig;
+use serde_json::Value;
+
+use crate::helpers::{SlackReceiver, wait_for};
+use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Quick silence detection (so a silent socket makes a short gap) and a small margin.
+fn quick(agents: usize, idle_threshold: Duration) -> Opts {
+    Opts {
+        agents,
+        idle_threshold,
+        ping_interval: Duration::from_millis(300),
+        silence_timeout: Duration::from_millis(1200),
+        membership: MembershipConfig {
+            backfill_margin: Duration::from_secs(1),
+            ..MembershipConfig::default()
+        },
+        ..Opts::default()
+    }
+}
+
+/// Makes the simulator silent (events are lost: no socket gets them), runs `during`, waits
+/// until the service noticed (a reconnect), then lets the stream flow again.
+async fn in_a_gap<F, Fut>(h: &Harness, during: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = h.connection(0).await["reconnects"].as_u64().unwrap_or(0);
+    h.sim.set_silent(true).await.unwrap();
+    during().await;
+    wait_for("the service noticed the silence", DEADLINE, || async {
+        let reconnects = h.connection(0).await["reconnects"].as_u64().unwrap_or(0);
+        (reconnects > before).then_some(())
+    })
+    .await;
+    h.sim.set_silent(false).await.unwrap();
+}
+
+async fn last_backfill(h: &Harness, trigger: &str) -> Value {
+    wait_for(&format!("a {trigger} backfill"), DEADLINE, || async {
+        let (_, ready) = h.get("/readyz").await;
+        let run = ready["last_backfill"].clone();
+        (run["trigger"] == trigger && run["error"].is_null()).then_some(run)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitions_missed_while_no_socket_listened_are_backfilled() {
+    let h = Harness::start(quick(2, Duration::from_secs(3600))).await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "IDLE").await;
+
+    in_a_gap(&h, || async {
+        h.sim
+            .set_routing_status(&user, "INTERACTING")
+            .await
+            .unwrap();
+        h.sim.set_presence(&user, "BREAK").await.unwrap();
+        h.sim.set_routing_status(&user, "OFF_QUEUE").await.unwrap();
+    })
+    .await;
+
+    // Only the backfill can know INTERACTING: the snapshot sees OFF_QUEUE.
+    let row = h.wait_state(&user, "routing", "INTERACTING").await;
+    assert_eq!(row["source"], "backfill", "{row}");
+    h.wait_state(&user, "routing", "OFF_QUEUE").await;
+    h.wait_state(&user, "presence", "BREAK").await;
+    let run = last_backfill(&h, "reconnect").await;
+    assert!(run["records"].as_u64().unwrap() >= 3, "{run}");
+
+    // Every transition the simulator generated is stored exactly once, with its timestamp.
+    let truth = h.sim.ground_truth().await.unwrap();
+    for t in truth.iter().filter(|t| t.user_id == user && !t.initial) {
+        let kind = match t.kind {
+            agent_monitor::sim::TransitionKind::Presence => "presence",
+            agent_monitor::sim::TransitionKind::Routing => "routing",
+        };
+        let rows = h.history(&user, kind).await;
+        let at = agent_monitor::domain::format_timestamp(t.at);
+        let same: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["event_timestamp"] == at.as_str())
+            .collect();
+        assert_eq!(same.len(), 1, "{kind} {} at {at}: {rows:?}", t.value);
+        assert_eq!(same[0]["state"], t.value.as_str());
+    }
+    h.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_episode_begun_in_a_gap_alerts_once_and_one_that_ended_in_it_never() {
+    let threshold = Duration::from_secs(3);
+    let sim = start_sim(2).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let (still_idle, resumed) = (ids[0].clone(), ids[1].clone());
+    // Nobody idle before the gap.
+    for id in &ids {
+        sim.set_routing_status(id, "INTERACTING").await.unwrap();
+    }
+    let h = Harness::start_on(sim, quick(2, threshold)).await;
+    h.wait_state(&resumed, "routing", "INTERACTING").await;
+    h.wait_state(&still_idle, "routing", "INTERACTING").await;
+
+    in_a_gap(&h, || async {
+        h.sim.set_routing_status(&still_idle, "IDLE").await.unwrap();
+        h.sim.set_routing_status(&resumed, "IDLE").await.unwrap();
+        h.sim
+            .set_routing_status(&resumed, "INTERACTING")
+            .await
+            .unwrap();
+    })
+    .await;
+    let idle_start = h
+        .sim
+        .user(&still_idle)
+        .await
+        .unwrap()
+        .unwrap()
+        .routing_start;
+
+    // The agent still idle is alerted, from its Genesys start time.
+    wait_for("the idle alert", DEADLINE, || async {
+        (!h.alerts_for(&still_idle).is_empty()).then_some(())
+    })
+    .await;
+    let (_, alerts) = h
+        .get(&format!("/api/v1/alerts?user_id={still_idle}&limit=10"))
+        .await;
+    let alerts = alerts["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts[0]["since"],
+        agent_monitor::domain::format_timestamp(idle_start).as_str()
+    );
+    // Wait past another threshold and a checkpoint: still one message, and none for the
+    // agent whose idle episode ended inside the gap.
+    let later = tokio::time::Instant::now() + threshold + Duration::from_secs(1);
+    wait_for("a quiet while", DEADLINE, || async {
+        (tokio::time::Instant::now() >= later).then_some(())
+    })
+    .await;
+    assert_eq!(h.alerts_for(&still_idle).len(), 1);
+    assert!(
+        h.alerts_for(&resumed).is_empty(),
+        "{:?}",
+        h.alerts_for(&resumed)
+    );
+    let resumed_rows = h.history(&resumed, "routing").await;
+    assert!(
+        resumed_rows
+            .iter()
+            .any(|r| r["state"] == "IDLE" && r["source"] == "backfill"),
+        "the short episode is in the history: {resumed_rows:?}"
+    );
+    h.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
+    let threshold = Duration::from_secs(2);
+    let sim = start_sim(2).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let (agent, other) = (ids[0].clone(), ids[1].clone());
+    for id in &ids {
+        sim.set_routing_status(id, "INTERACTING").await.unwrap();
+    }
+    let slack = SlackReceiver::start().await;
+    let db = temp_db_path();
+    let opts = quick(2, threshold);
+
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    wait_for("first service ready", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    app.shutdown().await;
+
+    // While the service is down: one agent goes idle and stays, the other passes through
+    // NOT_RESPONDING.
+    sim.set_routing_status(&other, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    sim.set_routing_status(&other, "INTERACTING").await.unwrap();
+    sim.set_routing_status(&agent, "IDLE").await.unwrap();
+
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    let run = wait_for("the start backfill", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        let body: Value = r.json().await.ok()?;
+        let run = body["last_backfill"].clone();
+        (run["trigger"] == "start").then_some(run)
+    })
+    .await;
+    assert!(run["error"].is_null(), "{run}");
+    let rows = wait_for("the downtime NOT_RESPONDING", DEADLINE, || async {
+        let body: Value = reqwest::get(format!(
+            "{base}/api/v1/agent-status/history?user_id={other}&kind=routing&limit=50"
+        ))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+        let rows = body["data"].as_array().cloned()?;
+        rows.iter()
+            .any(|r| r["state"] == "NOT_RESPONDING")
+            .then_some(rows)
+    })
+    .await;
+    let nr = rows
+        .iter()
+        .find(|r| r["state"] == "NOT_RESPONDING")
+        .unwrap();
+    assert_eq!(nr["source"], "backfill", "{nr}");
+
+    // The agent idle since the downtime is alerted once.
+    wait_for("the idle alert", DEADLINE, || async {
+        slack
+            .received()
+            .iter()
+            .any(|r| r.body.to_string().contains(&agent))
+            .then_some(())
+    })
+    .await;
+    app.shutdown().await;
+
+    // A second restart mid-episode: no second alert.
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    wait_for("third service ready", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let later = tokio::time::Instant::now() + threshold * 2;
+    wait_for("a quiet while", DEADLINE, || async {
+        (tokio::time::Instant::now() >= later).then_some(())
+    })
+    .await;
+    let messages = slack
+        .received()
+        .iter()
+        .filter(|r| r.body.to_string().contains(&agent))
+        .count();
+    assert_eq!(messages, 1, "one alert across two restarts");
+    assert!(
+        !slack
+            .received()
+            .iter()
+            .any(|r| r.body.to_string().contains(&other)),
+        "the agent not idle is never alerted"
+    );
+    app.shutdown().await;
+}
