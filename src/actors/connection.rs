@@ -209,11 +209,14 @@ fn topics_for(users: &[UserId], extra: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// When to replace a channel ahead of its expiry: after 23/24 of its remaining life (about 23 h
-/// for a 24-hour channel, reference §3), and never less than one second from now.
+/// When to replace a channel ahead of its expiry: one 24th of its remaining life before it
+/// (about 23 h into a 24-hour channel, reference §3), but with at least a quarter of that life
+/// or a minute, whichever is less, to spare (short-lived channels: simulator, tests), and never
+/// less than one second from now.
 fn rollover_delay(expires: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
     let left = (expires - now).to_std().unwrap_or(Duration::ZERO);
-    left.mul_f64(23.0 / 24.0).max(Duration::from_secs(1))
+    let spare = (left / 24).max((left / 4).min(Duration::from_secs(60)));
+    left.saturating_sub(spare).max(Duration::from_secs(1))
 }
 
 /// Leaves a channel we no longer use: deletes its subscriptions
@@ -875,5 +878,38 @@ impl Actor for ConnectionActor {
             let _ = stop.send(());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn rollover_comes_an_hour_before_a_day_long_expiry_and_early_enough_for_short_ones() {
+        let now = at("2024-05-01T10:00:00Z");
+        let day = rollover_delay(now + chrono::TimeDelta::hours(24), now);
+        assert_eq!(day, Duration::from_secs(23 * 3600));
+        let short = rollover_delay(now + chrono::TimeDelta::seconds(12), now);
+        assert_eq!(short, Duration::from_secs(9));
+        let past = rollover_delay(now - chrono::TimeDelta::seconds(5), now);
+        assert_eq!(past, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn topics_are_one_combined_topic_per_user_then_the_extra_ones() {
+        let users = vec![UserId::parse("U1").unwrap()];
+        let topics = topics_for(&users, &["v2.routing.queues.q1.users".to_string()]);
+        assert_eq!(
+            topics,
+            vec![
+                "v2.users.u1?presence&routingStatus&conversationsummary".to_string(),
+                "v2.routing.queues.q1.users".to_string()
+            ]
+        );
     }
 }

@@ -301,8 +301,10 @@ pub struct SupervisorState {
     clock_measured: bool,
     /// Connections whose actor failed: their stream is incomplete since then (local UTC).
     pending_gaps: HashMap<usize, chrono::DateTime<chrono::Utc>>,
-    definitions_refreshed: Option<std::time::Instant>,
     definitions_refreshing: bool,
+    /// The last refresh asked by an unknown definition id (at most one a minute).
+    unknown_refreshed: Option<std::time::Instant>,
+    unknown_refresh_scheduled: bool,
 }
 
 fn restart_delay(restarts: u32) -> Duration {
@@ -814,7 +816,6 @@ impl SupervisorState {
                 tracing::error!(error = %e, "could not read up to when the stream was complete; no start backfill")
             }
         }
-        self.definitions_refreshed = Some(std::time::Instant::now());
         let mut ids = Vec::with_capacity(users.len());
         for user in &users {
             match UserId::parse(&user.id) {
@@ -994,8 +995,9 @@ impl Actor for Supervisor {
             extra_topics: Vec::new(),
             clock_measured: false,
             pending_gaps: HashMap::new(),
-            definitions_refreshed: None,
             definitions_refreshing: false,
+            unknown_refreshed: None,
+            unknown_refresh_scheduled: false,
         })
     }
 
@@ -1250,7 +1252,6 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 state.definitions_refreshing = true;
-                state.definitions_refreshed = Some(std::time::Instant::now());
                 let client = state.args.client.clone();
                 let me = myself.clone();
                 tokio::spawn(async move {
@@ -1260,6 +1261,7 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::DefinitionsListed(result) => {
                 state.definitions_refreshing = false;
+                state.unknown_refresh_scheduled = false;
                 match result {
                     Ok(definitions) => {
                         let catalog = Arc::new(PresenceCatalog::from_definitions(&definitions));
@@ -1280,12 +1282,18 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::UnknownDefinition(id) => {
-                let due = state
-                    .definitions_refreshed
-                    .is_none_or(|at| at.elapsed() >= DEFINITIONS_MIN_INTERVAL);
-                if due {
+                // At most one refresh a minute for unknown ids; one arriving sooner is
+                // picked up by a refresh scheduled for when the minute is over.
+                let wait = state.unknown_refreshed.map_or(Duration::ZERO, |at| {
+                    DEFINITIONS_MIN_INTERVAL.saturating_sub(at.elapsed())
+                });
+                if wait.is_zero() {
                     tracing::info!(definition_id = %id, "unknown presence definition: refreshing the definitions");
+                    state.unknown_refreshed = Some(std::time::Instant::now());
                     let _ = myself.cast(SupervisorMsg::RefreshDefinitions);
+                } else if !state.unknown_refresh_scheduled {
+                    state.unknown_refresh_scheduled = true;
+                    myself.send_after(wait, move || SupervisorMsg::UnknownDefinition(id));
                 }
             }
             SupervisorMsg::Snapshot => state.start_snapshot(&myself),

@@ -9,6 +9,7 @@ mod backfill;
 mod delivery;
 mod fixtures;
 mod helpers;
+mod lifecycle;
 mod membership;
 mod openapi;
 mod process;
