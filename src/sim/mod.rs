@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 mod analytics;
+mod chaos;
 mod core;
 mod faults;
 mod http;
@@ -62,6 +63,7 @@ pub use self::analytics::{
     DEFAULT_USER_DETAILS_PAGE_SIZE, MAX_INTERVAL_FILTERED, MAX_INTERVAL_UNFILTERED,
     MAX_USER_DETAILS_PAGE_SIZE,
 };
+pub use self::chaos::{ChaosConfig, ChaosFault};
 pub use self::core::{MAX_CHANNELS, MAX_TOPICS_PER_CHANNEL};
 pub use self::faults::FaultSpec;
 pub use self::http::{
@@ -833,6 +835,44 @@ impl Simulator {
     /// not included).
     pub async fn rate_limited_requests(&self) -> anyhow::Result<u64> {
         self.core.call(|c| c.rate_limited).await
+    }
+
+    /// Starts random chaos (see [`ChaosConfig`] and [`ChaosFault`] for what each fault
+    /// does), replacing any chaos already running. Refuses a zero `mean_interval` or an empty
+    /// `kinds`.
+    pub async fn start_chaos(&self, cfg: ChaosConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !cfg.mean_interval.is_zero(),
+            "chaos mean interval must not be zero"
+        );
+        anyhow::ensure!(!cfg.kinds.is_empty(), "chaos needs at least one fault kind");
+        self.core.call(move |c| c.start_chaos(cfg)).await
+    }
+
+    /// Deterministic chaos: fires each `(offset, fault)` at `offset` (wall clock) from now,
+    /// replacing any chaos already running. Choices inside a fault (which socket or channel,
+    /// how many 429s) come from an RNG seeded with `seed`.
+    pub async fn start_chaos_schedule(
+        &self,
+        seed: u64,
+        schedule: Vec<(Duration, ChaosFault)>,
+    ) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.start_chaos_schedule(seed, schedule))
+            .await
+    }
+
+    /// Stops chaos: no further fault fires (pending scheduled ones are void). Effects already
+    /// in place stay (queued 429s/5xx, held or reordered frames, revoked tokens); use
+    /// [`Simulator::clear_faults`] to drop pending HTTP faults.
+    pub async fn stop_chaos(&self) -> anyhow::Result<()> {
+        self.core.call(|c| c.stop_chaos()).await
+    }
+
+    /// Chaos faults fired so far, per kind (a fault that found nothing to hit, e.g. no socket
+    /// connected, still counts). Kinds never fired are absent.
+    pub async fn chaos_stats(&self) -> anyhow::Result<std::collections::BTreeMap<ChaosFault, u64>> {
+        self.core.call(|c| c.chaos_stats.clone()).await
     }
 
     /// Every token issued so far answers 401 from now on (new ones can be requested).

@@ -34,6 +34,9 @@ pub enum Outgoing {
     /// read, so not even the automatic answer to an RFC 6455 ping goes out: the connection
     /// looks black-holed.
     Pause(bool),
+    /// Write nothing (and read nothing) for this long, then go on with the queued frames in
+    /// order (chaos: delayed deliveries).
+    Hold(Duration),
 }
 
 impl Outgoing {
@@ -63,6 +66,7 @@ pub async fn serve(socket: WebSocketStream, channel_id: String, core: CoreHandle
         tokio::select! {
             out = rx.recv() => match out {
                 Some(Outgoing::Pause(on)) => paused = on,
+                Some(Outgoing::Hold(pause)) => tokio::time::sleep(pause).await,
                 Some(Outgoing::Text(text)) => {
                     if sink.send(Message::Text(text)).await.is_err() {
                         break;

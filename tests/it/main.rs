@@ -18,6 +18,7 @@ mod secrets;
 mod service;
 mod sim_analytics;
 mod sim_channels;
+mod sim_chaos;
 mod sim_protocol;
 mod sim_rate_limit;
 mod sim_topics;
