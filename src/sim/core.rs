@@ -89,6 +89,8 @@ enum Timer {
     ChaosAt(u64, ChaosFault),
     /// Release the frame socket `.0` holds back (chaos reorder), if any.
     ReleaseHeld(u64),
+    /// Next step of shift slot `.1`, if shift generation `.0` is still current.
+    Shift(u64, usize),
 }
 
 /// Bit flags of the per-user topics a channel listens to.
@@ -238,6 +240,10 @@ pub struct Core {
     chaos_rng: StdRng,
     /// Chaos faults fired so far, per kind.
     pub chaos_stats: std::collections::BTreeMap<ChaosFault, u64>,
+    /// The compressed shift in progress, if any.
+    pub(super) shift: Option<super::shift::ShiftState>,
+    /// Bumped by every shift start, so stale shift timers do nothing.
+    pub(super) shift_generation: u64,
     /// Offset of the simulated clock from real UTC ([`Core::now`]).
     pub clock_skew: chrono::TimeDelta,
     /// Every presence and routing transition generated, in order.
@@ -287,6 +293,8 @@ impl Core {
             chaos: None,
             chaos_rng: StdRng::seed_from_u64(0),
             chaos_stats: std::collections::BTreeMap::new(),
+            shift: None,
+            shift_generation: 0,
         };
         let divisions = core.cfg.division_ids.clone();
         for i in 0..core.world.agents.len() {
@@ -312,6 +320,16 @@ impl Core {
             .checked_add(after)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         self.timers.push(Reverse((at, self.timer_seq, timer)));
+    }
+
+    /// Schedules shift slot `slot` at an absolute instant.
+    pub(super) fn schedule_shift(&mut self, at: Instant, generation: u64, slot: usize) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse((
+            at,
+            self.timer_seq,
+            Timer::Shift(generation, slot),
+        )));
     }
 
     fn fire_due_timers(&mut self) {
@@ -363,6 +381,7 @@ impl Core {
                     }
                 }
                 Timer::ReleaseHeld(socket_id) => self.release_held(socket_id),
+                Timer::Shift(generation, slot) => self.shift_step(generation, slot),
                 Timer::ExpireChannel(serial) => {
                     if let Some(i) = self.channels.iter().position(|c| c.serial == serial) {
                         self.end_channel(i, ChannelEnd::Expired);

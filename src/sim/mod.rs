@@ -43,6 +43,7 @@ mod chaos;
 mod core;
 mod faults;
 mod http;
+mod shift;
 mod truth;
 mod world;
 mod ws;
@@ -70,6 +71,7 @@ pub use self::http::{
     DEFAULT_QUEUE_MEMBERS_PAGE_SIZE, DEFAULT_USERS_PAGE_SIZE, MAX_QUEUE_MEMBERS_PAGE_SIZE,
     MAX_USERS_PAGE_SIZE,
 };
+pub use self::shift::{ShiftConfig, ShiftHandle, ShiftSummary};
 pub use self::truth::{GroundTruthTransition, IdleEpisode, TransitionKind, idle_episodes};
 pub use self::world::{
     AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, HOME_DIVISION_ID, LUNCH_ID, OFFLINE_ID,
@@ -706,6 +708,24 @@ impl Simulator {
                 Ok(())
             })
             .await?
+    }
+
+    /// Starts a compressed shift (see [`ShiftConfig`]): the autopilot is turned off, any
+    /// earlier shift is cancelled, and every chosen agent goes ON_QUEUE + IDLE, then cycles
+    /// through INTERACTING / NOT_RESPONDING / off-queue presences (Break, Meeting, Lunch, with
+    /// OFF_QUEUE; sometimes AVAILABLE on its own) and back to IDLE, finally OFFLINE + OFF_QUEUE
+    /// once `duration` has passed. Every routing IDLE episode lasts exactly (in Genesys
+    /// timestamps) either less than `idle_threshold - margin` or more than
+    /// `idle_threshold + margin`, so with [`idle_episodes`] on the ground truth a test knows
+    /// exactly which episodes must raise an idle alert.
+    pub async fn start_shift(&self, cfg: ShiftConfig) -> anyhow::Result<ShiftHandle> {
+        cfg.validate()?;
+        self.core.call(move |c| c.start_shift(cfg)).await
+    }
+
+    /// [`Simulator::start_shift`], then waits until the shift is over.
+    pub async fn run_shift(&self, cfg: ShiftConfig) -> anyhow::Result<ShiftSummary> {
+        self.start_shift(cfg).await?.finished().await
     }
 
     /// Turns the autopilot on or off at run time.

@@ -21,6 +21,7 @@ mod sim_channels;
 mod sim_chaos;
 mod sim_protocol;
 mod sim_rate_limit;
+mod sim_shift;
 mod sim_topics;
 mod sim_truth;
 mod sim_users;
