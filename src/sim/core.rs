@@ -970,6 +970,26 @@ impl Core {
         self.emit_recorded(change, None)
     }
 
+    /// Records a firehose change and returns its frame, the queues of the sockets listening
+    /// (none while silent) and its ground-truth index, marked delivered if any socket listens.
+    pub fn record_firehose(
+        &mut self,
+        change: &Change,
+    ) -> (String, Vec<mpsc::Sender<Outgoing>>, usize) {
+        let index = self.record_change(change).unwrap_or_default();
+        let targets: Vec<mpsc::Sender<Outgoing>> = if self.silent {
+            Vec::new()
+        } else {
+            self.targets(change)
+                .into_iter()
+                .filter_map(|id| self.sockets.get(&id).map(|s| s.tx.clone()))
+                .collect()
+        };
+        self.truth[index].delivered = !targets.is_empty();
+        let correlation = guid(&mut self.id_rng);
+        (ws::event_frame(change, &correlation), targets, index)
+    }
+
     /// [`Core::emit`] for a change recorded at `truth_index` in the ground truth.
     fn emit_recorded(&mut self, change: &Change, truth_index: Option<usize>) -> bool {
         if self.silent {

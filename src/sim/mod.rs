@@ -42,6 +42,7 @@ mod analytics;
 mod chaos;
 mod core;
 mod faults;
+mod firehose;
 mod http;
 mod shift;
 mod truth;
@@ -67,6 +68,7 @@ pub use self::analytics::{
 pub use self::chaos::{ChaosConfig, ChaosFault};
 pub use self::core::{MAX_CHANNELS, MAX_TOPICS_PER_CHANNEL};
 pub use self::faults::FaultSpec;
+pub use self::firehose::{FirehoseHandle, FirehoseReport};
 pub use self::http::{
     DEFAULT_QUEUE_MEMBERS_PAGE_SIZE, DEFAULT_USERS_PAGE_SIZE, MAX_QUEUE_MEMBERS_PAGE_SIZE,
     MAX_USERS_PAGE_SIZE,
@@ -726,6 +728,21 @@ impl Simulator {
     /// [`Simulator::start_shift`], then waits until the shift is over.
     pub async fn run_shift(&self, cfg: ShiftConfig) -> anyhow::Result<ShiftSummary> {
         self.start_shift(cfg).await?.finished().await
+    }
+
+    /// Firehose for benchmarks: `per_agent` scripted transitions for every active agent
+    /// (round-robin; mostly routing INTERACTING/IDLE, every fifth a presence change
+    /// AVAILABLE/ON_QUEUE; timestamps now, strictly increasing per user), each recorded in the
+    /// ground truth and handed to every listening socket **awaiting back-pressure**: no frame
+    /// is dropped, so a slow consumer slows the firehose down instead. Turn the autopilot off
+    /// for clean numbers. Runs in its own task; see [`Simulator::firehose`] to wait for it.
+    pub fn start_firehose(&self, per_agent: usize) -> FirehoseHandle {
+        firehose::spawn(self.core.clone(), per_agent)
+    }
+
+    /// [`Simulator::start_firehose`], then waits until every frame was handed to its sockets.
+    pub async fn firehose(&self, per_agent: usize) -> anyhow::Result<FirehoseReport> {
+        self.start_firehose(per_agent).finished().await
     }
 
     /// Turns the autopilot on or off at run time.

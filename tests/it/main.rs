@@ -19,6 +19,7 @@ mod service;
 mod sim_analytics;
 mod sim_channels;
 mod sim_chaos;
+mod sim_firehose;
 mod sim_protocol;
 mod sim_rate_limit;
 mod sim_shift;
