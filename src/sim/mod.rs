@@ -9,6 +9,12 @@
 //! - `http`: the poem routes (`/oauth/token`, `/api/v2/...`, `/channels/{id}`).
 //! - `ws`: socket tasks and the notification frames.
 //! - `faults`: injected HTTP failures and `ErrorBody`s.
+//! - `truth`: the ground truth of every generated transition ([`Simulator::ground_truth`],
+//!   [`idle_episodes`]).
+//! - `analytics`: `POST /api/v2/analytics/users/details/query`, built from the ground truth.
+//! - `chaos`: random (seeded) or scheduled faults ([`Simulator::start_chaos`]).
+//! - `shift`: the compressed shift with unambiguous idle episodes ([`Simulator::run_shift`]).
+//! - `firehose`: back-pressured bulk transitions for benchmarks ([`Simulator::firehose`]).
 //!
 //! # Served paths (all on [`Simulator::base_url`])
 //! - `POST /oauth/token`: client credentials with HTTP Basic; 401 `invalid_client` otherwise.
