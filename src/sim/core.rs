@@ -10,13 +10,14 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::SeedableRng;
 use rand::distr::{Alphanumeric, SampleString};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::faults::{Faults, Reply};
+use super::chaos::{ChaosConfig, ChaosFault};
+use super::faults::{FaultSpec, Faults, Reply};
 use super::truth::{GroundTruthTransition, TransitionKind};
 use super::world::{Change, Queue, World, build_queues, guid};
 use super::ws::{self, Outgoing};
@@ -82,6 +83,14 @@ enum Timer {
     ForceClose(u64),
     /// Channel with serial `.0` reaches its `expires`.
     ExpireChannel(u64),
+    /// Random chaos step, if chaos generation `.0` is still current.
+    Chaos(u64),
+    /// Scheduled chaos fault, if chaos generation `.0` is still current.
+    ChaosAt(u64, ChaosFault),
+    /// Release the frame socket `.0` holds back (chaos reorder), if any.
+    ReleaseHeld(u64),
+    /// Next step of shift slot `.1`, if shift generation `.0` is still current.
+    Shift(u64, usize),
 }
 
 /// Bit flags of the per-user topics a channel listens to.
@@ -177,6 +186,13 @@ pub fn topic_subject(topic: &str) -> Option<String> {
 struct SocketState {
     channel_id: String,
     tx: mpsc::Sender<Outgoing>,
+    /// Chaos: the next this-many event frames are sent twice.
+    duplicate_next: u32,
+    /// Chaos: this many adjacent pairs of event frames still to swap.
+    reorder_next: u32,
+    /// Chaos: an event frame held back to go out after the next one (with its ground-truth
+    /// index, marked delivered when it is released).
+    held: Option<(String, Option<usize>)>,
 }
 
 /// The simulator's whole state; only the core task touches it.
@@ -217,6 +233,17 @@ pub struct Core {
     rate_windows: HashMap<String, (Instant, u32)>,
     /// 429s answered because of [`SimConfig::rate_limit_per_minute`].
     pub rate_limited: u64,
+    /// Bumped by every chaos start and stop, so stale chaos timers do nothing.
+    chaos_generation: u64,
+    /// The running random chaos, if any.
+    chaos: Option<ChaosConfig>,
+    chaos_rng: StdRng,
+    /// Chaos faults fired so far, per kind.
+    pub chaos_stats: std::collections::BTreeMap<ChaosFault, u64>,
+    /// The compressed shift in progress, if any.
+    pub(super) shift: Option<super::shift::ShiftState>,
+    /// Bumped by every shift start, so stale shift timers do nothing.
+    pub(super) shift_generation: u64,
     /// Offset of the simulated clock from real UTC ([`Core::now`]).
     pub clock_skew: chrono::TimeDelta,
     /// Every presence and routing transition generated, in order.
@@ -262,6 +289,12 @@ impl Core {
             rejected_ids: HashMap::new(),
             rate_windows: HashMap::new(),
             rate_limited: 0,
+            chaos_generation: 0,
+            chaos: None,
+            chaos_rng: StdRng::seed_from_u64(0),
+            chaos_stats: std::collections::BTreeMap::new(),
+            shift: None,
+            shift_generation: 0,
         };
         let divisions = core.cfg.division_ids.clone();
         for i in 0..core.world.agents.len() {
@@ -287,6 +320,16 @@ impl Core {
             .checked_add(after)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
         self.timers.push(Reverse((at, self.timer_seq, timer)));
+    }
+
+    /// Schedules shift slot `slot` at an absolute instant.
+    pub(super) fn schedule_shift(&mut self, at: Instant, generation: u64, slot: usize) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse((
+            at,
+            self.timer_seq,
+            Timer::Shift(generation, slot),
+        )));
     }
 
     fn fire_due_timers(&mut self) {
@@ -318,6 +361,27 @@ impl Core {
                 Timer::ForceClose(socket_id) => {
                     self.close_socket(socket_id, Outgoing::close("socket closing"));
                 }
+                Timer::Chaos(generation) => {
+                    if generation != self.chaos_generation {
+                        continue;
+                    }
+                    let Some(cfg) = self.chaos.clone() else {
+                        continue;
+                    };
+                    let kinds: Vec<ChaosFault> = cfg.kinds.iter().copied().collect();
+                    if !kinds.is_empty() {
+                        let fault = kinds[self.chaos_rng.random_range(0..kinds.len())];
+                        self.fire_chaos(fault);
+                    }
+                    self.schedule_chaos(&cfg);
+                }
+                Timer::ChaosAt(generation, fault) => {
+                    if generation == self.chaos_generation {
+                        self.fire_chaos(fault);
+                    }
+                }
+                Timer::ReleaseHeld(socket_id) => self.release_held(socket_id),
+                Timer::Shift(generation, slot) => self.shift_step(generation, slot),
                 Timer::ExpireChannel(serial) => {
                     if let Some(i) = self.channels.iter().position(|c| c.serial == serial) {
                         self.end_channel(i, ChannelEnd::Expired);
@@ -693,6 +757,9 @@ impl Core {
             SocketState {
                 channel_id: channel_id.to_string(),
                 tx,
+                duplicate_next: 0,
+                reorder_next: 0,
+                held: None,
             },
         );
         Some(socket_id)
@@ -889,9 +956,9 @@ impl Core {
     pub fn emit_all(&mut self, changes: Vec<Change>) {
         for change in changes {
             let index = self.record_change(&change);
-            let delivered = self.emit(&change);
+            let delivered = self.emit_recorded(&change, index);
             if let Some(index) = index {
-                self.truth[index].delivered = delivered;
+                self.truth[index].delivered |= delivered;
             }
         }
     }
@@ -900,6 +967,31 @@ impl Core {
     /// `true` if at least one socket queue took it. Not recorded in the ground truth (injected
     /// events go through here directly).
     pub fn emit(&mut self, change: &Change) -> bool {
+        self.emit_recorded(change, None)
+    }
+
+    /// Records a firehose change and returns its frame, the queues of the sockets listening
+    /// (none while silent) and its ground-truth index, marked delivered if any socket listens.
+    pub fn record_firehose(
+        &mut self,
+        change: &Change,
+    ) -> (String, Vec<mpsc::Sender<Outgoing>>, usize) {
+        let index = self.record_change(change).unwrap_or_default();
+        let targets: Vec<mpsc::Sender<Outgoing>> = if self.silent {
+            Vec::new()
+        } else {
+            self.targets(change)
+                .into_iter()
+                .filter_map(|id| self.sockets.get(&id).map(|s| s.tx.clone()))
+                .collect()
+        };
+        self.truth[index].delivered = !targets.is_empty();
+        let correlation = guid(&mut self.id_rng);
+        (ws::event_frame(change, &correlation), targets, index)
+    }
+
+    /// [`Core::emit`] for a change recorded at `truth_index` in the ground truth.
+    fn emit_recorded(&mut self, change: &Change, truth_index: Option<usize>) -> bool {
         if self.silent {
             return false;
         }
@@ -911,12 +1003,169 @@ impl Core {
         let frame = ws::event_frame(change, &correlation);
         let mut delivered = false;
         for id in targets {
-            delivered |= self.send(id, frame.clone());
-            if self.duplicate {
-                self.send(id, frame.clone());
-            }
+            delivered |= self.send_event(id, &frame, truth_index);
         }
         delivered
+    }
+
+    /// Queues an event frame on a socket, applying the global duplicate switch and the
+    /// socket's chaos (duplicate, reorder). `true` if it was queued now.
+    fn send_event(&mut self, socket_id: u64, frame: &str, truth_index: Option<usize>) -> bool {
+        let Some(socket) = self.sockets.get_mut(&socket_id) else {
+            return false;
+        };
+        let twice = self.duplicate || socket.duplicate_next > 0;
+        socket.duplicate_next = socket.duplicate_next.saturating_sub(1);
+        if socket.held.is_none() && socket.reorder_next > 0 {
+            socket.reorder_next -= 1;
+            socket.held = Some((frame.to_string(), truth_index));
+            self.schedule(Duration::from_millis(500), Timer::ReleaseHeld(socket_id));
+            return false;
+        }
+        let held = socket.held.take();
+        let sent = self.send(socket_id, frame.to_string());
+        if twice {
+            self.send(socket_id, frame.to_string());
+        }
+        if let Some((held, index)) = held {
+            if self.send(socket_id, held) {
+                if let Some(index) = index {
+                    self.truth[index].delivered = true;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Sends the frame a socket holds back, if any (end of a chaos reorder with no next frame).
+    fn release_held(&mut self, socket_id: u64) {
+        let held = self
+            .sockets
+            .get_mut(&socket_id)
+            .and_then(|socket| socket.held.take());
+        if let Some((frame, index)) = held {
+            if self.send(socket_id, frame) {
+                if let Some(index) = index {
+                    self.truth[index].delivered = true;
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Chaos
+    // -----------------------------------------------------------------------------------------
+
+    /// Starts random chaos (replacing any chaos running).
+    pub fn start_chaos(&mut self, cfg: ChaosConfig) {
+        self.chaos_generation += 1;
+        self.chaos_rng = StdRng::seed_from_u64(cfg.seed);
+        self.schedule_chaos(&cfg);
+        self.chaos = Some(cfg);
+    }
+
+    /// Starts scheduled chaos (replacing any chaos running): each fault fires at its offset
+    /// from now. Choices inside a fault (which socket) come from an RNG seeded with `seed`.
+    pub fn start_chaos_schedule(&mut self, seed: u64, schedule: Vec<(Duration, ChaosFault)>) {
+        self.chaos_generation += 1;
+        self.chaos = None;
+        self.chaos_rng = StdRng::seed_from_u64(seed);
+        let generation = self.chaos_generation;
+        for (offset, fault) in schedule {
+            self.schedule(offset, Timer::ChaosAt(generation, fault));
+        }
+    }
+
+    /// Stops chaos; pending scheduled faults are void. Faults already fired stay in effect
+    /// (queued 429s, held frames, revoked tokens).
+    pub fn stop_chaos(&mut self) {
+        self.chaos_generation += 1;
+        self.chaos = None;
+    }
+
+    fn schedule_chaos(&mut self, cfg: &ChaosConfig) {
+        let factor: f64 = self.chaos_rng.random_range(0.5..1.5);
+        let after = cfg
+            .mean_interval
+            .mul_f64(factor)
+            .max(Duration::from_millis(1));
+        self.schedule(after, Timer::Chaos(self.chaos_generation));
+    }
+
+    fn random_socket(&mut self) -> Option<u64> {
+        let ids = self.socket_ids();
+        (!ids.is_empty()).then(|| ids[self.chaos_rng.random_range(0..ids.len())])
+    }
+
+    /// Fires one chaos fault now and counts it (even when it found nothing to hit).
+    pub fn fire_chaos(&mut self, fault: ChaosFault) {
+        tracing::debug!(?fault, "simulator: chaos");
+        *self.chaos_stats.entry(fault).or_default() += 1;
+        match fault {
+            ChaosFault::DropSockets => self.drop_sockets(),
+            ChaosFault::SocketClosing => self.send_socket_closing(),
+            ChaosFault::RevokeTokens => self.revoke_tokens(),
+            ChaosFault::RateLimit => {
+                let count = self.chaos_rng.random_range(1..=3);
+                self.faults.push(FaultSpec {
+                    method: "*".into(),
+                    path_prefix: "/api/".into(),
+                    status: 429,
+                    retry_after_header: Some(1),
+                    retry_after_in_message: Some(1),
+                    count,
+                });
+            }
+            ChaosFault::ServerError => {
+                let status = [500, 502, 503, 504][self.chaos_rng.random_range(0..4)];
+                let count = self.chaos_rng.random_range(1..=2);
+                self.faults.push(FaultSpec {
+                    method: "*".into(),
+                    path_prefix: "/api/".into(),
+                    status,
+                    retry_after_header: None,
+                    retry_after_in_message: None,
+                    count,
+                });
+            }
+            ChaosFault::DelayDeliveries => {
+                let pause = Duration::from_millis(self.chaos_rng.random_range(100..=1500));
+                if let Some(id) = self.random_socket() {
+                    let _ = self.sockets[&id].tx.try_send(Outgoing::Hold(pause));
+                }
+            }
+            ChaosFault::DuplicateDeliveries => {
+                let n = self.chaos_rng.random_range(1..=5);
+                if let Some(id) = self.random_socket() {
+                    if let Some(socket) = self.sockets.get_mut(&id) {
+                        socket.duplicate_next += n;
+                    }
+                }
+            }
+            ChaosFault::ReorderDeliveries => {
+                let n = self.chaos_rng.random_range(1..=3);
+                if let Some(id) = self.random_socket() {
+                    if let Some(socket) = self.sockets.get_mut(&id) {
+                        socket.reorder_next += n;
+                    }
+                }
+            }
+            ChaosFault::ExpireChannel => {
+                if !self.channels.is_empty() {
+                    let i = self.chaos_rng.random_range(0..self.channels.len());
+                    self.end_channel(i, ChannelEnd::Expired);
+                }
+            }
+            ChaosFault::NoLongerSubscribed => {
+                let connected: Vec<usize> = (0..self.channels.len())
+                    .filter(|i| self.channels[*i].socket.is_some())
+                    .collect();
+                if !connected.is_empty() {
+                    let i = connected[self.chaos_rng.random_range(0..connected.len())];
+                    self.end_channel(i, ChannelEnd::NoLongerSubscribed);
+                }
+            }
+        }
     }
 
     /// The sockets whose channel listens to this change's user and topic (or queue).

@@ -9,6 +9,12 @@
 //! - `http`: the poem routes (`/oauth/token`, `/api/v2/...`, `/channels/{id}`).
 //! - `ws`: socket tasks and the notification frames.
 //! - `faults`: injected HTTP failures and `ErrorBody`s.
+//! - `truth`: the ground truth of every generated transition ([`Simulator::ground_truth`],
+//!   [`idle_episodes`]).
+//! - `analytics`: `POST /api/v2/analytics/users/details/query`, built from the ground truth.
+//! - `chaos`: random (seeded) or scheduled faults ([`Simulator::start_chaos`]).
+//! - `shift`: the compressed shift with unambiguous idle episodes ([`Simulator::run_shift`]).
+//! - `firehose`: back-pressured bulk transitions for benchmarks ([`Simulator::firehose`]).
 //!
 //! # Served paths (all on [`Simulator::base_url`])
 //! - `POST /oauth/token`: client credentials with HTTP Basic; 401 `invalid_client` otherwise.
@@ -39,9 +45,12 @@
 #![warn(missing_docs)]
 
 mod analytics;
+mod chaos;
 mod core;
 mod faults;
+mod firehose;
 mod http;
+mod shift;
 mod truth;
 mod world;
 mod ws;
@@ -62,12 +71,15 @@ pub use self::analytics::{
     DEFAULT_USER_DETAILS_PAGE_SIZE, MAX_INTERVAL_FILTERED, MAX_INTERVAL_UNFILTERED,
     MAX_USER_DETAILS_PAGE_SIZE,
 };
+pub use self::chaos::{ChaosConfig, ChaosFault};
 pub use self::core::{MAX_CHANNELS, MAX_TOPICS_PER_CHANNEL};
 pub use self::faults::FaultSpec;
+pub use self::firehose::{FirehoseHandle, FirehoseReport};
 pub use self::http::{
     DEFAULT_QUEUE_MEMBERS_PAGE_SIZE, DEFAULT_USERS_PAGE_SIZE, MAX_QUEUE_MEMBERS_PAGE_SIZE,
     MAX_USERS_PAGE_SIZE,
 };
+pub use self::shift::{ShiftConfig, ShiftHandle, ShiftSummary};
 pub use self::truth::{GroundTruthTransition, IdleEpisode, TransitionKind, idle_episodes};
 pub use self::world::{
     AVAILABLE_ID, COACHING_ID, ESCAPE_TEST_NAME, HOME_DIVISION_ID, LUNCH_ID, OFFLINE_ID,
@@ -706,6 +718,39 @@ impl Simulator {
             .await?
     }
 
+    /// Starts a compressed shift (see [`ShiftConfig`]): the autopilot is turned off, any
+    /// earlier shift is cancelled, and every chosen agent goes ON_QUEUE + IDLE, then cycles
+    /// through INTERACTING / NOT_RESPONDING / off-queue presences (Break, Meeting, Lunch, with
+    /// OFF_QUEUE; sometimes AVAILABLE on its own) and back to IDLE, finally OFFLINE + OFF_QUEUE
+    /// once `duration` has passed. Every routing IDLE episode lasts exactly (in Genesys
+    /// timestamps) either less than `idle_threshold - margin` or more than
+    /// `idle_threshold + margin`, so with [`idle_episodes`] on the ground truth a test knows
+    /// exactly which episodes must raise an idle alert.
+    pub async fn start_shift(&self, cfg: ShiftConfig) -> anyhow::Result<ShiftHandle> {
+        cfg.validate()?;
+        self.core.call(move |c| c.start_shift(cfg)).await
+    }
+
+    /// [`Simulator::start_shift`], then waits until the shift is over.
+    pub async fn run_shift(&self, cfg: ShiftConfig) -> anyhow::Result<ShiftSummary> {
+        self.start_shift(cfg).await?.finished().await
+    }
+
+    /// Firehose for benchmarks: `per_agent` scripted transitions for every active agent
+    /// (round-robin; mostly routing INTERACTING/IDLE, every fifth a presence change
+    /// AVAILABLE/ON_QUEUE; timestamps now, strictly increasing per user), each recorded in the
+    /// ground truth and handed to every listening socket **awaiting back-pressure**: no frame
+    /// is dropped, so a slow consumer slows the firehose down instead. Turn the autopilot off
+    /// for clean numbers. Runs in its own task; see [`Simulator::firehose`] to wait for it.
+    pub fn start_firehose(&self, per_agent: usize) -> FirehoseHandle {
+        firehose::spawn(self.core.clone(), per_agent)
+    }
+
+    /// [`Simulator::start_firehose`], then waits until every frame was handed to its sockets.
+    pub async fn firehose(&self, per_agent: usize) -> anyhow::Result<FirehoseReport> {
+        self.start_firehose(per_agent).finished().await
+    }
+
     /// Turns the autopilot on or off at run time.
     pub async fn set_autopilot(&self, on: bool) -> anyhow::Result<()> {
         self.core.call(move |c| c.set_autopilot(on)).await
@@ -833,6 +878,44 @@ impl Simulator {
     /// not included).
     pub async fn rate_limited_requests(&self) -> anyhow::Result<u64> {
         self.core.call(|c| c.rate_limited).await
+    }
+
+    /// Starts random chaos (see [`ChaosConfig`] and [`ChaosFault`] for what each fault
+    /// does), replacing any chaos already running. Refuses a zero `mean_interval` or an empty
+    /// `kinds`.
+    pub async fn start_chaos(&self, cfg: ChaosConfig) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !cfg.mean_interval.is_zero(),
+            "chaos mean interval must not be zero"
+        );
+        anyhow::ensure!(!cfg.kinds.is_empty(), "chaos needs at least one fault kind");
+        self.core.call(move |c| c.start_chaos(cfg)).await
+    }
+
+    /// Deterministic chaos: fires each `(offset, fault)` at `offset` (wall clock) from now,
+    /// replacing any chaos already running. Choices inside a fault (which socket or channel,
+    /// how many 429s) come from an RNG seeded with `seed`.
+    pub async fn start_chaos_schedule(
+        &self,
+        seed: u64,
+        schedule: Vec<(Duration, ChaosFault)>,
+    ) -> anyhow::Result<()> {
+        self.core
+            .call(move |c| c.start_chaos_schedule(seed, schedule))
+            .await
+    }
+
+    /// Stops chaos: no further fault fires (pending scheduled ones are void). Effects already
+    /// in place stay (queued 429s/5xx, held or reordered frames, revoked tokens); use
+    /// [`Simulator::clear_faults`] to drop pending HTTP faults.
+    pub async fn stop_chaos(&self) -> anyhow::Result<()> {
+        self.core.call(|c| c.stop_chaos()).await
+    }
+
+    /// Chaos faults fired so far, per kind (a fault that found nothing to hit, e.g. no socket
+    /// connected, still counts). Kinds never fired are absent.
+    pub async fn chaos_stats(&self) -> anyhow::Result<std::collections::BTreeMap<ChaosFault, u64>> {
+        self.core.call(|c| c.chaos_stats.clone()).await
     }
 
     /// Every token issued so far answers 401 from now on (new ones can be requested).

@@ -34,6 +34,9 @@ pub enum Outgoing {
     /// read, so not even the automatic answer to an RFC 6455 ping goes out: the connection
     /// looks black-holed.
     Pause(bool),
+    /// Write nothing (and read nothing) for this long, then go on with the queued frames in
+    /// order (chaos: delayed deliveries).
+    Hold(Duration),
 }
 
 impl Outgoing {
@@ -59,38 +62,69 @@ pub async fn serve(socket: WebSocketStream, channel_id: String, core: CoreHandle
         return;
     };
     let mut paused = false;
+    // A non-text item found while draining a burst of text frames, handled next.
+    let mut pending: Option<Outgoing> = None;
     loop {
-        tokio::select! {
-            out = rx.recv() => match out {
-                Some(Outgoing::Pause(on)) => paused = on,
-                Some(Outgoing::Text(text)) => {
-                    if sink.send(Message::Text(text)).await.is_err() {
-                        break;
+        let out = match pending.take() {
+            Some(out) => Some(out),
+            None => tokio::select! {
+                out = rx.recv() => out,
+                incoming = stream.next(), if !paused => {
+                    match incoming {
+                        Some(Ok(Message::Text(text))) => {
+                            core.cast(move |c| c.socket_text(socket_id, &text)).await;
+                        }
+                        Some(Ok(Message::Close(_))) => {
+                            // Flushes the close reply tungstenite queued for the client.
+                            let _ = sink.close().await;
+                            break;
+                        }
+                        Some(Err(_)) | None => break,
+                        Some(Ok(_)) => {}
+                    }
+                    continue;
+                }
+            },
+        };
+        match out {
+            Some(Outgoing::Pause(on)) => paused = on,
+            Some(Outgoing::Hold(pause)) => tokio::time::sleep(pause).await,
+            Some(Outgoing::Text(text)) => {
+                // Coalesce a burst: feed every text frame already queued (up to a bound),
+                // then flush once, instead of one flush per frame.
+                if sink.feed(Message::Text(text)).await.is_err() {
+                    break;
+                }
+                let mut broken = false;
+                for _ in 0..1024 {
+                    match rx.try_recv() {
+                        Ok(Outgoing::Text(text)) => {
+                            if sink.feed(Message::Text(text)).await.is_err() {
+                                broken = true;
+                                break;
+                            }
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
                     }
                 }
-                Some(Outgoing::Close(code, reason)) => {
-                    let _ = sink.send(Message::close_with(code, reason)).await;
-                    // Give the client a moment to answer the close handshake.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        while let Some(Ok(_)) = stream.next().await {}
-                    })
-                    .await;
+                if broken || sink.flush().await.is_err() {
                     break;
                 }
-                Some(Outgoing::Drop) | None => break,
-            },
-            incoming = stream.next(), if !paused => match incoming {
-                Some(Ok(Message::Text(text))) => {
-                    core.cast(move |c| c.socket_text(socket_id, &text)).await;
-                }
-                Some(Ok(Message::Close(_))) => {
-                    // Flushes the close reply tungstenite queued for the client.
-                    let _ = sink.close().await;
-                    break;
-                }
-                Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
-            },
+            }
+            Some(Outgoing::Close(code, reason)) => {
+                let _ = sink.send(Message::close_with(code, reason)).await;
+                // Give the client a moment to answer the close handshake.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
+                .await;
+                break;
+            }
+            Some(Outgoing::Drop) | None => break,
         }
     }
     // Dropping both halves closes the TCP connection; for `Drop` no close frame was written.
