@@ -198,6 +198,24 @@ impl Episode {
         match matched_since {
             Some(since) => {
                 let since = since.min(now);
+                // The same state again, begun later than the episode, with no end of it seen:
+                // the agent left and came back while we were not looking (an exit lost in a
+                // gap and backfilled late, or superseded by the snapshot). That is a new
+                // episode: a fired one is resolved (ending where the new one began), a pending
+                // one starts over. A seen end within the flap tolerance still merges.
+                if let EpisodePhase::Firing {
+                    start,
+                    ended: ended @ None,
+                    ..
+                } = &mut self.phase
+                    && since > *start
+                {
+                    *ended = Some(MatchEnd {
+                        at: since,
+                        resolve_at: now,
+                    });
+                    actions.extend(self.on_tick(rule, now));
+                }
                 match &mut self.phase {
                     EpisodePhase::Normal | EpisodePhase::Resolved { .. } => {
                         self.phase = EpisodePhase::Pending {
@@ -211,9 +229,11 @@ impl Episode {
                         fire_at,
                         ended,
                     } => {
+                        let missed_end = ended.is_none() && since > *start;
                         *ended = None;
-                        if since < *start {
-                            // A more accurate (earlier) Genesys timestamp for the same match.
+                        if since < *start || missed_end {
+                            // An earlier Genesys timestamp for the same match (more accurate),
+                            // or a later one after an end we never saw (a new episode).
                             *start = since;
                             *fire_at = add(since, rule.threshold);
                         }

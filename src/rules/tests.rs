@@ -946,6 +946,47 @@ fn a_flap_while_pending_keeps_the_start() {
     assert_eq!(e.on_tick(&r, t0 + min(10)), [fire(t0, 0)]);
 }
 
+/// Regression guard (found by the chaos test): the end of an episode was lost in a gap and the
+/// same state, begun later, arrived first (snapshot or stream before the backfill). A later
+/// `since` with no end seen is a new episode, not the old one going on.
+#[test]
+fn the_same_state_begun_later_without_a_seen_end_is_a_new_pending_episode() {
+    let r = idle_rule();
+    let t0 = ts(T0);
+    let mut e = Episode::new();
+    e.on_match_change(&r, t0, Some(t0));
+    let again = t0 + min(7);
+    assert!(e.on_match_change(&r, again, Some(again)).is_empty());
+    assert_eq!(e.episode_start(), Some(again));
+    assert_eq!(e.next_deadline(), Some(again + min(10)));
+    // Nothing fires at the old threshold.
+    assert!(e.on_tick(&r, t0 + min(10)).is_empty());
+    assert_eq!(e.on_tick(&r, again + min(10)), [fire(again, 0)]);
+}
+
+#[test]
+fn the_same_state_begun_later_without_a_seen_end_resolves_a_fired_episode() {
+    let r = idle_rule();
+    let t0 = ts(T0);
+    let mut e = Episode::new();
+    e.on_match_change(&r, t0, Some(t0));
+    assert_eq!(e.on_tick(&r, t0 + min(10)), [fire(t0, 0)]);
+    let again = t0 + min(15);
+    let out = e.on_match_change(&r, again + secs(1), Some(again));
+    assert_eq!(
+        out,
+        [EpisodeAction::Resolve {
+            episode_start: t0,
+            ended_at: again,
+            duration: Duration::from_secs(15 * 60),
+            send: true,
+        }]
+    );
+    assert_eq!(e.episode_start(), Some(again));
+    assert!(!e.is_firing());
+    assert_eq!(e.on_tick(&r, again + min(10)), [fire(again, 0)]);
+}
+
 #[test]
 fn resolves_after_the_tolerance_with_the_total_duration() {
     let r = idle_rule();

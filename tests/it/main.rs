@@ -6,6 +6,7 @@ mod adversarial;
 mod alerting;
 mod api;
 mod backfill;
+mod chaos;
 mod delivery;
 mod fixtures;
 mod helpers;
