@@ -61,6 +61,16 @@ pub fn rss_kb() -> u64 {
         .expect("VmRSS in /proc/self/status (Linux only)")
 }
 
+/// Time this thread has spent on a CPU (`/proc/thread-self/schedstat`, nanoseconds). Rates
+/// over on-CPU time are robust on a shared machine: time spent waiting for a core is not
+/// counted against the code measured.
+pub fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/thread-self/schedstat (Linux with schedstats)")
+}
+
 /// p50, p99 and max of a sample.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {
