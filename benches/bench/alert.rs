@@ -202,7 +202,11 @@ pub fn run(ctx: &Ctx) {
                 latencies.push(ms(*at - deadlines[i]));
             }
         }
-        emit("alert.delivered", latencies.len() as f64, &format!("of_{agents}"));
+        emit(
+            "alert.delivered",
+            latencies.len() as f64,
+            &format!("of_{agents}"),
+        );
         let s = summarize(latencies);
         emit("alert.latency.p50", s.p50, "ms");
         emit("alert.latency.p99", s.p99, "ms(target<=50)");

@@ -67,7 +67,9 @@ async fn database(shape: &Shape) -> DatabaseConnection {
     let path = bench_data_dir().join(format!("history-v{LAYOUT}-{}.db", shape.rows));
     let url = format!("sqlite://{}?mode=rwc", path.display());
     if path.exists() {
-        let db = agent_monitor::db::connect(&url).await.expect("open bench db");
+        let db = agent_monitor::db::connect(&url)
+            .await
+            .expect("open bench db");
         if count(&db).await == shape.rows {
             eprintln!("# history: reusing {}", path.display());
             return db;
@@ -78,7 +80,9 @@ async fn database(shape: &Shape) -> DatabaseConnection {
         }
     }
     let started = Instant::now();
-    let db = agent_monitor::db::connect(&url).await.expect("create bench db");
+    let db = agent_monitor::db::connect(&url)
+        .await
+        .expect("create bench db");
     // Recreate the indexes after the load, from their own DDL: same schema, far faster load.
     let indexes: Vec<(String, String)> = db
         .query_all_raw(sql(
@@ -88,10 +92,17 @@ async fn database(shape: &Shape) -> DatabaseConnection {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| (r.try_get_by_index(0).unwrap(), r.try_get_by_index(1).unwrap()))
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap(),
+                r.try_get_by_index(1).unwrap(),
+            )
+        })
         .collect();
     for (name, _) in &indexes {
-        db.execute_unprepared(&format!("DROP INDEX {name}")).await.unwrap();
+        db.execute_unprepared(&format!("DROP INDEX {name}"))
+            .await
+            .unwrap();
     }
     let start_ms = shape.start().timestamp_millis();
     let (users, step) = (shape.users, shape.step_ms());
@@ -130,7 +141,9 @@ async fn database(shape: &Shape) -> DatabaseConnection {
                     ts, ts, 'stream'
              FROM t"
         );
-        db.execute_unprepared(&statement).await.expect("generate rows");
+        db.execute_unprepared(&statement)
+            .await
+            .expect("generate rows");
         lo = hi;
     }
     let loaded = started.elapsed();
@@ -186,7 +199,11 @@ async fn get(endpoint: &impl Endpoint, uri: &str) -> usize {
     let response = endpoint
         .get_response(Request::builder().uri(uri.parse().unwrap()).finish())
         .await;
-    assert!(response.status().is_success(), "{uri}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "{uri}: {}",
+        response.status()
+    );
     response.into_body().into_bytes().await.unwrap().len()
 }
 
@@ -205,7 +222,9 @@ pub fn run(ctx: &Ctx) {
     runtime().block_on(async {
         let db = database(&shape).await;
         let rows = shape.rows as i64;
-        let user = |i: usize| UserId::parse(&format!("agent-{:06}", (i * 7919) as u64 % shape.users)).unwrap();
+        let user = |i: usize| {
+            UserId::parse(&format!("agent-{:06}", (i * 7919) as u64 % shape.users)).unwrap()
+        };
         // Sanity: the generated rows are what the query functions expect.
         let check = history(
             &db,
@@ -376,7 +395,10 @@ pub fn run(ctx: &Ctx) {
             time(cheap, |i| async move {
                 get(
                     api,
-                    &format!("/api/v1/agent-status/history?limit={PAGE}&user_id={}", user(i)),
+                    &format!(
+                        "/api/v1/agent-status/history?limit={PAGE}&user_id={}",
+                        user(i)
+                    ),
                 )
                 .await;
             })

@@ -42,9 +42,17 @@ pub fn run(ctx: &Ctx) {
         let busy_kb = (busy["after_kb"] - busy["base_kb"]) / n as f64;
         let growth_kb = agents["steady_end_kb"] - agents["steady_start_kb"];
         let k = format!("{}k", n / 1000);
-        emit(&format!("memory.{k}.base_process"), agents["base_kb"] / 1024.0, "MiB");
+        emit(
+            &format!("memory.{k}.base_process"),
+            agents["base_kb"] / 1024.0,
+            "MiB",
+        );
         emit(&format!("memory.{k}.bare_actor"), bare_kb, "KB/actor");
-        emit(&format!("memory.{k}.agent_idle"), agent_kb, "KB/agent(target<=10)");
+        emit(
+            &format!("memory.{k}.agent_idle"),
+            agent_kb,
+            "KB/agent(target<=10)",
+        );
         emit(
             &format!("memory.{k}.agent_no_timer"),
             busy_kb,
@@ -148,10 +156,7 @@ pub fn child(args: &[String]) {
             }
             "agents" | "agents_busy" => {
                 let rules = Arc::new(RuleSet::builtin_idle(Duration::from_secs(3600)));
-                let peers = Peers {
-                    persistence,
-                    slack,
-                };
+                let peers = Peers { persistence, slack };
                 let now = Utc::now();
                 let mut refs = Vec::with_capacity(n);
                 for i in 0..n {
@@ -159,10 +164,8 @@ pub fn child(args: &[String]) {
                         None,
                         AgentActor,
                         AgentArgs {
-                            user_id: UserId::parse(&format!(
-                                "3f1c9a52-7b4e-4d8a-9c21-{i:012x}"
-                            ))
-                            .unwrap(),
+                            user_id: UserId::parse(&format!("3f1c9a52-7b4e-4d8a-9c21-{i:012x}"))
+                                .unwrap(),
                             user_name: Some(format!("Agent Number {i}")),
                             division_id: None,
                             queue_ids: Vec::new(),
@@ -181,7 +184,12 @@ pub fn child(args: &[String]) {
                     };
                     // Busy agents hold no pending episode, so no deadline timer.
                     let routing = RoutingUpdate {
-                        status: if what == "agents" { "IDLE" } else { "INTERACTING" }.into(),
+                        status: if what == "agents" {
+                            "IDLE"
+                        } else {
+                            "INTERACTING"
+                        }
+                        .into(),
                         timestamp: now - TimeDelta::seconds(1),
                     };
                     agent
@@ -230,7 +238,11 @@ async fn steady(refs: &[ActorRef<AgentMsg>], secs: u64, rate: u64) {
             let i = next % refs.len();
             next += 1;
             visits[i] += 1;
-            let status = if visits[i] % 2 == 1 { "INTERACTING" } else { "IDLE" };
+            let status = if visits[i] % 2 == 1 {
+                "INTERACTING"
+            } else {
+                "IDLE"
+            };
             sent += 1;
             let routing = RoutingUpdate {
                 status: status.into(),

@@ -44,7 +44,13 @@ fn corpus(n: usize) -> Vec<(Kind, String)> {
     let conversations = template::<ConversationSummaryBody>(CONVERSATIONS);
     let heartbeat = template::<ChannelMetadataBody>(HEARTBEAT);
     let base = chrono::DateTime::parse_from_rfc3339("2024-05-01T08:00:00Z").unwrap();
-    let routing_states = ["IDLE", "INTERACTING", "NOT_RESPONDING", "OFF_QUEUE", "COMMUNICATING"];
+    let routing_states = [
+        "IDLE",
+        "INTERACTING",
+        "NOT_RESPONDING",
+        "OFF_QUEUE",
+        "COMMUNICATING",
+    ];
     let presences = ["AVAILABLE", "ON_QUEUE", "BREAK", "MEAL", "AWAY", "On Queue"];
     (0..n)
         .map(|i| {
@@ -101,7 +107,7 @@ fn ours(corpus: &[(Kind, String)]) -> usize {
 fn plain(corpus: &[(Kind, String)]) -> usize {
     fn one<T: serde::de::DeserializeOwned>(text: &str) -> bool {
         serde_json::from_str::<Notification<T>>(text)
-            .map(|n| black_box(n))
+            .map(black_box)
             .is_ok()
     }
     let mut ok = 0;
@@ -142,7 +148,10 @@ pub fn run(ctx: &Ctx) {
     // Warm up both (caches, allocator).
     rate(&corpus, Duration::from_millis(200), ours);
     rate(&corpus, Duration::from_millis(200), plain);
-    let (reps, budget) = ctx.pick((9, Duration::from_millis(250)), (25, Duration::from_millis(400)));
+    let (reps, budget) = ctx.pick(
+        (9, Duration::from_millis(250)),
+        (25, Duration::from_millis(400)),
+    );
     let (mut ours_rates, mut plain_rates) = (Vec::new(), Vec::new());
     for _ in 0..reps {
         ours_rates.push(rate(&corpus, budget, ours));
@@ -151,5 +160,9 @@ pub fn run(ctx: &Ctx) {
     let (ours_rate, plain_rate) = (median(&ours_rates), median(&plain_rates));
     emit("parse.ours", ours_rate, "frames/s");
     emit("parse.serde_json_limit", plain_rate, "frames/s");
-    emit("parse.ratio", 100.0 * ours_rate / plain_rate, "%_of_limit(target>=80)");
+    emit(
+        "parse.ratio",
+        100.0 * ours_rate / plain_rate,
+        "%_of_limit(target>=80)",
+    );
 }
