@@ -171,6 +171,10 @@ pub fn normalize_routing_status(raw: &str) -> String {
 }
 
 fn normalize_enum(raw: &str, canonical: &[&str]) -> String {
+    // The common case, already canonical, costs one comparison per candidate.
+    if let Some(c) = canonical.iter().find(|c| **c == raw) {
+        return (*c).to_string();
+    }
     let squashed: String = raw
         .chars()
         .filter(|c| !matches!(c, ' ' | '_' | '-'))
@@ -178,7 +182,8 @@ fn normalize_enum(raw: &str, canonical: &[&str]) -> String {
         .collect();
     canonical
         .iter()
-        .find(|c| c.replace('_', "") == squashed)
+        // Compared without the underscores, without allocating (this runs once per event).
+        .find(|c| c.bytes().filter(|&b| b != b'_').eq(squashed.bytes()))
         .map(|c| (*c).to_string())
         .unwrap_or_else(|| raw.trim().to_ascii_uppercase().replace(' ', "_"))
 }

@@ -110,8 +110,61 @@ fn event_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, MalformedE
     Ok(at)
 }
 
+fn presence_frame(
+    name: &str,
+    user: UserId,
+    event: PresenceEventBody,
+    now: DateTime<Utc>,
+) -> Result<Frame, MalformedError> {
+    let system = event
+        .presence_definition
+        .system_presence
+        .as_deref()
+        .ok_or_else(|| {
+            MalformedError::new(format!("{name}: presenceDefinition has no systemPresence"))
+        })?;
+    Ok(Frame::Presence(
+        user,
+        PresenceUpdate {
+            system: normalize_system_presence(system),
+            definition_id: Some(event.presence_definition.id).filter(|id| !id.is_empty()),
+            label: None,
+            timestamp: event_time(&event.modified_date, now)?,
+        },
+    ))
+}
+
+fn routing_frame(
+    user: UserId,
+    event: RoutingStatusEventBody,
+    now: DateTime<Utc>,
+) -> Result<Frame, MalformedError> {
+    Ok(Frame::Routing(
+        user,
+        RoutingUpdate {
+            status: normalize_routing_status(&event.routing_status.status),
+            timestamp: event_time(&event.routing_status.start_time, now)?,
+        },
+    ))
+}
+
+fn metadata_frame(meta: ChannelMetadataBody) -> Frame {
+    if meta.message.eq_ignore_ascii_case("pong") {
+        Frame::Pong
+    } else {
+        Frame::Heartbeat
+    }
+}
+
 /// Parses one text frame. Unknown topics are [`Frame::Other`], not errors; unusable JSON, a
 /// missing or zoneless timestamp, or an empty user id is a [`MalformedError`].
+///
+/// Two paths, one result: the hot topics (presence, routing status, conversation summary,
+/// channel metadata) are read in one pass when `topicName` comes before `eventBody`, as Genesys
+/// sends it ([`one_pass`]); anything else, and any frame the one pass cannot take whole
+/// (another key order, escapes in keys, any error), goes through the general path, which keeps
+/// the body raw and parses it a second time. The one pass only succeeds where the general path
+/// gives the same frame, so errors and their messages always come from the general path.
 pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
     parse_frame_at(text, Utc::now())
 }
@@ -120,6 +173,97 @@ pub fn parse_frame(text: &str) -> Result<Frame, MalformedError> {
 /// measured offset) for the future-timestamp check, so a skewed local clock does not turn
 /// every event into a malformed one.
 pub fn parse_frame_at(text: &str, now: DateTime<Utc>) -> Result<Frame, MalformedError> {
+    if let Some(frame) = one_pass(text, now) {
+        return Ok(frame);
+    }
+    parse_frame_general(text, now)
+}
+
+/// The hot topics' bodies, parsed in the envelope's pass.
+enum HotBody {
+    Presence(PresenceEventBody),
+    Routing(RoutingStatusEventBody),
+    Conversations(ConversationSummaryBody),
+    Metadata(ChannelMetadataBody),
+}
+
+/// The envelope of a hot topic with its body already typed (see [`one_pass`]).
+struct OnePass<'a> {
+    topic: &'a str,
+    body: HotBody,
+}
+
+impl<'de> serde::Deserialize<'de> for OnePass<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Envelope;
+        impl<'de> serde::de::Visitor<'de> for Envelope {
+            type Value = OnePass<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a notification with topicName before eventBody")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OnePass<'de>, A::Error> {
+                use serde::de::Error;
+                let (mut topic, mut body) = (None::<&'de str>, None);
+                // Borrowed keys and topic: an escaped one fails here and takes the general path.
+                while let Some(key) = map.next_key::<&'de str>()? {
+                    match key {
+                        "topicName" if topic.is_none() => topic = Some(map.next_value()?),
+                        "eventBody" if body.is_none() => {
+                            let name = topic.ok_or_else(|| A::Error::custom("body first"))?;
+                            body = Some(match Topic::parse(name) {
+                                Topic::UserPresence(_) => HotBody::Presence(map.next_value()?),
+                                Topic::UserRoutingStatus(_) => HotBody::Routing(map.next_value()?),
+                                Topic::UserConversationSummary(_) => {
+                                    HotBody::Conversations(map.next_value()?)
+                                }
+                                Topic::ChannelMetadata => HotBody::Metadata(map.next_value()?),
+                                _ => return Err(A::Error::custom("not a hot topic")),
+                            });
+                        }
+                        "topicName" | "eventBody" => return Err(A::Error::custom("repeated")),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                match (topic, body) {
+                    (Some(topic), Some(body)) => Ok(OnePass { topic, body }),
+                    _ => Err(A::Error::custom("incomplete")),
+                }
+            }
+        }
+        deserializer.deserialize_map(Envelope)
+    }
+}
+
+/// One pass over a hot topic's frame: the body is parsed into its type as the envelope is read,
+/// instead of being skipped as raw JSON and parsed again. `None` whenever the frame is not
+/// exactly the common case, so the general path decides (and words every error).
+fn one_pass(text: &str, now: DateTime<Utc>) -> Option<Frame> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let OnePass { topic, body } = serde::Deserialize::deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    let frame = match (Topic::parse(topic), body) {
+        (Topic::UserPresence(id), HotBody::Presence(event)) => {
+            presence_frame(topic, UserId::parse(id).ok()?, event, now)
+        }
+        (Topic::UserRoutingStatus(id), HotBody::Routing(event)) => {
+            routing_frame(UserId::parse(id).ok()?, event, now)
+        }
+        (Topic::UserConversationSummary(id), HotBody::Conversations(event)) => Ok(
+            Frame::Conversations(UserId::parse(id).ok()?, event.active_total()),
+        ),
+        (Topic::ChannelMetadata, HotBody::Metadata(meta)) => Ok(metadata_frame(meta)),
+        _ => return None,
+    };
+    frame.ok()
+}
+
+/// The general path of [`parse_frame`]: envelope with the body raw, then the body.
+fn parse_frame_general(text: &str, now: DateTime<Utc>) -> Result<Frame, MalformedError> {
     let envelope: NotificationEnvelope<'_> = match serde_json::from_str(text) {
         Ok(envelope) => envelope,
         Err(e) => {
@@ -140,14 +284,7 @@ pub fn parse_frame_at(text: &str, now: DateTime<Utc>) -> Result<Frame, Malformed
     let name: &str = &envelope.topic_name;
     let raw = envelope.event_body;
     match Topic::parse(name) {
-        Topic::ChannelMetadata => {
-            let meta: ChannelMetadataBody = body(raw, name)?;
-            Ok(if meta.message.eq_ignore_ascii_case("pong") {
-                Frame::Pong
-            } else {
-                Frame::Heartbeat
-            })
-        }
+        Topic::ChannelMetadata => Ok(metadata_frame(body(raw, name)?)),
         Topic::SocketClosing => Ok(Frame::SocketClosing(body(raw, name).unwrap_or_default())),
         Topic::NoLongerSubscribed => Ok(Frame::NoLongerSubscribed(
             body(raw, name).unwrap_or_default(),
@@ -155,34 +292,11 @@ pub fn parse_frame_at(text: &str, now: DateTime<Utc>) -> Result<Frame, Malformed
         Topic::TokenRevoked => Ok(Frame::TokenRevoked(body(raw, name).unwrap_or_default())),
         Topic::UserPresence(id) => {
             let user = UserId::parse(id)?;
-            let event: PresenceEventBody = body(raw, name)?;
-            let system = event
-                .presence_definition
-                .system_presence
-                .as_deref()
-                .ok_or_else(|| {
-                    MalformedError::new(format!("{name}: presenceDefinition has no systemPresence"))
-                })?;
-            Ok(Frame::Presence(
-                user,
-                PresenceUpdate {
-                    system: normalize_system_presence(system),
-                    definition_id: Some(event.presence_definition.id).filter(|id| !id.is_empty()),
-                    label: None,
-                    timestamp: event_time(&event.modified_date, now)?,
-                },
-            ))
+            presence_frame(name, user, body(raw, name)?, now)
         }
         Topic::UserRoutingStatus(id) => {
             let user = UserId::parse(id)?;
-            let event: RoutingStatusEventBody = body(raw, name)?;
-            Ok(Frame::Routing(
-                user,
-                RoutingUpdate {
-                    status: normalize_routing_status(&event.routing_status.status),
-                    timestamp: event_time(&event.routing_status.start_time, now)?,
-                },
-            ))
+            routing_frame(user, body(raw, name)?, now)
         }
         Topic::UserConversationSummary(id) => {
             let user = UserId::parse(id)?;
@@ -305,6 +419,32 @@ mod tests {
         assert_eq!(
             parse_frame(r#"{"result":"404"}"#).unwrap(),
             Frame::ChannelGone
+        );
+    }
+
+    #[test]
+    fn one_pass_and_general_path_agree() {
+        for text in [
+            include_str!("../tests/fixtures/routing_status_event.json"),
+            include_str!("../tests/fixtures/presence_event.json"),
+            include_str!("../tests/fixtures/conversationsummary_event.json"),
+            include_str!("../tests/fixtures/heartbeat.json"),
+            include_str!("../tests/fixtures/pong.json"),
+            // Body before topic: only the general path takes it.
+            r#"{"eventBody":{"routingStatus":{"status":"Idle","startTime":"2024-05-01T10:16:02Z"}},"topicName":"v2.users.U1.routingStatus"}"#,
+        ] {
+            let general = parse_frame_general(text, Utc::now()).unwrap();
+            assert_eq!(parse_frame(text).unwrap(), general, "{text}");
+            if let Some(fast) = one_pass(text, Utc::now()) {
+                assert_eq!(fast, general, "{text}");
+            }
+        }
+        assert!(
+            one_pass(
+                include_str!("../tests/fixtures/routing_status_event.json"),
+                Utc::now()
+            )
+            .is_some()
         );
     }
 

@@ -1,0 +1,71 @@
+//! The benchmark harness of issue 6: every figure measures one stage of the pipeline beside its
+//! limit on the same machine in the same run, and prints one line per value,
+//! `name value unit` (or `name skipped reason` for a figure that cannot run yet).
+//!
+//! ```sh
+//! cargo bench --bench bench -- --quick            # about a minute
+//! cargo bench --bench bench                       # the full figures (BENCHMARKS.md)
+//! cargo bench --bench bench -- --only parse,alert # some figures only
+//! ```
+//!
+//! Not part of the test suite: nothing here asserts a time. Figures that measure a whole
+//! process (memory) run in a child process of this binary (`--child …`), so allocator state
+//! never leaks from one configuration into the next.
+
+mod alert;
+mod common;
+mod history;
+mod memory;
+mod parse;
+mod pending;
+
+use common::Ctx;
+
+/// Every figure in issue-6 order: (name, what it needs).
+const FIGURES: [&str; 7] = [
+    "ingest", "parse", "alert", "memory", "history", "startup", "recovery",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(pos) = args.iter().position(|a| a == "--child") {
+        memory::child(&args[pos + 1..]);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|pos| args.get(pos + 1))
+        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
+    if let Some(only) = &only {
+        for name in only {
+            if !FIGURES.contains(&name.as_str()) {
+                eprintln!("unknown figure {name:?}; figures: {}", FIGURES.join(","));
+                std::process::exit(2);
+            }
+        }
+    }
+    let ctx = Ctx { quick };
+    agent_monitor::app::install_crypto_provider();
+    common::describe_machine(&ctx);
+    let started = std::time::Instant::now();
+    for name in FIGURES {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == name)) {
+            continue;
+        }
+        let figure_start = std::time::Instant::now();
+        match name {
+            "ingest" => pending::ingest(&ctx),
+            "parse" => parse::run(&ctx),
+            "alert" => alert::run(&ctx),
+            "memory" => memory::run(&ctx),
+            "history" => history::run(&ctx),
+            "startup" => pending::startup(&ctx),
+            "recovery" => pending::recovery(&ctx),
+            _ => unreachable!(),
+        }
+        eprintln!("# {name}: {:.1} s", figure_start.elapsed().as_secs_f64());
+    }
+    eprintln!("# total: {:.1} s", started.elapsed().as_secs_f64());
+}
