@@ -988,6 +988,35 @@ impl RunArgs {
 }
 
 #[cfg(test)]
+mod id_list_tests {
+    use super::*;
+
+    #[test]
+    fn id_lists_are_guids_lowercased_without_repeats() {
+        assert_eq!(
+            parse_id_list("GENESYS_QUEUE_IDS", None).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            parse_id_list("GENESYS_QUEUE_IDS", Some(" , ")).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            parse_id_list(
+                "GENESYS_QUEUE_IDS",
+                Some("3B1F7C2A-9D4E-4A6B-8C5D-2E1F0A9B8C7D, 3b1f7c2a-9d4e-4a6b-8c5d-2e1f0a9b8c7d")
+            )
+            .unwrap(),
+            vec!["3b1f7c2a-9d4e-4a6b-8c5d-2e1f0a9b8c7d".to_string()]
+        );
+        // A queue name given by mistake is refused, naming the variable.
+        let e = parse_id_list("GENESYS_QUEUE_IDS", Some("Support Tier 1")).unwrap_err();
+        assert!(e.to_string().contains("GENESYS_QUEUE_IDS"), "{e}");
+        assert!(e.to_string().contains("Support Tier 1"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
