@@ -443,6 +443,59 @@ impl SupervisorState {
         }
     }
 
+    /// The queue-membership topics (`v2.routing.queues.<id>.users`) of the scope's queues and of
+    /// the queues the rules in force name, sorted, without repeats.
+    fn queue_topics(&self) -> Vec<String> {
+        let mut queues: Vec<String> = self
+            .args
+            .scope
+            .queue_ids
+            .iter()
+            .cloned()
+            .chain(self.rules.queue_ids())
+            .collect();
+        queues.sort();
+        queues.dedup();
+        queues
+            .iter()
+            .map(|q| crate::protocol::queue_users_topic(q))
+            .collect()
+    }
+
+    /// After a rules reload: the queue topics follow the queues the rules now name (on
+    /// connection 0, which keeps its users). Topics that would not fit beside its users
+    /// (1,000 per channel) are not added: a warning says so, and membership changes of those
+    /// queues are still picked up by the snapshot and the periodic listing.
+    fn refresh_queue_topics(&mut self) {
+        let topics = self.queue_topics();
+        if topics == self.extra_topics {
+            return;
+        }
+        let users = self.connection_users.first().map_or(0, Vec::len);
+        if users + topics.len() > self.args.topics_per_channel.max(1) {
+            tracing::warn!(
+                queues = topics.len(),
+                "the queue-membership topics of the reloaded rules do not fit on the first channel; \
+                 their joins and leaves are seen at the next listing"
+            );
+            return;
+        }
+        self.extra_topics = topics;
+        if let (Some(Some(conn)), Some(users)) =
+            (self.connections.first(), self.connection_users.first())
+        {
+            let agents = users
+                .iter()
+                .filter_map(|u| Some((u.clone(), self.agents.get(u)?.clone())))
+                .collect();
+            let _ = conn.cast(ConnectionMsg::SetUsers {
+                users: users.clone(),
+                agents,
+                extra_topics: self.extra_topics.clone(),
+            });
+        }
+    }
+
     /// How many users connection `index` may carry (1,000 topics per channel, reference §3).
     fn capacity_of(&self, index: usize) -> usize {
         let per_channel = self.args.topics_per_channel.max(1);
@@ -841,20 +894,7 @@ impl SupervisorState {
         for id in &ids {
             self.spawn_agent(myself, id).await?;
         }
-        let mut queue_topics: Vec<String> = self
-            .args
-            .scope
-            .queue_ids
-            .iter()
-            .cloned()
-            .chain(self.rules.queue_ids())
-            .collect();
-        queue_topics.sort();
-        queue_topics.dedup();
-        self.extra_topics = queue_topics
-            .iter()
-            .map(|q| crate::protocol::queue_users_topic(q))
-            .collect();
+        self.extra_topics = self.queue_topics();
         let per_channel = self.args.topics_per_channel.max(1);
         let first = self.capacity_of(0).min(ids.len());
         let (head, rest) = ids.split_at(first);
@@ -1424,7 +1464,8 @@ impl Actor for Supervisor {
                             for agent in state.agents.values() {
                                 let _ = agent.cast(AgentMsg::Rules(rules.clone()));
                             }
-                            // The new rules may name other queues: list their members.
+                            // The new rules may name other queues: list their members and
+                            // follow their joins and leaves.
                             let _ = myself.cast(SupervisorMsg::RefreshQueues);
                             tracing::info!(rules = rules.rules().len(), path = %path.display(), "rules reloaded");
                             ReloadOutcome {
@@ -1446,6 +1487,9 @@ impl Actor for Supervisor {
                     },
                 };
                 state.last_reload = Some(outcome.clone());
+                if outcome.applied {
+                    state.refresh_queue_topics();
+                }
                 let _ = reply.send(outcome);
             }
             SupervisorMsg::Rules(reply) => {
