@@ -811,7 +811,7 @@ impl RunArgs {
         };
         delivery.destinations = resolve_destinations(
             slack_url.as_deref(),
-            &rules.destination_specs(),
+            rules.destination_specs(),
             allow_insecure,
         )?;
 

@@ -63,6 +63,27 @@ routing_status = "IDLE"
     path
 }
 
+/// Every lowercase GUID (8-4-4-4-12 hex digits) in `text`.
+fn guids(text: &str) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 36 <= bytes.len() {
+        let candidate = &bytes[i..i + 36];
+        let is_guid = candidate.iter().enumerate().all(|(j, c)| match j {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(c),
+        });
+        if is_guid {
+            out.push(String::from_utf8_lossy(candidate).into_owned());
+            i += 36;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
 /// One `COUNT(*)` (0 on a database error, retried by the caller's polling).
 async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
     use sea_orm::ConnectionTrait;
@@ -175,13 +196,19 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
 
     let all_truth = sim.ground_truth().await.unwrap();
     let now = sim.now().await.unwrap();
+    // Per user and dimension, the last transition at or before the service started: anything
+    // older was superseded before the service looked.
+    let mut known_at_start: HashMap<(String, TransitionKind), DateTime<Utc>> = HashMap::new();
+    for t in all_truth.iter().filter(|t| t.at <= service_start) {
+        let at = known_at_start
+            .entry((t.user_id.clone(), t.kind))
+            .or_insert(t.at);
+        *at = (*at).max(t.at);
+    }
     let superseded_before_start = |t: &agent_monitor::sim::GroundTruthTransition| {
-        all_truth.iter().any(|later| {
-            later.user_id == t.user_id
-                && later.kind == t.kind
-                && later.at > t.at
-                && later.at <= service_start
-        })
+        known_at_start
+            .get(&(t.user_id.clone(), t.kind))
+            .is_some_and(|last| t.at < *last)
     };
     let truth: Vec<_> = all_truth
         .iter()
@@ -310,14 +337,33 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
         *per_user.entry(user.clone()).or_default() += 1;
     }
     let mut slack_mismatch = Vec::new();
+    // Each message names its agent: count the messages per agent id found in them (one scan
+    // of each message, so the soak's tens of thousands stay cheap).
+    let mut got_per_user: HashMap<String, usize> = HashMap::new();
+    for r in &received {
+        let text = r.body.to_string();
+        let mut named: Vec<String> = guids(&text)
+            .into_iter()
+            .filter(|g| per_user.contains_key(g))
+            .collect();
+        named.sort();
+        named.dedup();
+        for user in named {
+            *got_per_user.entry(user).or_default() += 1;
+        }
+    }
     for (user, want) in &per_user {
-        let got = received
-            .iter()
-            .filter(|r| r.body.to_string().contains(user.as_str()))
-            .count();
+        let got = got_per_user.get(user).copied().unwrap_or(0);
         if got != *want {
             slack_mismatch.push(format!("{user}: {got} messages, expected {want}"));
         }
+    }
+    let unexpected = got_per_user
+        .keys()
+        .filter(|u| !per_user.contains_key(*u))
+        .count();
+    if unexpected > 0 {
+        slack_mismatch.push(format!("{unexpected} agents alerted but never expected"));
     }
 
     let (_, ready) = readyz().await.unwrap();
