@@ -256,10 +256,12 @@ impl App {
 
 /// Runs the service until `shutdown` completes (SIGINT/SIGTERM in `main`) or a fatal error.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
-    let mut app = App::start(config).await?;
-    // SIGHUP re-reads RULES_FILE (as POST /api/v1/rules/reload does).
+    // SIGHUP re-reads RULES_FILE (as POST /api/v1/rules/reload does). Installed before the
+    // service starts answering: a SIGHUP that came between the API being up and the handler
+    // being installed would take SIGHUP's default action and kill the process.
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut app = App::start(config).await?;
     let mut shutdown = std::pin::pin!(shutdown);
     let fatal = loop {
         #[cfg(unix)]

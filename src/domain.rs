@@ -202,8 +202,10 @@ pub struct Transition {
     /// The state this one replaced, if known (unknown for the first observation and for events
     /// that arrive out of order).
     pub previous_state: Option<String>,
-    /// Org presence label (e.g. `Lunch`) for presence transitions.
+    /// Org presence label (e.g. `Lunch`) for presence transitions, as of the event.
     pub org_presence: Option<String>,
+    /// Org presence definition id for presence transitions (`presenceDefinition.id`).
+    pub presence_definition_id: Option<String>,
     /// Genesys's own timestamp (presence `modifiedDate`, routing `startTime`), UTC, milliseconds.
     pub event_timestamp: DateTime<Utc>,
     /// When agent-monitor received it, UTC.

@@ -183,6 +183,7 @@ impl AgentState {
         state: String,
         previous: Option<String>,
         label: Option<String>,
+        definition_id: Option<String>,
         at: DateTime<Utc>,
         source: Source,
     ) -> Transition {
@@ -193,6 +194,7 @@ impl AgentState {
             state,
             previous_state: previous,
             org_presence: label,
+            presence_definition_id: definition_id,
             event_timestamp: at,
             ingested_at: Utc::now(),
             source,
@@ -418,6 +420,7 @@ impl AgentState {
                     update.system,
                     None,
                     update.label,
+                    update.definition_id,
                     update.timestamp,
                     source,
                 );
@@ -434,6 +437,7 @@ impl AgentState {
                     update.system.clone(),
                     previous.clone(),
                     update.label.clone(),
+                    update.definition_id.clone(),
                     update.timestamp,
                     source,
                 );
@@ -487,6 +491,7 @@ impl AgentState {
                     update.status,
                     None,
                     None,
+                    None,
                     update.timestamp,
                     source,
                 );
@@ -502,6 +507,7 @@ impl AgentState {
                     Kind::Routing,
                     update.status.clone(),
                     previous.clone(),
+                    None,
                     None,
                     update.timestamp,
                     source,

@@ -178,9 +178,13 @@ pub struct StatusRecord {
     /// The state this one replaced, if known.
     #[oai(nullable)]
     pub previous_state: Option<String>,
-    /// Org presence label (`Lunch`) for presence transitions.
+    /// Org presence label (`Lunch`) for presence transitions, as of the transition (falls back
+    /// to the system presence's label when the definition was unknown).
     #[oai(nullable)]
     pub org_presence: Option<String>,
+    /// Org presence definition id (GUID) for presence transitions, when Genesys gave one.
+    #[oai(nullable)]
+    pub presence_definition_id: Option<String>,
     /// Genesys's timestamp of the transition (presence `modifiedDate`, routing `startTime`),
     /// UTC, milliseconds.
     pub event_timestamp: Timestamp,
@@ -562,6 +566,7 @@ impl TryFrom<agent_status::Model> for StatusRecord {
             state: row.state,
             previous_state: row.previous_state,
             org_presence: row.org_presence,
+            presence_definition_id: row.presence_definition_id,
             event_timestamp: Timestamp(row.event_timestamp),
             ingested_at: Timestamp(row.ingested_at),
             source: row.source,

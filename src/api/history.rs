@@ -25,7 +25,7 @@ pub(crate) struct HistoryApi {
 const SOURCES: [&str; 3] = ["stream", "bootstrap", "backfill"];
 
 /// CSV columns of a history export, in order (the JSON field names).
-pub const HISTORY_CSV_HEADER: [&str; 10] = [
+pub const HISTORY_CSV_HEADER: [&str; 11] = [
     "id",
     "user_id",
     "user_name",
@@ -36,6 +36,7 @@ pub const HISTORY_CSV_HEADER: [&str; 10] = [
     "event_timestamp",
     "ingested_at",
     "source",
+    "presence_definition_id",
 ];
 
 /// A history page as JSON, or every matching row as CSV.
@@ -44,7 +45,7 @@ enum HistoryContent {
     /// One page of transitions.
     Json(Json<HistoryPage>),
     /// Every matching row from the requested position on, one line per transition under a
-    /// header row (`id,user_id,user_name,kind,state,previous_state,org_presence,event_timestamp,ingested_at,source`),
+    /// header row (`id,user_id,user_name,kind,state,previous_state,org_presence,event_timestamp,ingested_at,source,presence_definition_id`),
     /// streamed.
     #[oai(content_type = "text/csv; charset=utf-8")]
     Csv(Binary<poem::Body>),
@@ -222,7 +223,7 @@ fn csv_export(db: sea_orm::DatabaseConnection, filter: HistoryFilter) -> poem::B
         .await?;
         loop {
             let (rows, has_more) = db::history_rows(&db, &filter).await?;
-            let records: Vec<[String; 10]> = rows.iter().map(csv_record).collect();
+            let records: Vec<[String; 11]> = rows.iter().map(csv_record).collect();
             out.send(csv_chunk(
                 None,
                 records.iter().map(|r| r.iter().map(String::as_str)),
@@ -239,7 +240,7 @@ fn csv_export(db: sea_orm::DatabaseConnection, filter: HistoryFilter) -> poem::B
     })
 }
 
-fn csv_record(row: &crate::db::entity::agent_status::Model) -> [String; 10] {
+fn csv_record(row: &crate::db::entity::agent_status::Model) -> [String; 11] {
     [
         row.id.to_string(),
         row.user_id.clone(),
@@ -251,6 +252,7 @@ fn csv_record(row: &crate::db::entity::agent_status::Model) -> [String; 10] {
         format_timestamp(row.event_timestamp),
         format_timestamp(row.ingested_at),
         row.source.clone(),
+        opt(&row.presence_definition_id).to_owned(),
     ]
 }
 

@@ -289,6 +289,7 @@ mod tests {
             state: state.into(),
             previous_state: None,
             org_presence: None,
+            presence_definition_id: None,
             event_timestamp: ts(at),
             ingested_at: ts(at),
             source: Source::Bootstrap,

@@ -231,6 +231,7 @@ mod tests {
                     state: if i % 3 == 0 { "IDLE" } else { "BUSY" }.into(),
                     previous_state: None,
                     org_presence: None,
+                    presence_definition_id: None,
                     // Pairs of equal timestamps across users exercise the id tie-break.
                     event_timestamp: start + chrono::Duration::seconds(i / 2 * 60 + i % 2),
                     ingested_at: start,

@@ -272,6 +272,7 @@ fn transition_row(t: &Transition) -> agent_status::ActiveModel {
         state: Set(t.state.clone()),
         previous_state: Set(t.previous_state.clone()),
         org_presence: Set(t.org_presence.clone()),
+        presence_definition_id: Set(t.presence_definition_id.clone()),
         event_timestamp: Set(ms(t.event_timestamp)),
         ingested_at: Set(ms(t.ingested_at)),
         source: Set(t.source.as_str().to_owned()),

@@ -162,6 +162,8 @@ fn transition(user: &str, kind: Kind, state: &str, at: &str) -> PersistMsg {
             state: state.into(),
             previous_state: None,
             org_presence: (kind == Kind::Presence).then(|| "Available".to_owned()),
+            presence_definition_id: (kind == Kind::Presence)
+                .then(|| "6a3af858-942f-489d-9700-5f9bcdcdae9b".to_owned()),
             event_timestamp: ts(at),
             ingested_at: ts("2024-05-01T12:00:00.000Z"),
             source: Source::Stream,
@@ -235,6 +237,7 @@ async fn history_is_newest_first_filtered_and_paged() {
         "state",
         "previous_state",
         "org_presence",
+        "presence_definition_id",
         "event_timestamp",
         "ingested_at",
     ] {
@@ -270,6 +273,10 @@ async fn history_is_newest_first_filtered_and_paged() {
         .await;
     assert_eq!(presence["total"], 2);
     assert_eq!(presence["data"][0]["org_presence"], "Available");
+    assert_eq!(
+        presence["data"][0]["presence_definition_id"],
+        "6a3af858-942f-489d-9700-5f9bcdcdae9b"
+    );
 
     let (_, combined) = app
         .get(

@@ -323,8 +323,13 @@ async fn an_unknown_presence_definition_refreshes_the_definitions_once() {
         .await
         .unwrap();
     let row = h.wait_state(&user, "presence", "BUSY").await;
-    // Stored with the system presence's label as a fallback.
+    // Stored with the system presence's label as a fallback, and the id as Genesys sent it.
     assert_eq!(row["org_presence"], "Busy", "{row}");
+    assert_eq!(
+        row["presence_definition_id"],
+        "9e9e9e9e-0000-4000-8000-000000000002",
+        "{row}"
+    );
     wait_for("one refresh", DEADLINE, || async {
         let after = h
             .sim

@@ -149,6 +149,7 @@ fn transition(user: &str, kind: Kind, state: &str, org: Option<&str>, at: &str) 
         state: state.into(),
         previous_state: None,
         org_presence: org.map(str::to_owned),
+        presence_definition_id: None,
         event_timestamp: ts(at),
         ingested_at: ts("2024-06-01T00:00:00Z"),
         source: Source::Stream,
@@ -172,6 +173,7 @@ fn bulk() -> Vec<Transition> {
                     state: states[(step as usize + u) % 3].into(),
                     previous_state: None,
                     org_presence: None,
+                    presence_definition_id: None,
                     event_timestamp: at,
                     ingested_at: at,
                     source: if step % 3 == 0 {
@@ -828,6 +830,7 @@ async fn exports_and_timelines_cross_page_boundaries() {
             state: if i % 2 == 0 { "IDLE" } else { "INTERACTING" }.into(),
             previous_state: None,
             org_presence: None,
+            presence_definition_id: None,
             event_timestamp: start + chrono::Duration::seconds(10 * i),
             ingested_at: start,
             source: Source::Stream,

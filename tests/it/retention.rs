@@ -22,6 +22,7 @@ fn transition(user: &str, at: DateTime<Utc>) -> Transition {
         state: "IDLE".into(),
         previous_state: None,
         org_presence: None,
+        presence_definition_id: None,
         event_timestamp: at,
         ingested_at: at,
         source: Source::Stream,

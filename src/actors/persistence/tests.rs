@@ -41,6 +41,7 @@ fn transition(user: &str, second: u32, state: &str) -> Transition {
         state: state.into(),
         previous_state: None,
         org_presence: None,
+        presence_definition_id: None,
         event_timestamp: at(second),
         ingested_at: at(second),
         source: Source::Stream,

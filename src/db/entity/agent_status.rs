@@ -23,6 +23,8 @@ pub struct Model {
     pub previous_state: Option<String>,
     /// Org presence label (presence transitions only).
     pub org_presence: Option<String>,
+    /// Org presence definition id (GUID, lowercase as Genesys sent it) of a presence row.
+    pub presence_definition_id: Option<String>,
     /// Genesys's timestamp of the transition, UTC, milliseconds.
     pub event_timestamp: DateTimeUtc,
     /// When agent-monitor received it, UTC, milliseconds.

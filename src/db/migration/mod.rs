@@ -7,6 +7,7 @@ mod m20261129_000001_initial;
 mod m20261129_000002_history_indexes;
 mod m20261129_000010_alerting;
 mod m20261129_000020_stream_state;
+mod m20261129_000021_presence_definition_id;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000002_history_indexes::Migration),
             Box::new(m20261129_000010_alerting::Migration),
             Box::new(m20261129_000020_stream_state::Migration),
+            Box::new(m20261129_000021_presence_definition_id::Migration),
         ]
     }
 }
