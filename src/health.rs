@@ -58,7 +58,8 @@ pub struct RejectedTopic {
 /// What one gap backfill (`POST /api/v2/analytics/users/details/query`) recovered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackfillRun {
-    /// Why it ran: `reconnect`, `channel_replaced`, `start` or `membership`.
+    /// Why it ran: `start`, `reconnect`, `socket_closing`, `channel_replaced` or
+    /// `connection_restarted`.
     pub trigger: String,
     /// The interval asked for, Genesys time (UTC): from the last instant the stream was known to
     /// be complete minus the safety margin, to the moment the stream was whole again.

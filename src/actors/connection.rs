@@ -671,12 +671,7 @@ impl Actor for ConnectionActor {
                         let channel_id = channel.id.clone();
                         myself.send_after(delay, move || ConnectionMsg::Rollover { channel_id });
                     }
-                    if mode == Mode::NewChannel && state.gap_from.is_none() {
-                        // A rollover overlaps the old socket, so nothing should be missing;
-                        // still, every channel replacement is backfilled (a few seconds,
-                        // de-duplicated) in case Genesys dropped something at the switch.
-                        state.gap_from = Some(now);
-                    }
+
                 }
                 state.channel = Some(channel);
                 state.subscribed = true;
@@ -724,10 +719,10 @@ impl Actor for ConnectionActor {
                 let gap_from = state.gap_from.take();
                 let reconnected = state.ever_connected && gap_from.is_some();
                 state.ever_connected = true;
-                let cause = if new_channel {
-                    "channel_replaced"
-                } else {
-                    "reconnect"
+                let cause = match (mode, new_channel) {
+                    (Mode::SameChannel, _) => "socket_closing",
+                    (_, true) => "channel_replaced",
+                    (_, false) => "reconnect",
                 };
                 let _ = state.args.supervisor.cast(SupervisorMsg::ConnectionUp {
                     index: state.args.index,
@@ -782,6 +777,11 @@ impl Actor for ConnectionActor {
             }
             ConnectionMsg::SocketClosing { generation } => {
                 if generation == state.generation {
+                    // Frames still queued on the old socket when Genesys closes it (or when
+                    // the new socket kicks it) are lost: from now until the new socket is
+                    // open is a (short) gap to backfill.
+                    let now = Utc::now();
+                    state.gap_from = Some(state.gap_from.map_or(now, |g| g.min(now)));
                     state.start_establish(&myself, Mode::SameChannel);
                 }
             }
@@ -794,6 +794,10 @@ impl Actor for ConnectionActor {
                     myself.send_after(Duration::from_secs(1), move || ConnectionMsg::Rollover { channel_id });
                     return Ok(());
                 }
+                // Backfilled from here once the new channel is up, in case anything fell
+                // between the two sockets.
+                let now = Utc::now();
+                state.gap_from = Some(state.gap_from.map_or(now, |g| g.min(now)));
                 tracing::info!(connection = %state.name(), %channel_id, expires = ?state.expires, "channel nears expiry: replacing it");
                 state.start_establish(&myself, Mode::NewChannel);
             }

@@ -421,7 +421,8 @@ pub struct RejectedTopicReport {
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "BackfillRun")]
 pub struct BackfillRunReport {
-    /// Why it ran: `start` (existing database), `reconnect`, `channel_replaced`,
+    /// Why it ran: `start` (existing database), `reconnect`, `socket_closing` (frames still
+    /// queued on the closed socket), `channel_replaced` (rollover or a lost channel),
     /// `connection_restarted`.
     pub trigger: String,
     /// Start of the interval queried (Genesys time, UTC): the last instant the stream was

@@ -135,10 +135,15 @@ async fn an_idle_episode_begun_in_a_gap_alerts_once_and_one_that_ended_in_it_nev
         (!h.alerts_for(&still_idle).is_empty()).then_some(())
     })
     .await;
-    let (_, alerts) = h
-        .get(&format!("/api/v1/alerts?user_id={still_idle}&limit=10"))
-        .await;
-    let alerts = alerts["data"].as_array().cloned().unwrap_or_default();
+    // The alert record is committed with the next flush, maybe just after the POST.
+    let alerts = wait_for("the alert record", DEADLINE, || async {
+        let (_, alerts) = h
+            .get(&format!("/api/v1/alerts?user_id={still_idle}&limit=10"))
+            .await;
+        let alerts = alerts["data"].as_array().cloned().unwrap_or_default();
+        (!alerts.is_empty()).then_some(alerts)
+    })
+    .await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
         alerts[0]["since"],

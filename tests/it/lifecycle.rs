@@ -348,3 +348,27 @@ async fn an_unknown_presence_definition_refreshes_the_definitions_once() {
     assert_eq!(after, before + 1, "at most one refresh a minute");
     h.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_division_scope_monitors_only_that_division() {
+    let (east, west) = (
+        "d1d1d1d1-0000-4000-8000-000000000001".to_string(),
+        "d2d2d2d2-0000-4000-8000-000000000002".to_string(),
+    );
+    let sim = sim_with(4, |c| c.division_ids = vec![east.clone(), west.clone()]).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let mut o = opts(4);
+    o.membership.scope = Scope {
+        queue_ids: vec![],
+        division_ids: vec![west.clone()],
+    };
+    let h = Harness::start_on(sim, o).await;
+    let (_, ready) = h.get("/readyz").await;
+    assert_eq!(ready["agents"], 2, "{ready}");
+    assert_eq!(ready["connections"][0]["topics"], 2, "{ready}");
+    // Agents 1 and 3 are in the west division (round robin), 0 and 2 are not monitored.
+    h.sim.set_routing_status(&ids[1], "INTERACTING").await.unwrap();
+    h.wait_state(&ids[1], "routing", "INTERACTING").await;
+    assert!(h.history(&ids[0], "routing").await.is_empty());
+    h.app.shutdown().await;
+}
