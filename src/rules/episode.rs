@@ -194,28 +194,64 @@ impl Episode {
         matched_since: Option<DateTime<Utc>>,
         changed_at: DateTime<Utc>,
     ) -> Vec<EpisodeAction> {
+        // Changes reported late (after a stream gap, by backfill or snapshot) are applied at
+        // their Genesys time before the deadlines that passed meanwhile are ticked, so an
+        // episode that ended before its threshold does not fire on the late news.
+        match (matched_since.map(|s| s.min(now)), &mut self.phase) {
+            // The same state again, begun later than the episode, with no end of it seen: the
+            // agent left and came back while we were not looking (an exit lost in a gap and
+            // backfilled late, or superseded by the snapshot). That is a new episode: a fired
+            // one is resolved (ending where the new one began); a pending one whose threshold
+            // had not come when the new state began starts over. A seen end within the flap
+            // tolerance still merges.
+            (
+                Some(since),
+                EpisodePhase::Firing {
+                    start,
+                    ended: ended @ None,
+                    ..
+                },
+            ) if since > *start => {
+                *ended = Some(MatchEnd {
+                    at: since,
+                    resolve_at: now,
+                });
+            }
+            (
+                Some(since),
+                EpisodePhase::Pending {
+                    start,
+                    fire_at,
+                    ended: None,
+                },
+            ) if since > *start && since <= *fire_at => {
+                *start = since;
+                *fire_at = add(since, rule.threshold);
+            }
+            // The match ended at `changed_at`, before the threshold: no fire, however late we
+            // learn of it.
+            (
+                None,
+                EpisodePhase::Pending {
+                    start,
+                    fire_at,
+                    ended: ended @ None,
+                },
+            ) => {
+                let at = changed_at.min(now).max(*start);
+                if at < *fire_at {
+                    *ended = Some(MatchEnd {
+                        at,
+                        resolve_at: add(now, rule.flap_tolerance),
+                    });
+                }
+            }
+            _ => {}
+        }
         let mut actions = self.on_tick(rule, now);
         match matched_since {
             Some(since) => {
                 let since = since.min(now);
-                // The same state again, begun later than the episode, with no end of it seen:
-                // the agent left and came back while we were not looking (an exit lost in a
-                // gap and backfilled late, or superseded by the snapshot). That is a new
-                // episode: a fired one is resolved (ending where the new one began), a pending
-                // one starts over. A seen end within the flap tolerance still merges.
-                if let EpisodePhase::Firing {
-                    start,
-                    ended: ended @ None,
-                    ..
-                } = &mut self.phase
-                    && since > *start
-                {
-                    *ended = Some(MatchEnd {
-                        at: since,
-                        resolve_at: now,
-                    });
-                    actions.extend(self.on_tick(rule, now));
-                }
                 match &mut self.phase {
                     EpisodePhase::Normal | EpisodePhase::Resolved { .. } => {
                         self.phase = EpisodePhase::Pending {
@@ -229,11 +265,9 @@ impl Episode {
                         fire_at,
                         ended,
                     } => {
-                        let missed_end = ended.is_none() && since > *start;
                         *ended = None;
-                        if since < *start || missed_end {
-                            // An earlier Genesys timestamp for the same match (more accurate),
-                            // or a later one after an end we never saw (a new episode).
+                        if since < *start {
+                            // A more accurate (earlier) Genesys timestamp for the same match.
                             *start = since;
                             *fire_at = add(since, rule.threshold);
                         }

@@ -987,6 +987,21 @@ fn the_same_state_begun_later_without_a_seen_end_resolves_a_fired_episode() {
     assert_eq!(e.on_tick(&r, again + min(10)), [fire(again, 0)]);
 }
 
+/// Regression guard (found by the chaos soak): after a stream gap the end of an episode can be
+/// learnt after its threshold passed; an end (Genesys time) before the threshold never fires.
+#[test]
+fn an_end_learnt_late_but_before_the_threshold_does_not_fire() {
+    let r = idle_rule();
+    let t0 = ts(T0);
+    let mut e = Episode::new();
+    e.on_match_change(&r, t0 + min(1), Some(t0));
+    // We hear of the end (at t0 + 6m) only at t0 + 12m, after the threshold.
+    let out = e.on_match_change_at(&r, t0 + min(12), None, t0 + min(6));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!e.is_firing());
+    assert!(e.on_tick(&r, t0 + min(13)).is_empty());
+}
+
 #[test]
 fn resolves_after_the_tolerance_with_the_total_duration() {
     let r = idle_rule();

@@ -326,8 +326,7 @@ async fn an_unknown_presence_definition_refreshes_the_definitions_once() {
     // Stored with the system presence's label as a fallback, and the id as Genesys sent it.
     assert_eq!(row["org_presence"], "Busy", "{row}");
     assert_eq!(
-        row["presence_definition_id"],
-        "9e9e9e9e-0000-4000-8000-000000000002",
+        row["presence_definition_id"], "9e9e9e9e-0000-4000-8000-000000000002",
         "{row}"
     );
     wait_for("one refresh", DEADLINE, || async {
@@ -367,7 +366,10 @@ async fn a_division_scope_monitors_only_that_division() {
     assert_eq!(ready["agents"], 2, "{ready}");
     assert_eq!(ready["connections"][0]["topics"], 2, "{ready}");
     // Agents 1 and 3 are in the west division (round robin), 0 and 2 are not monitored.
-    h.sim.set_routing_status(&ids[1], "INTERACTING").await.unwrap();
+    h.sim
+        .set_routing_status(&ids[1], "INTERACTING")
+        .await
+        .unwrap();
     h.wait_state(&ids[1], "routing", "INTERACTING").await;
     assert!(h.history(&ids[0], "routing").await.is_empty());
     h.app.shutdown().await;
