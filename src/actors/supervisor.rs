@@ -296,6 +296,10 @@ pub struct SupervisorState {
     checkpoint_running: bool,
     relisting: bool,
     relist_again: bool,
+    /// The last re-listing found no user at all while some were monitored: the next one must
+    /// confirm it before every agent is dropped (a transient empty page is not a mass
+    /// deactivation).
+    empty_listing_seen: bool,
     /// The users of every connection that carry the extra (queue) topics: channel 0.
     extra_topics: Vec<String>,
     clock_measured: bool,
@@ -1032,6 +1036,7 @@ impl Actor for Supervisor {
             checkpoint_running: false,
             relisting: false,
             relist_again: false,
+            empty_listing_seen: false,
             extra_topics: Vec::new(),
             clock_measured: false,
             pending_gaps: HashMap::new(),
@@ -1216,7 +1221,21 @@ impl Actor for Supervisor {
             SupervisorMsg::Relisted(result) => {
                 state.relisting = false;
                 match result {
+                    Ok(listing)
+                        if !state.shutting_down
+                            && listing.users.is_empty()
+                            && !state.agents.is_empty()
+                            && !state.empty_listing_seen =>
+                    {
+                        state.empty_listing_seen = true;
+                        tracing::warn!(
+                            monitored = state.agents.len(),
+                            "re-listing found no user at all; listing again before dropping every agent"
+                        );
+                        myself.send_after(Duration::from_secs(5), || SupervisorMsg::Relist);
+                    }
                     Ok(listing) if !state.shutting_down => {
+                        state.empty_listing_seen = false;
                         state.apply_listing(&myself, listing).await?;
                     }
                     Ok(_) => {}

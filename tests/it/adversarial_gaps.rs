@@ -1,0 +1,73 @@
+//! Adversarial review of issue 3 (gap backfill, re-listing, rollover, clock, rate budget):
+//! a hostile Genesys, a broken network or a careless operator, against the real service and
+//! the simulator over loopback.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agent_monitor::config::MembershipConfig;
+
+use crate::helpers::wait_for;
+use crate::service::{Harness, Opts};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn relisting_every_second(agents: usize) -> Opts {
+    Opts {
+        agents,
+        membership: MembershipConfig {
+            refresh: Duration::from_secs(1),
+            ..MembershipConfig::default()
+        },
+        ..Opts::default()
+    }
+}
+
+/// A 200 page of `GET /api/v2/users` without entities (a transient hiccup of the directory)
+/// must not be taken for "every user was deactivated": no agent actor is stopped, no channel
+/// is left. Only a confirmed empty listing drops everyone (as a real mass deactivation does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_empty_user_listing_does_not_drop_every_agent() {
+    let h = Harness::start(relisting_every_second(3)).await;
+    let (_, ready) = h.get("/readyz").await;
+    assert_eq!(ready["agents"], 3, "{ready}");
+    let channels_before = h.sim.channel_history().await.unwrap().len();
+    let listings_before = h.sim.request_count("GET", "/api/v2/users").await.unwrap();
+
+    // The next listing answers 200 with an error-shaped body: no `entities`, so an empty page.
+    h.sim
+        .fail_next("GET", "/api/v2/users", 200, None, 1)
+        .await
+        .unwrap();
+
+    // Watch through three more listings (the empty one and two good ones).
+    let fewest = AtomicU64::new(3);
+    wait_for("three more user listings", DEADLINE, || async {
+        let (_, ready) = h.get("/readyz").await;
+        fewest.fetch_min(ready["agents"].as_u64().unwrap_or(0), Ordering::SeqCst);
+        let listings = h.sim.request_count("GET", "/api/v2/users").await.unwrap();
+        (listings >= listings_before + 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        fewest.load(Ordering::SeqCst),
+        3,
+        "an empty page stopped agent actors"
+    );
+    assert_eq!(
+        h.sim.channel_history().await.unwrap().len(),
+        channels_before,
+        "an empty page retired the channel and made a new one"
+    );
+
+    // A real mass deactivation is still applied.
+    for id in &h.ids {
+        h.sim.deactivate_user(id).await.unwrap();
+    }
+    wait_for("every agent dropped", DEADLINE, || async {
+        let (_, ready) = h.get("/readyz").await;
+        (ready["agents"] == 0).then_some(())
+    })
+    .await;
+    h.app.shutdown().await;
+}
