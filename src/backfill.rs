@@ -182,6 +182,7 @@ pub(crate) async fn fetch_gap_with(
                 .collect(),
         };
         for &(start, end) in &intervals {
+            let mut previous: Option<Vec<Detail>> = None;
             for page_number in 1..=MAX_PAGES {
                 let query = UserDetailsQuery {
                     interval: format!("{}/{}", format_timestamp(start), format_timestamp(end)),
@@ -199,7 +200,15 @@ pub(crate) async fn fetch_gap_with(
                 if page.user_details.is_empty() {
                     break;
                 }
+                if previous.as_ref() == Some(&page.user_details) {
+                    // Pages are of distinct users: the same page twice is a server repeating
+                    // itself, and would be paged MAX_PAGES times, each taking rate budget.
+                    warn!(interval = %query.interval, page_number,
+                        "analytics user details answered the previous page again: paging ended");
+                    break;
+                }
                 gap.pages += 1;
+                previous = Some(page.user_details.clone());
                 for detail in page.user_details {
                     absorb(&mut gap, &mut seen, detail, from, to, catalog);
                 }
@@ -260,7 +269,7 @@ struct Page {
     user_details: Vec<Detail>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct Detail {
     #[serde(default)]
@@ -628,6 +637,40 @@ mod tests {
             Gap::default()
         );
         assert!(server.requests().is_empty());
+    }
+
+    /// A hostile or broken server that answers the same non-empty page forever must not be
+    /// paged 10,000 times (each request takes one unit of the shared rate budget).
+    #[tokio::test]
+    async fn a_page_repeated_forever_ends_the_paging() {
+        let server = TestServer::start(|r| {
+            token_reply(r).unwrap_or_else(|| {
+                Reply::json(
+                    200,
+                    json!({"userDetails": [{"userId": "u1", "routingStatus": [
+                        {"startTime": "2024-05-01T09:30:00Z", "routingStatus": "IDLE"}]}]}),
+                )
+            })
+        })
+        .await;
+        let client = test_client(&server);
+        let from = ts("2024-05-01T09:00:00Z");
+        let users = [UserId::parse("u1").unwrap()];
+        let gap = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            fetch_gap(
+                &client,
+                &users,
+                from,
+                from + TimeDelta::hours(1),
+                &PresenceCatalog::default(),
+            ),
+        )
+        .await
+        .expect("paging a repeated page never ended")
+        .unwrap();
+        assert_eq!(gap.updates.len(), 1);
+        assert!(gap.requests <= 3, "{} requests", gap.requests);
     }
 
     #[test]
