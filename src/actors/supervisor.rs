@@ -1165,6 +1165,12 @@ impl Actor for Supervisor {
                         if now - from > MAX_START_GAP {
                             tracing::warn!(complete_until = %saved, "the database was last complete more than 31 days ago: backfilling the last 31 days only");
                             from = now - MAX_START_GAP;
+                        } else if saved - now > chrono::TimeDelta::minutes(1) {
+                            // Not "nothing missed": a mark in the future (a restored database,
+                            // a clock offset once measured wrong) says nothing of the downtime.
+                            // Less than a minute ahead is offset jitter: the margin covers it.
+                            tracing::warn!(complete_until = %saved, %now, "the stream completeness mark is in the future: backfilling the last 31 days");
+                            from = now - MAX_START_GAP;
                         }
                         let users: Vec<UserId> = state.agents.keys().cloned().collect();
                         state.queue_backfill(

@@ -5,10 +5,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use agent_monitor::app::App;
 use agent_monitor::config::MembershipConfig;
+use serde_json::Value;
 
-use crate::helpers::wait_for;
-use crate::service::{Harness, Opts};
+use crate::helpers::{SlackReceiver, wait_for};
+use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -70,4 +72,74 @@ async fn one_empty_user_listing_does_not_drop_every_agent() {
     })
     .await;
     h.app.shutdown().await;
+}
+
+/// A `stream_state` mark in the future (a database restored from another deployment, a clock
+/// offset once measured wrong) cannot say up to when the stream was complete. A start must
+/// not take it for "nothing missed" and silently skip the start backfill: the downtime's
+/// transitions would be lost. It backfills as for a mark too old to trust.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_state_in_the_future_still_backfills_the_downtime() {
+    let sim = start_sim(1).await;
+    let agent = sim.agent_ids().await.unwrap()[0].clone();
+    sim.set_routing_status(&agent, "INTERACTING").await.unwrap();
+    let slack = SlackReceiver::start().await;
+    let db = temp_db_path();
+    let opts = Opts {
+        agents: 1,
+        ..Opts::default()
+    };
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    wait_for("first service ready", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    app.shutdown().await;
+
+    // The mark says "complete until tomorrow".
+    let conn = agent_monitor::db::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    let batch = agent_monitor::db::Batch {
+        complete_until: Some(chrono::Utc::now() + chrono::TimeDelta::days(1)),
+        ..Default::default()
+    };
+    agent_monitor::db::write_batch(&conn, &batch).await.unwrap();
+    conn.close().await.unwrap();
+
+    // While down: a NOT_RESPONDING only analytics can tell.
+    sim.set_routing_status(&agent, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    sim.set_routing_status(&agent, "INTERACTING").await.unwrap();
+
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    let rows = wait_for("the downtime NOT_RESPONDING", DEADLINE, || async {
+        let body: Value = reqwest::get(format!(
+            "{base}/api/v1/agent-status/history?user_id={agent}&kind=routing&limit=100"
+        ))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+        let rows = body["data"].as_array()?.clone();
+        rows.iter()
+            .any(|r| r["state"] == "NOT_RESPONDING")
+            .then_some(rows)
+    })
+    .await;
+    assert!(
+        rows.iter()
+            .any(|r| r["state"] == "NOT_RESPONDING" && r["source"] == "backfill"),
+        "{rows:?}"
+    );
+    app.shutdown().await;
 }
