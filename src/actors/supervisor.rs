@@ -183,6 +183,23 @@ pub struct GapRequest {
     pub attempts: u32,
 }
 
+/// Queues `request` at the back, or merges it into a queued gap of the same users (the union
+/// of both intervals, the queued one's trigger and attempts), so that the queue stays bounded
+/// by the distinct user sets while the backfill keeps failing.
+fn enqueue_gap(queue: &mut std::collections::VecDeque<GapRequest>, request: GapRequest) {
+    let users: HashSet<&UserId> = request.users.iter().collect();
+    let same = queue.iter_mut().find(|queued| {
+        queued.users.len() == request.users.len() && queued.users.iter().all(|u| users.contains(u))
+    });
+    match same {
+        Some(queued) => {
+            queued.from = queued.from.min(request.from);
+            queued.to = queued.to.max(request.to);
+        }
+        None => queue.push_back(request),
+    }
+}
+
 /// The longest gap backfilled at start: a database older than this starts from the snapshot
 /// for the rest (logged). The analytics query itself is split into 7-day intervals.
 pub const MAX_START_GAP: chrono::TimeDelta = chrono::TimeDelta::days(31);
@@ -535,7 +552,7 @@ impl SupervisorState {
         }
         tracing::info!(trigger = request.trigger, users = request.users.len(),
             from = %request.from, to = %request.to, "gap queued for backfill");
-        self.backfills.push_back(request);
+        enqueue_gap(&mut self.backfills, request);
         let _ = myself.cast(SupervisorMsg::Backfill);
     }
 
@@ -1763,5 +1780,46 @@ impl HealthSnapshot {
             last_backfill: s.last_backfill,
             clock_offset_ms: s.clock_offset_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minute: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_714_550_400 + minute * 60, 0).unwrap()
+    }
+
+    fn gap(users: &[&str], from: i64, to: i64) -> GapRequest {
+        GapRequest {
+            trigger: "reconnect",
+            users: users.iter().map(|u| UserId::parse(u).unwrap()).collect(),
+            from: at(from),
+            to: at(to),
+            attempts: 0,
+        }
+    }
+
+    /// While the analytics query keeps failing (a missing `analytics:userDetail:view`, an
+    /// outage), every reconnect of a flapping network queued one more gap with a copy of its
+    /// channel's user list: the queue grew without bound. Gaps of the same users are merged.
+    #[test]
+    fn gaps_of_the_same_users_are_merged_while_queued() {
+        let mut queue = std::collections::VecDeque::new();
+        let mut failed = gap(&["a", "b"], 0, 10);
+        failed.attempts = 7;
+        enqueue_gap(&mut queue, failed);
+        for i in 1..1000 {
+            enqueue_gap(&mut queue, gap(&["b", "a"], 10 * i, 10 * i + 5));
+        }
+        enqueue_gap(&mut queue, gap(&["c"], 3, 4));
+        assert_eq!(queue.len(), 2);
+        assert_eq!((queue[0].from, queue[0].to), (at(0), at(9995)));
+        assert_eq!(
+            queue[0].attempts, 7,
+            "the backoff of the failing gap is kept"
+        );
+        assert_eq!(queue[1].users, vec![UserId::parse("c").unwrap()]);
     }
 }
