@@ -143,3 +143,56 @@ async fn a_stream_state_in_the_future_still_backfills_the_downtime() {
     );
     app.shutdown().await;
 }
+
+/// The analytics query refused (403: `analytics:userDetail:view` missing, then granted): the
+/// gap is kept and retried with backoff, never dropped, and recovered once the query answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_analytics_query_keeps_the_gap_until_it_answers() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ping_interval: Duration::from_millis(300),
+        silence_timeout: Duration::from_millis(1200),
+        membership: MembershipConfig {
+            backfill_margin: Duration::from_secs(1),
+            ..MembershipConfig::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "IDLE").await;
+    h.sim
+        .fail_next(
+            "POST",
+            "/api/v2/analytics/users/details/query",
+            403,
+            None,
+            3,
+        )
+        .await
+        .unwrap();
+
+    let before = h.connection(0).await["reconnects"].as_u64().unwrap_or(0);
+    h.sim.set_silent(true).await.unwrap();
+    h.sim
+        .set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    h.sim.set_routing_status(&user, "IDLE").await.unwrap();
+    wait_for("the service noticed the silence", DEADLINE, || async {
+        let reconnects = h.connection(0).await["reconnects"].as_u64().unwrap_or(0);
+        (reconnects > before).then_some(())
+    })
+    .await;
+    h.sim.set_silent(false).await.unwrap();
+
+    let row = h.wait_state(&user, "routing", "NOT_RESPONDING").await;
+    assert_eq!(row["source"], "backfill", "{row}");
+    let queries = h
+        .sim
+        .request_count("POST", "/api/v2/analytics/users/details/query")
+        .await
+        .unwrap();
+    assert!(queries >= 4, "three refusals, then an answer: {queries}");
+    h.app.shutdown().await;
+}
