@@ -87,7 +87,8 @@ pub struct Gap {
     /// Records dropped as repeats of one already kept (same user, dimension and `startTime`:
     /// a status spanning midnight, a record on an interval boundary, or a repeated page).
     pub duplicates: u32,
-    /// Records skipped because they began before `from` (already known) or after `to`.
+    /// Records skipped because they began before `from` (already known) or after `to`, or
+    /// belong to a user the query did not ask about.
     pub outside: u32,
 }
 
@@ -181,7 +182,9 @@ pub(crate) async fn fetch_gap_with(
                 })
                 .collect(),
         };
+        let asked: HashSet<&UserId> = batch.iter().collect();
         for &(start, end) in &intervals {
+            let mut previous: Option<Vec<Detail>> = None;
             for page_number in 1..=MAX_PAGES {
                 let query = UserDetailsQuery {
                     interval: format!("{}/{}", format_timestamp(start), format_timestamp(end)),
@@ -199,9 +202,17 @@ pub(crate) async fn fetch_gap_with(
                 if page.user_details.is_empty() {
                     break;
                 }
+                if previous.as_ref() == Some(&page.user_details) {
+                    // Pages are of distinct users: the same page twice is a server repeating
+                    // itself, and would be paged MAX_PAGES times, each taking rate budget.
+                    warn!(interval = %query.interval, page_number,
+                        "analytics user details answered the previous page again: paging ended");
+                    break;
+                }
                 gap.pages += 1;
+                previous = Some(page.user_details.clone());
                 for detail in page.user_details {
-                    absorb(&mut gap, &mut seen, detail, from, to, catalog);
+                    absorb(&mut gap, &mut seen, &asked, detail, from, to, catalog);
                 }
                 if page_number == MAX_PAGES {
                     warn!(
@@ -260,7 +271,7 @@ struct Page {
     user_details: Vec<Detail>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct Detail {
     #[serde(default)]
@@ -275,6 +286,7 @@ struct Detail {
 fn absorb(
     gap: &mut Gap,
     seen: &mut HashSet<(UserId, Kind, DateTime<Utc>)>,
+    asked: &HashSet<&UserId>,
     detail: Detail,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -289,6 +301,12 @@ fn absorb(
             return;
         }
     };
+    if !asked.contains(&user) {
+        let records = detail.primary_presence.len() + detail.routing_status.len();
+        warn!(user_id = %user, records, "analytics records of a user not asked about: skipped");
+        gap.outside += records as u32;
+        return;
+    }
     let presences = detail
         .primary_presence
         .into_iter()
@@ -628,6 +646,82 @@ mod tests {
             Gap::default()
         );
         assert!(server.requests().is_empty());
+    }
+
+    /// A hostile or broken server that answers the same non-empty page forever must not be
+    /// paged 10,000 times (each request takes one unit of the shared rate budget).
+    #[tokio::test]
+    async fn a_page_repeated_forever_ends_the_paging() {
+        let server = TestServer::start(|r| {
+            token_reply(r).unwrap_or_else(|| {
+                Reply::json(
+                    200,
+                    json!({"userDetails": [{"userId": "u1", "routingStatus": [
+                        {"startTime": "2024-05-01T09:30:00Z", "routingStatus": "IDLE"}]}]}),
+                )
+            })
+        })
+        .await;
+        let client = test_client(&server);
+        let from = ts("2024-05-01T09:00:00Z");
+        let users = [UserId::parse("u1").unwrap()];
+        let gap = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            fetch_gap(
+                &client,
+                &users,
+                from,
+                from + TimeDelta::hours(1),
+                &PresenceCatalog::default(),
+            ),
+        )
+        .await
+        .expect("paging a repeated page never ended")
+        .unwrap();
+        assert_eq!(gap.updates.len(), 1);
+        assert!(gap.requests <= 3, "{} requests", gap.requests);
+    }
+
+    /// Records of users that were not asked about (a hostile or confused server) are not
+    /// handed to the caller: they would be fed to other agents as their "gap".
+    #[tokio::test]
+    async fn records_of_users_not_asked_are_dropped() {
+        let server = TestServer::start(|r| {
+            if let Some(reply) = token_reply(r) {
+                return reply;
+            }
+            let page = query_of(r).2;
+            let details = if page == 1 {
+                json!([
+                    {"userId": "U1", "routingStatus": [
+                        {"startTime": "2024-05-01T09:30:00Z", "routingStatus": "IDLE"}]},
+                    {"userId": "intruder", "routingStatus": [
+                        {"startTime": "2024-05-01T09:31:00Z", "routingStatus": "INTERACTING"}]}
+                ])
+            } else {
+                json!([])
+            };
+            Reply::json(200, json!({"userDetails": details}))
+        })
+        .await;
+        let client = test_client(&server);
+        let from = ts("2024-05-01T09:00:00Z");
+        let users = [UserId::parse("u1").unwrap()];
+        let gap = fetch_gap(
+            &client,
+            &users,
+            from,
+            from + TimeDelta::hours(1),
+            &PresenceCatalog::default(),
+        )
+        .await
+        .unwrap();
+        let who: Vec<_> = gap.updates.iter().map(|(u, _)| u.as_str()).collect();
+        assert_eq!(who, vec!["u1"]);
+        assert_eq!(
+            gap.outside, 1,
+            "the intruder's record is counted as outside"
+        );
     }
 
     #[test]

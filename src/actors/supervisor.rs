@@ -183,6 +183,23 @@ pub struct GapRequest {
     pub attempts: u32,
 }
 
+/// Queues `request` at the back, or merges it into a queued gap of the same users (the union
+/// of both intervals, the queued one's trigger and attempts), so that the queue stays bounded
+/// by the distinct user sets while the backfill keeps failing.
+fn enqueue_gap(queue: &mut std::collections::VecDeque<GapRequest>, request: GapRequest) {
+    let users: HashSet<&UserId> = request.users.iter().collect();
+    let same = queue.iter_mut().find(|queued| {
+        queued.users.len() == request.users.len() && queued.users.iter().all(|u| users.contains(u))
+    });
+    match same {
+        Some(queued) => {
+            queued.from = queued.from.min(request.from);
+            queued.to = queued.to.max(request.to);
+        }
+        None => queue.push_back(request),
+    }
+}
+
 /// The longest gap backfilled at start: a database older than this starts from the snapshot
 /// for the rest (logged). The analytics query itself is split into 7-day intervals.
 pub const MAX_START_GAP: chrono::TimeDelta = chrono::TimeDelta::days(31);
@@ -296,6 +313,10 @@ pub struct SupervisorState {
     checkpoint_running: bool,
     relisting: bool,
     relist_again: bool,
+    /// The last re-listing found no user at all while some were monitored: the next one must
+    /// confirm it before every agent is dropped (a transient empty page is not a mass
+    /// deactivation).
+    empty_listing_seen: bool,
     /// The users of every connection that carry the extra (queue) topics: channel 0.
     extra_topics: Vec<String>,
     clock_measured: bool,
@@ -531,7 +552,7 @@ impl SupervisorState {
         }
         tracing::info!(trigger = request.trigger, users = request.users.len(),
             from = %request.from, to = %request.to, "gap queued for backfill");
-        self.backfills.push_back(request);
+        enqueue_gap(&mut self.backfills, request);
         let _ = myself.cast(SupervisorMsg::Backfill);
     }
 
@@ -1032,6 +1053,7 @@ impl Actor for Supervisor {
             checkpoint_running: false,
             relisting: false,
             relist_again: false,
+            empty_listing_seen: false,
             extra_topics: Vec::new(),
             clock_measured: false,
             pending_gaps: HashMap::new(),
@@ -1160,6 +1182,12 @@ impl Actor for Supervisor {
                         if now - from > MAX_START_GAP {
                             tracing::warn!(complete_until = %saved, "the database was last complete more than 31 days ago: backfilling the last 31 days only");
                             from = now - MAX_START_GAP;
+                        } else if saved - now > chrono::TimeDelta::minutes(1) {
+                            // Not "nothing missed": a mark in the future (a restored database,
+                            // a clock offset once measured wrong) says nothing of the downtime.
+                            // Less than a minute ahead is offset jitter: the margin covers it.
+                            tracing::warn!(complete_until = %saved, %now, "the stream completeness mark is in the future: backfilling the last 31 days");
+                            from = now - MAX_START_GAP;
                         }
                         let users: Vec<UserId> = state.agents.keys().cloned().collect();
                         state.queue_backfill(
@@ -1216,7 +1244,21 @@ impl Actor for Supervisor {
             SupervisorMsg::Relisted(result) => {
                 state.relisting = false;
                 match result {
+                    Ok(listing)
+                        if !state.shutting_down
+                            && listing.users.is_empty()
+                            && !state.agents.is_empty()
+                            && !state.empty_listing_seen =>
+                    {
+                        state.empty_listing_seen = true;
+                        tracing::warn!(
+                            monitored = state.agents.len(),
+                            "re-listing found no user at all; listing again before dropping every agent"
+                        );
+                        myself.send_after(Duration::from_secs(5), || SupervisorMsg::Relist);
+                    }
                     Ok(listing) if !state.shutting_down => {
+                        state.empty_listing_seen = false;
                         state.apply_listing(&myself, listing).await?;
                     }
                     Ok(_) => {}
@@ -1738,5 +1780,46 @@ impl HealthSnapshot {
             last_backfill: s.last_backfill,
             clock_offset_ms: s.clock_offset_ms,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minute: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_714_550_400 + minute * 60, 0).unwrap()
+    }
+
+    fn gap(users: &[&str], from: i64, to: i64) -> GapRequest {
+        GapRequest {
+            trigger: "reconnect",
+            users: users.iter().map(|u| UserId::parse(u).unwrap()).collect(),
+            from: at(from),
+            to: at(to),
+            attempts: 0,
+        }
+    }
+
+    /// While the analytics query keeps failing (a missing `analytics:userDetail:view`, an
+    /// outage), every reconnect of a flapping network queued one more gap with a copy of its
+    /// channel's user list: the queue grew without bound. Gaps of the same users are merged.
+    #[test]
+    fn gaps_of_the_same_users_are_merged_while_queued() {
+        let mut queue = std::collections::VecDeque::new();
+        let mut failed = gap(&["a", "b"], 0, 10);
+        failed.attempts = 7;
+        enqueue_gap(&mut queue, failed);
+        for i in 1..1000 {
+            enqueue_gap(&mut queue, gap(&["b", "a"], 10 * i, 10 * i + 5));
+        }
+        enqueue_gap(&mut queue, gap(&["c"], 3, 4));
+        assert_eq!(queue.len(), 2);
+        assert_eq!((queue[0].from, queue[0].to), (at(0), at(9995)));
+        assert_eq!(
+            queue[0].attempts, 7,
+            "the backoff of the failing gap is kept"
+        );
+        assert_eq!(queue[1].users, vec![UserId::parse("c").unwrap()]);
     }
 }

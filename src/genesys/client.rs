@@ -398,6 +398,17 @@ impl GenesysClient {
                 ))
                 .await?;
             if listing.entities.is_empty() {
+                if listing.page_count.is_some_and(|count| page < count) {
+                    // The page says more follow: a hiccup, not the end (taking it for the end
+                    // would drop every later user, and a re-listing would stop their agents).
+                    return Err(GenesysError::Decode {
+                        what: "GET /api/v2/users".into(),
+                        detail: format!(
+                            "page {page} of {} has no users",
+                            listing.page_count.unwrap_or_default()
+                        ),
+                    });
+                }
                 break;
             }
             let more = more_pages(page, listing.page_count, listing.next_uri.as_deref());

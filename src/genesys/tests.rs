@@ -917,3 +917,35 @@ async fn users_are_filtered_by_division_before_expands_are_completed() {
         4
     );
 }
+
+/// An empty page that itself says more pages follow (a directory hiccup mid-listing) is not the
+/// end of the listing: taking it so would drop every user of the later pages, and a re-listing
+/// would stop their agents. The listing fails instead (and is retried).
+#[tokio::test]
+async fn an_empty_page_within_the_page_count_fails_the_listing() {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let server = TestServer::start(move |r| {
+        token_endpoint(r, &issued, 86_399).unwrap_or_else(|| {
+            let page: u32 = r.param("pageNumber").unwrap().parse().unwrap();
+            let entities: Vec<_> = if page == 2 {
+                Vec::new()
+            } else {
+                vec![user(&format!("u{page}"), true, true)]
+            };
+            Reply::json(
+                200,
+                json!({"entities": entities, "pageSize": 500, "pageNumber": page,
+                       "total": 3, "pageCount": 3}),
+            )
+        })
+    })
+    .await;
+    let result = client(&server).list_active_users().await;
+    match result {
+        Err(GenesysError::Decode { .. }) => {}
+        other => panic!(
+            "expected a Decode error, got {:?}",
+            other.map(|u| u.into_iter().map(|u| u.id).collect::<Vec<_>>())
+        ),
+    }
+}

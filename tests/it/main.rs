@@ -3,6 +3,7 @@
 
 mod access;
 mod adversarial;
+mod adversarial_gaps;
 mod alerting;
 mod api;
 mod backfill;
