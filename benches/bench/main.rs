@@ -15,9 +15,11 @@
 mod alert;
 mod common;
 mod history;
+mod ingest;
 mod memory;
 mod parse;
 mod pending;
+mod service;
 
 use common::Ctx;
 
@@ -56,7 +58,7 @@ fn main() {
         }
         let figure_start = std::time::Instant::now();
         match name {
-            "ingest" => pending::ingest(&ctx),
+            "ingest" => ingest::run(&ctx),
             "parse" => parse::run(&ctx),
             "alert" => alert::run(&ctx),
             "memory" => memory::run(&ctx),

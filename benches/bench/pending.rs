@@ -3,16 +3,6 @@
 
 use crate::common::{Ctx, skipped};
 
-/// Figure 1, ingest throughput end to end (1 k, 10 k, 50 k agents) beside raw batched
-/// `rusqlite` inserts and the naive one-row-per-autocommit design. Needs the simulator's
-/// firehose mode.
-pub fn ingest(_ctx: &Ctx) {
-    skipped(
-        "ingest",
-        "pending: needs the simulator firehose mode (issue 6 figure 1)",
-    );
-}
-
 /// Figure 6, start-up: start to all agents snapshotted and subscribed (10 k agents, realistic
 /// paging, rate budget on). Needs the simulator's paging and rate budget at that scale.
 pub fn startup(_ctx: &Ctx) {
