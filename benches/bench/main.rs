@@ -20,6 +20,7 @@ mod memory;
 mod parse;
 mod pending;
 mod service;
+mod startup;
 
 use common::Ctx;
 
@@ -63,7 +64,7 @@ fn main() {
             "alert" => alert::run(&ctx),
             "memory" => memory::run(&ctx),
             "history" => history::run(&ctx),
-            "startup" => pending::startup(&ctx),
+            "startup" => startup::run(&ctx),
             "recovery" => pending::recovery(&ctx),
             _ => unreachable!(),
         }
