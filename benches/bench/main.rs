@@ -18,7 +18,7 @@ mod history;
 mod ingest;
 mod memory;
 mod parse;
-mod pending;
+mod recovery;
 mod service;
 mod startup;
 
@@ -65,7 +65,7 @@ fn main() {
             "memory" => memory::run(&ctx),
             "history" => history::run(&ctx),
             "startup" => startup::run(&ctx),
-            "recovery" => pending::recovery(&ctx),
+            "recovery" => recovery::run(&ctx),
             _ => unreachable!(),
         }
         eprintln!("# {name}: {:.1} s", figure_start.elapsed().as_secs_f64());
