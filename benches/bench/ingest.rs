@@ -24,7 +24,7 @@ pub fn run(ctx: &Ctx) {
     // (agents, transitions per agent)
     let sizes: &[(usize, usize)] = ctx.pick(
         &[(1_000, 20), (10_000, 4)],
-        &[(1_000, 200), (10_000, 30), (50_000, 8)],
+        &[(1_000, 100), (10_000, 20), (50_000, 6)],
     );
     for &(agents, per_agent) in sizes {
         one_size(ctx, agents, per_agent);
