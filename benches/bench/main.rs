@@ -15,9 +15,12 @@
 mod alert;
 mod common;
 mod history;
+mod ingest;
 mod memory;
 mod parse;
-mod pending;
+mod recovery;
+mod service;
+mod startup;
 
 use common::Ctx;
 
@@ -56,13 +59,13 @@ fn main() {
         }
         let figure_start = std::time::Instant::now();
         match name {
-            "ingest" => pending::ingest(&ctx),
+            "ingest" => ingest::run(&ctx),
             "parse" => parse::run(&ctx),
             "alert" => alert::run(&ctx),
             "memory" => memory::run(&ctx),
             "history" => history::run(&ctx),
-            "startup" => pending::startup(&ctx),
-            "recovery" => pending::recovery(&ctx),
+            "startup" => startup::run(&ctx),
+            "recovery" => recovery::run(&ctx),
             _ => unreachable!(),
         }
         eprintln!("# {name}: {:.1} s", figure_start.elapsed().as_secs_f64());

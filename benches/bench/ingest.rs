@@ -1,0 +1,220 @@
+//! Figure 1, ingest throughput end to end: the whole service on the simulator in firehose mode
+//! (every agent's scripted transitions as fast as the sockets take them, back-pressured, never
+//! dropped), transitions stored per second from the firehose's start until `agent_status`
+//! holds the ground truth's count. Beside it, in the same run, the same rows into the same
+//! schema two ways with `rusqlite` (the same `libsqlite3-sys` as sqlx): the limit (prepared
+//! statement, one transaction per batch of the service's batch size, WAL,
+//! `synchronous=NORMAL`) and the naive design (one autocommit INSERT per event, default
+//! rollback journal and `synchronous`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agent_monitor::config::PersistenceConfig;
+use rusqlite::types::Value as SqlValue;
+
+use crate::common::{Ctx, emit, runtime, skipped};
+use crate::service::{Knobs, Service, fresh_db, remove_db, start_sim};
+
+/// The columns the service writes (all but `id`).
+const COLUMNS: &str = "user_id, user_name, kind, state, previous_state, org_presence, \
+                       event_timestamp, ingested_at, source";
+
+pub fn run(ctx: &Ctx) {
+    // (agents, transitions per agent)
+    let sizes: &[(usize, usize)] = ctx.pick(
+        &[(1_000, 20), (10_000, 4)],
+        &[(1_000, 100), (10_000, 20), (50_000, 6)],
+    );
+    for &(agents, per_agent) in sizes {
+        one_size(ctx, agents, per_agent);
+    }
+}
+
+fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
+    let name = format!("ingest.{}k", agents / 1000);
+    let db_path = fresh_db(&format!("ingest-{agents}"));
+    let rt = runtime();
+    let measured = rt.block_on(async {
+        // 1,000 topics per channel: 50 k agents need 50 channels, above Genesys's 20.
+        let channels = agents.div_ceil(1000);
+        let sim = start_sim(agents, |c| {
+            c.max_channels = c.max_channels.max(channels);
+        })
+        .await;
+        if channels > agent_monitor::sim::MAX_CHANNELS {
+            eprintln!(
+                "# {name}: simulator max_channels raised to {channels} (Genesys allows {})",
+                agent_monitor::sim::MAX_CHANNELS
+            );
+        }
+        // The start-up is figure 6's subject: a large rate budget only shortens it here.
+        let knobs = Knobs {
+            rate_limit_per_minute: std::num::NonZeroU32::new(100_000).unwrap(),
+            ..Knobs::default()
+        };
+        let started = Instant::now();
+        let svc = Service::start(sim, &db_path, &knobs).await;
+        let bootstrap = 2 * agents as i64;
+        let Some(up) = svc
+            .wait_ready_with_rows(bootstrap, started, Duration::from_secs(600))
+            .await
+        else {
+            let (_, body) = svc.readyz().await;
+            eprintln!("# {name}: not ready: {}", body["problems"]);
+            svc.stop().await;
+            return None;
+        };
+        eprintln!(
+            "# {name}: {agents} agents ready and snapshotted in {:.1} s",
+            up.as_secs_f64()
+        );
+        let base = svc.rows().await;
+        let transitions = (agents * per_agent) as i64;
+        let t0 = Instant::now();
+        let firehose = svc.sim.start_firehose(per_agent);
+        let limit = Duration::from_secs(600);
+        let mut stored = base;
+        while stored < base + transitions && t0.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            stored = svc.rows().await;
+        }
+        let elapsed = t0.elapsed();
+        let report = firehose.finished().await.expect("firehose");
+        let truth = svc.sim.ground_truth().await.expect("ground truth");
+        let generated = truth.iter().filter(|t| !t.initial).count() as i64;
+        let delivered = truth.iter().filter(|t| !t.initial && t.delivered).count() as i64;
+        let count = svc.scalar("SELECT COUNT(*) FROM agent_status").await;
+        eprintln!(
+            "# {name}: {} transitions ({delivered} delivered) in {:.2} s; firehose handed over \
+             its last frame after {:.2} s; rows {count} (expected {})",
+            report.transitions,
+            elapsed.as_secs_f64(),
+            report.elapsed.as_secs_f64(),
+            base + generated
+        );
+        svc.stop().await;
+        if generated != transitions || count != base + generated {
+            eprintln!("# {name}: row count does not match the ground truth");
+            return None;
+        }
+        Some((base, transitions, elapsed))
+    });
+    drop(rt);
+    let Some((base, transitions, elapsed)) = measured else {
+        skipped(
+            &name,
+            "the service did not store the ground truth in time (see stderr)",
+        );
+        return;
+    };
+    let ours = transitions as f64 / elapsed.as_secs_f64();
+    emit(&format!("{name}.service"), ours, "transitions/s");
+
+    let rows = read_rows(&db_path, base);
+    let batch = PersistenceConfig::default().batch_rows;
+    let raw = raw_batched(&rows, batch, &format!("ingest-{agents}-raw"));
+    emit(
+        &format!("{name}.raw_batched_limit"),
+        raw,
+        &format!("rows/s(batch_{batch},WAL,synchronous=NORMAL)"),
+    );
+    let naive_cap = ctx.pick(Duration::from_secs(2), Duration::from_secs(5));
+    let (naive, naive_rows) = naive(&rows, naive_cap, &format!("ingest-{agents}-naive"));
+    emit(
+        &format!("{name}.naive"),
+        naive,
+        &format!("rows/s(autocommit,rollback_journal,first_{naive_rows}_rows)"),
+    );
+    emit(
+        &format!("{name}.ratio_raw"),
+        100.0 * ours / raw,
+        "%_of_raw(target>=70)",
+    );
+    emit(
+        &format!("{name}.ratio_naive"),
+        ours / naive,
+        "x_naive(target>=20)",
+    );
+    remove_db(&db_path);
+}
+
+/// The transitions the service stored (`id > base`), in id order, as SQL values.
+fn read_rows(db: &Path, base: i64) -> Vec<Vec<SqlValue>> {
+    let conn = rusqlite::Connection::open(db).expect("open service db");
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM agent_status WHERE id > ?1 ORDER BY id"
+        ))
+        .unwrap();
+    stmt.query_map([base], |row| {
+        (0..9).map(|i| row.get::<_, SqlValue>(i)).collect()
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// An empty database with the real schema (our migrations, through `db::connect`).
+fn empty_schema(name: &str) -> std::path::PathBuf {
+    let path = fresh_db(name);
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    runtime().block_on(async {
+        let db = agent_monitor::db::connect(&url).await.expect("schema");
+        db.close().await.ok();
+    });
+    path
+}
+
+fn insert_sql() -> String {
+    format!("INSERT INTO agent_status ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+}
+
+/// The limit: prepared statement, one transaction per batch, WAL, `synchronous=NORMAL`.
+fn raw_batched(rows: &[Vec<SqlValue>], batch: usize, name: &str) -> f64 {
+    let path = empty_schema(name);
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    let sql = insert_sql();
+    let started = Instant::now();
+    for chunk in rows.chunks(batch) {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut stmt = tx.prepare_cached(&sql).unwrap();
+            for row in chunk {
+                stmt.execute(rusqlite::params_from_iter(row.iter()))
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let rate = rows.len() as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+    remove_db(&path);
+    rate
+}
+
+/// The naive design: one autocommit INSERT per event, the default rollback journal and
+/// `synchronous`. It is slow, so it runs for at most `cap` (at least 200 rows).
+fn naive(rows: &[Vec<SqlValue>], cap: Duration, name: &str) -> (f64, usize) {
+    let path = empty_schema(name);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    // `db::connect` left the file in WAL mode (persistent); back to SQLite's default.
+    conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    let sql = insert_sql();
+    let started = Instant::now();
+    let mut done = 0;
+    for row in rows {
+        conn.execute(&sql, rusqlite::params_from_iter(row.iter()))
+            .unwrap();
+        done += 1;
+        if done >= 200 && started.elapsed() >= cap {
+            break;
+        }
+    }
+    let rate = done as f64 / started.elapsed().as_secs_f64();
+    drop(conn);
+    remove_db(&path);
+    (rate, done)
+}
