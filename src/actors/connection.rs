@@ -157,6 +157,10 @@ pub struct SocketStats {
     malformed: AtomicU64,
     /// User events forwarded.
     events: AtomicU64,
+    /// Genesys timestamp (Unix milliseconds) of the newest presence or routing event read; 0
+    /// before the first. Frames queued behind it at Genesys (or held back by our own
+    /// back-pressure) are newer, so a gap starts no later than this.
+    last_event_ms: AtomicI64,
 }
 
 /// The connection actor.
@@ -537,6 +541,12 @@ async fn run_socket(
                     Frame::ChannelGone => break ended("channel_gone", "channel gone ({\"result\":\"404\"})".into()),
                     Frame::Other(topic) => tracing::debug!(topic, "unhandled topic"),
                     frame @ (Frame::Presence(..) | Frame::Routing(..)) => {
+                        let at = match &frame {
+                            Frame::Presence(_, p) => p.timestamp,
+                            Frame::Routing(_, r) => r.timestamp,
+                            _ => unreachable!("matched above"),
+                        };
+                        stats.last_event_ms.fetch_max(at.timestamp_millis(), Ordering::Relaxed);
                         // Back-pressure: wait for room in the write pipeline before reading on.
                         let permit = tokio::select! {
                             permit = credits.clone().acquire_owned() => permit.ok().map(Credit::new),
@@ -765,7 +775,14 @@ impl Actor for ConnectionActor {
                 tracing::warn!(connection = %state.name(), reason = end.label, detail = %end.detail, "socket ended; reconnecting");
                 // The stream was complete up to the last message this socket read.
                 let last = state.stats.last_message_ms.load(Ordering::Relaxed);
-                let last = DateTime::from_timestamp_millis(last).unwrap_or_else(Utc::now);
+                let mut last = DateTime::from_timestamp_millis(last).unwrap_or_else(Utc::now);
+                // Events can wait in the socket long after Genesys stamped them (its queue, our
+                // back-pressure): the gap starts no later than the newest event read, in local
+                // time.
+                let event = state.stats.last_event_ms.load(Ordering::Relaxed);
+                if let Some(event) = DateTime::from_timestamp_millis(event).filter(|_| event > 0) {
+                    last = last.min(event - state.args.clock.offset());
+                }
                 state.gap_from = Some(state.gap_from.map_or(last, |g| g.min(last)));
                 if end.channel_lost() {
                     state.channel = None;
