@@ -545,6 +545,11 @@ impl SupervisorState {
         myself.send_interval(HOURLY, || SupervisorMsg::RefreshDefinitions);
     }
 
+    /// `BACKFILL_MARGIN` as a time delta (zero if it does not fit, which config prevents).
+    fn backfill_margin(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.args.backfill_margin).unwrap_or_default()
+    }
+
     /// Queues a gap backfill and starts it if none is running.
     fn queue_backfill(&mut self, myself: &ActorRef<SupervisorMsg>, request: GapRequest) {
         if request.users.is_empty() || request.from >= request.to {
@@ -1143,8 +1148,7 @@ impl Actor for Supervisor {
                     (None, None) => None,
                 };
                 if let (Some((from, trigger)), true) = (gap_from, state.stream_started) {
-                    let margin =
-                        chrono::TimeDelta::from_std(state.args.backfill_margin).unwrap_or_default();
+                    let margin = state.backfill_margin();
                     let request = GapRequest {
                         trigger,
                         users: state
@@ -1176,8 +1180,7 @@ impl Actor for Supervisor {
                     state.start_timers(&myself);
                     if let Some(saved) = state.saved_complete_until {
                         let now = state.args.clock.now();
-                        let margin = chrono::TimeDelta::from_std(state.args.backfill_margin)
-                            .unwrap_or_default();
+                        let margin = state.backfill_margin();
                         let mut from = saved - margin;
                         if now - from > MAX_START_GAP {
                             tracing::warn!(complete_until = %saved, "the database was last complete more than 31 days ago: backfilling the last 31 days only");

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use agent_monitor::actors::supervisor::SupervisorMsg;
@@ -14,27 +13,13 @@ use agent_monitor::rules::RuleSet;
 use agent_monitor::sim::{LUNCH_ID, Simulator};
 use serde_json::Value;
 
-use crate::helpers::{SlackReceiver, SlackRequest, wait_for};
+use crate::helpers::{SlackReceiver, SlackRequest, rules_file, wait_for};
 use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
 
 /// Generous: debug builds on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-static NEXT_RULES: AtomicU64 = AtomicU64::new(0);
-
 /// Writes `text` to a fresh rules file under the system temp dir.
-fn rules_file(text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join("agent-monitor-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!(
-        "rules-{}-{}-{}.toml",
-        std::process::id(),
-        NEXT_RULES.fetch_add(1, Ordering::Relaxed),
-        chrono::Utc::now().timestamp_micros()
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// `config_for` with the rules of `rules_path` and the given `group_wait`.
 fn config_with_rules(

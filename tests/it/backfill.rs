@@ -9,7 +9,7 @@ use agent_monitor::app::App;
 use agent_monitor::config::MembershipConfig;
 use serde_json::Value;
 
-use crate::helpers::{SlackReceiver, wait_for};
+use crate::helpers::{SlackReceiver, wait_a_while, wait_for};
 use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -151,11 +151,7 @@ async fn an_idle_episode_begun_in_a_gap_alerts_once_and_one_that_ended_in_it_nev
     );
     // Wait past another threshold and a checkpoint: still one message, and none for the
     // agent whose idle episode ended inside the gap.
-    let later = tokio::time::Instant::now() + threshold + Duration::from_secs(1);
-    wait_for("a quiet while", DEADLINE, || async {
-        (tokio::time::Instant::now() >= later).then_some(())
-    })
-    .await;
+    wait_a_while(threshold + Duration::from_secs(1)).await;
     assert_eq!(h.alerts_for(&still_idle).len(), 1);
     assert!(
         h.alerts_for(&resumed).is_empty(),
@@ -258,11 +254,7 @@ async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
         (r.status() == 200).then_some(())
     })
     .await;
-    let later = tokio::time::Instant::now() + threshold * 2;
-    wait_for("a quiet while", DEADLINE, || async {
-        (tokio::time::Instant::now() >= later).then_some(())
-    })
-    .await;
+    wait_a_while(threshold * 2).await;
     let messages = slack
         .received()
         .iter()

@@ -26,7 +26,7 @@ use agent_monitor::sim::{
 use chrono::{DateTime, Utc};
 use sea_orm::EntityTrait;
 
-use crate::helpers::{SlackReceiver, init, wait_for};
+use crate::helpers::{SlackReceiver, init, rules_file, wait_a_while, wait_for};
 use crate::service::{Opts, config_for, temp_db_path};
 
 const AGENTS: usize = 1000;
@@ -36,18 +36,10 @@ const AGENTS: usize = 1000;
 const THRESHOLD: Duration = Duration::from_secs(8);
 const MARGIN: Duration = Duration::from_secs(3);
 
-fn rules_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join("agent-monitor-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!(
-        "chaos-rules-{}-{}.toml",
-        std::process::id(),
-        Utc::now().timestamp_micros()
-    ));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+/// The rule under test: routing IDLE for `THRESHOLD`, no resolved messages, no flap merging.
+fn idle_rule() -> String {
+    format!(
+        r#"
 [[rules]]
 name = "idle-routing"
 threshold = "{}s"
@@ -56,11 +48,8 @@ flap_tolerance = "1ms"
 [rules.match]
 routing_status = "IDLE"
 "#,
-            THRESHOLD.as_secs()
-        ),
+        THRESHOLD.as_secs()
     )
-    .unwrap();
-    path
 }
 
 /// Every lowercase GUID (8-4-4-4-12 hex digits) in `text`.
@@ -126,7 +115,7 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
     let service_start = sim.now().await.unwrap();
     let slack = SlackReceiver::start().await;
     let db_path = temp_db_path();
-    let rules = rules_file();
+    let rules = rules_file(&idle_rule());
     let mut config = config_for(
         &sim,
         &slack,
@@ -251,11 +240,7 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
     )
     .await;
     // Let anything doubled or late arrive before judging.
-    let quiet_until = tokio::time::Instant::now() + THRESHOLD;
-    wait_for("a quiet while", settle, || async {
-        (tokio::time::Instant::now() >= quiet_until).then_some(())
-    })
-    .await;
+    wait_a_while(THRESHOLD).await;
 
     // 1. Every transition stored exactly once, and nothing else.
     let rows = agent_status::Entity::find().all(db).await.unwrap();

@@ -37,6 +37,23 @@ where
     }
 }
 
+/// Lets `time` pass while polling a deadline (for "nothing more happens" checks: a quiet
+/// period after which a count must not have grown).
+pub async fn wait_a_while(time: Duration) {
+    let until = Instant::now() + time;
+    wait_for("time to pass", time + Duration::from_secs(30), || async {
+        (Instant::now() >= until).then_some(())
+    })
+    .await;
+}
+
+/// Writes a rules file (TOML) to a fresh temporary path.
+pub fn rules_file(text: &str) -> std::path::PathBuf {
+    let path = crate::service::temp_db_path().with_extension("rules.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// One request the Slack receiver got.
 #[derive(Debug, Clone)]
 #[allow(dead_code)]

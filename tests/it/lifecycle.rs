@@ -10,7 +10,7 @@ use agent_monitor::config::MembershipConfig;
 use agent_monitor::sim::{SimConfig, Simulator};
 use serde_json::Value;
 
-use crate::helpers::{init, wait_for};
+use crate::helpers::{init, wait_a_while, wait_for};
 use crate::service::{Harness, Opts};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -41,15 +41,6 @@ fn opts(agents: usize) -> Opts {
         },
         ..Opts::default()
     }
-}
-
-/// Waits a fixed while by polling a deadline (no bare sleep in the test body).
-async fn pass(time: Duration) {
-    let until = tokio::time::Instant::now() + time;
-    wait_for("time to pass", time + DEADLINE, || async {
-        (tokio::time::Instant::now() >= until).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +199,7 @@ async fn a_deactivated_user_is_unsubscribed_and_its_agent_stopped() {
     let channels = h.sim.channels().await.unwrap();
     assert_eq!(channels.iter().map(|c| c.topics).sum::<usize>(), 2);
     // Its agent actor is stopped for good, not restarted.
-    pass(Duration::from_secs(2)).await;
+    wait_a_while(Duration::from_secs(2)).await;
     let (status, ready) = h.get("/readyz").await;
     assert_eq!((status, ready["agents"].clone()), (200, Value::from(2)));
     h.app.shutdown().await;
@@ -338,7 +329,7 @@ async fn an_unknown_presence_definition_refreshes_the_definitions_once() {
         (after == before + 1).then_some(())
     })
     .await;
-    pass(Duration::from_millis(500)).await;
+    wait_a_while(Duration::from_millis(500)).await;
     let after = h
         .sim
         .request_count("GET", "/api/v2/presence/definitions")

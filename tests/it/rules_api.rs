@@ -10,7 +10,7 @@ use agent_monitor::app::App;
 use agent_monitor::rules::RuleSet;
 use serde_json::{Value, json};
 
-use crate::helpers::{SlackReceiver, wait_for};
+use crate::helpers::{SlackReceiver, rules_file, wait_for};
 use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
 
 const NOT_RESPONDING_RULE: &str = r#"
@@ -29,12 +29,6 @@ threshold = "20m"
 [rules.match]
 system_presence = "BREAK"
 "#;
-
-fn rules_file(text: &str) -> PathBuf {
-    let path = temp_db_path().with_extension("rules.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 async fn start_with_rules(path: &PathBuf) -> Harness {
     let sim = start_sim(2).await;
