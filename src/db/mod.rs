@@ -281,6 +281,11 @@ mod tests {
             .unwrap();
         entity::agent::Entity::delete_many().exec(db).await.unwrap();
         entity::alert::Entity::delete_many().exec(db).await.unwrap();
+        // A shared PostgreSQL database keeps the previous run's completeness mark.
+        entity::stream_state::Entity::delete_many()
+            .exec(db)
+            .await
+            .unwrap();
 
         let t = |user: &str, kind: Kind, state: &str, at: &str| Transition {
             user_id: UserId::parse(user).unwrap(),
