@@ -56,6 +56,8 @@ pub const BACKFILLED: &str = "agent_monitor_backfilled_transitions_total";
 pub const BACKFILLS: &str = "agent_monitor_backfills_total";
 /// Measured clock offset to Genesys (Genesys minus local), seconds.
 pub const CLOCK_OFFSET: &str = "agent_monitor_clock_offset_seconds";
+/// Gauge: agents whose rules wait for a stream gap's backfill (`AgentMsg::Hold`).
+pub const AGENTS_HELD: &str = "agent_monitor_agents_held";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -143,6 +145,11 @@ fn describe() {
     );
     describe_counter!(BACKFILLS, Unit::Count, "Gap backfills run.");
     describe_gauge!(
+        AGENTS_HELD,
+        Unit::Count,
+        "Agents whose alert rules wait for a stream gap to be backfilled."
+    );
+    describe_gauge!(
         CLOCK_OFFSET,
         Unit::Seconds,
         "Clock offset to Genesys (GET /api/v2/date), Genesys minus local."
@@ -229,6 +236,11 @@ pub fn channel_connected(connected: bool, topics: usize) {
 pub fn backfill(records: usize) {
     counter!(BACKFILLS).increment(1);
     counter!(BACKFILLED).increment(records as u64);
+}
+
+/// `delta` agents started (+1) or stopped (−1) waiting for a gap's backfill.
+pub fn agents_held(delta: i64) {
+    gauge!(AGENTS_HELD).increment(delta as f64);
 }
 
 /// The clock offset to Genesys was measured.

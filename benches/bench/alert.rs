@@ -157,6 +157,7 @@ pub fn run(ctx: &Ctx) {
                     episodes: None,
                     peers: peers.clone(),
                     clock: Default::default(),
+                    held: false,
                 },
             )
             .await

@@ -173,6 +173,7 @@ pub fn child(args: &[String]) {
                             episodes: None,
                             peers: peers.clone(),
                             clock: Default::default(),
+                            held: false,
                         },
                     )
                     .await

@@ -44,6 +44,11 @@ fn idle_since(view: &AgentView) -> Option<DateTime<Utc>> {
         .and_then(|rule| rule.matcher.evaluate(view))
 }
 
+/// The longest an agent's rules wait for the backfill of a stream gap ([`AgentMsg::Hold`]):
+/// past it (the analytics query failing, say) the rules are judged on what is known, and a
+/// backfill that lands later is judged as it comes.
+pub const GAP_HOLD_LIMIT: Duration = Duration::from_secs(60);
+
 /// The name of the built-in rule.
 pub const IDLE_RULE: &str = crate::rules::BUILTIN_IDLE_RULE;
 
@@ -55,12 +60,33 @@ pub enum AgentMsg {
     Presence(PresenceUpdate, Source, Option<Credit>),
     /// A routing-status change.
     Routing(RoutingUpdate, Source, Option<Credit>),
-    /// Transitions recovered for a gap (`source = backfill`), oldest first. Each is stored and
-    /// applied like a stream event, but the rules are judged **once**, on the state after the
-    /// last one: an agent whose idle episode began in the gap and still lasts is alerted from
-    /// its Genesys start time (at once if the threshold has passed), one who has since resumed
-    /// work is not alerted at all.
-    Backfill(Vec<GapUpdate>),
+    /// The stream of this agent's channel has a gap (its socket was lost, or the service
+    /// starts after a downtime) that a backfill will fill: from now until that backfill
+    /// arrives, the rules are not judged and no deadline fires, because the gap may hold the
+    /// end of an episode. Every change received meanwhile is stored and applied to the
+    /// current state as usual, and kept to be replayed. `at` is the Genesys time (UTC) the
+    /// hold began; a second hold while held moves it later. Released by a
+    /// [`AgentMsg::Backfill`] whose `until` is at or after `at`, or after
+    /// [`GAP_HOLD_LIMIT`].
+    Hold { at: DateTime<Utc> },
+    /// Transitions recovered for a gap (`source = backfill`) of the interval that ends at
+    /// `until` (Genesys time, UTC), in any order; may be empty (the gap held none for this
+    /// agent). Each is stored and applied like a stream event.
+    ///
+    /// - **Held** (see [`AgentMsg::Hold`]) and `until` at or after the hold: the hold is
+    ///   released by replaying, in Genesys time order, every change received since it began
+    ///   together with these, through the rules as they would have run had the stream been
+    ///   whole: an episode that ended in the gap before its threshold is not alerted, one
+    ///   that passed it is alerted (late, once, and its firing is sent even if it has since
+    ///   ended), one still running is alerted from its Genesys start.
+    /// - **Not held**: the rules are judged **once**, on the state after the last one: an
+    ///   agent whose idle episode began in the gap and still lasts is alerted from its Genesys
+    ///   start time (at once if the threshold has passed), one who has since resumed work is
+    ///   not alerted at all.
+    Backfill {
+        updates: Vec<GapUpdate>,
+        until: DateTime<Utc>,
+    },
     /// The active-conversation count from `conversationsummary`, observed at the given instant.
     Conversations {
         active: u32,
@@ -106,6 +132,9 @@ pub struct AgentArgs {
     /// Genesys time: rule deadlines are Genesys timestamps, so "now" is read from here (the
     /// measured offset applied once, `crate::clock`).
     pub clock: crate::clock::Clock,
+    /// Start held ([`AgentMsg::Hold`]): the service starts after a downtime that a backfill
+    /// will fill, so a resumed episode must not fire before it is known whether it ended.
+    pub held: bool,
 }
 
 /// The agent actor (stateless handler; state in [`AgentState`]).
@@ -133,6 +162,122 @@ pub struct AgentState {
     /// When this actor started (see [`INCOMPLETE_STATE_GRACE`]).
     started: std::time::Instant,
     clock: crate::clock::Clock,
+    /// Set while a stream gap waits for its backfill ([`AgentMsg::Hold`]); boxed, so an agent
+    /// not held pays one pointer for it.
+    hold: Option<Box<Hold>>,
+    /// Hold at start ([`AgentArgs::held`]), until `post_start`.
+    held: bool,
+    /// Episodes (rule, start) whose firing was raised late, by the replay of a hold: news of
+    /// the past that is sent even if the episode ends while the message waits its turn.
+    late: Vec<(String, DateTime<Utc>)>,
+}
+
+/// What an agent keeps while held: the state the rules last judged, and every change since,
+/// to replay in Genesys time order once the gap is filled.
+#[derive(Debug)]
+struct Hold {
+    /// When the hold began (Genesys time, UTC); a backfill up to here or later releases it.
+    at: DateTime<Utc>,
+    /// When the hold gives up waiting (`at` of the first hold + [`GAP_HOLD_LIMIT`]).
+    limit: DateTime<Utc>,
+    /// The inputs as the rules last saw them (the episodes are not touched while held).
+    inputs: IdleInputs,
+    /// Every change received since (stream, snapshot, backfill), in arrival order.
+    changes: Vec<HeldChange>,
+}
+
+/// One change kept for the replay of a hold.
+#[derive(Debug, Clone)]
+enum HeldChange {
+    Presence(PresenceUpdate),
+    Routing(RoutingUpdate),
+    Conversations {
+        active: u32,
+        observed_at: DateTime<Utc>,
+    },
+}
+
+impl HeldChange {
+    /// The Genesys instant of the change (UTC).
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            HeldChange::Presence(p) => p.timestamp,
+            HeldChange::Routing(r) => r.timestamp,
+            HeldChange::Conversations { observed_at, .. } => *observed_at,
+        }
+    }
+
+    /// Applies the change to `inputs` by the live ordering rule (only a newer state replaces
+    /// the one held); whether the inputs changed.
+    fn apply(&self, inputs: &mut IdleInputs) -> bool {
+        match self {
+            HeldChange::Presence(p) => {
+                if inputs
+                    .presence
+                    .as_ref()
+                    .is_some_and(|h| p.timestamp <= h.since)
+                {
+                    return false;
+                }
+                inputs.presence = Some(PresenceState {
+                    system: p.system.clone(),
+                    definition_id: p.definition_id.clone(),
+                    label: p.label.clone(),
+                    since: p.timestamp,
+                });
+                true
+            }
+            HeldChange::Routing(r) => {
+                if inputs
+                    .routing
+                    .as_ref()
+                    .is_some_and(|h| r.timestamp <= h.since)
+                {
+                    return false;
+                }
+                inputs.routing = Some(RoutingState {
+                    status: r.status.clone(),
+                    since: r.timestamp,
+                });
+                true
+            }
+            HeldChange::Conversations {
+                active,
+                observed_at,
+            } => {
+                if *active == inputs.active_conversations
+                    || inputs
+                        .conversations_changed_at
+                        .is_some_and(|c| *observed_at < c)
+                {
+                    return false;
+                }
+                inputs.active_conversations = *active;
+                inputs.conversations_changed_at = Some(*observed_at);
+                true
+            }
+        }
+    }
+}
+
+/// Of the actions of a replay, keeps every first fire and resolve but only the last repeat of
+/// each episode: repeats whose times passed during the gap are one message, not a burst.
+fn collapse_repeats(actions: Vec<RuleAction>) -> Vec<RuleAction> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<RuleAction> = actions
+        .into_iter()
+        .rev()
+        .filter(|a| match &a.action {
+            EpisodeAction::Fire {
+                episode_start,
+                repeat,
+                ..
+            } if *repeat > 0 => seen.insert((a.rule.clone(), *episode_start)),
+            _ => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// What to do with an incoming event for one dimension.
@@ -224,12 +369,17 @@ impl AgentState {
     }
 
     fn view(&self) -> AgentView {
+        self.view_of(&self.inputs)
+    }
+
+    /// What the rules see of this agent with the given inputs.
+    fn view_of(&self, inputs: &IdleInputs) -> AgentView {
         AgentView {
             user_id: self.user_id.clone(),
-            presence: self.inputs.presence.clone(),
-            routing: self.inputs.routing.clone(),
-            active_conversations: self.inputs.active_conversations,
-            conversations_changed_at: self.inputs.conversations_changed_at,
+            presence: inputs.presence.clone(),
+            routing: inputs.routing.clone(),
+            active_conversations: inputs.active_conversations,
+            conversations_changed_at: inputs.conversations_changed_at,
             queue_ids: self.queue_ids.clone(),
             division_id: self.division_id.clone(),
         }
@@ -262,6 +412,10 @@ impl AgentState {
     /// After a state change Genesys timestamped `changed_at`: feed the rules, act, re-arm the
     /// timer, persist the episode log.
     fn evaluate(&mut self, myself: &ActorRef<AgentMsg>, changed_at: DateTime<Utc>) {
+        if self.hold.is_some() {
+            // Judged when the gap is filled (the replay in `release`).
+            return;
+        }
         let now = self.clock.now();
         // Right after a (re)start the snapshot brings presence and routing one after the
         // other: judging the rules on half a state would end (or start) episodes wrongly, so
@@ -278,8 +432,28 @@ impl AgentState {
     }
 
     fn after(&mut self, myself: &ActorRef<AgentMsg>, actions: Vec<RuleAction>, now: DateTime<Utc>) {
+        // An episode whose firing and end are learnt at once (the replay of a gap): the
+        // firing is still sent, so its end must not withdraw it from the Slack queue.
+        let fired: std::collections::HashSet<(String, DateTime<Utc>)> = actions
+            .iter()
+            .filter_map(|a| match &a.action {
+                EpisodeAction::Fire { episode_start, .. } => Some((a.rule.clone(), *episode_start)),
+                EpisodeAction::Resolve { .. } => None,
+            })
+            .collect();
         for action in actions {
-            self.act(action, now);
+            let withdraw = match &action.action {
+                EpisodeAction::Resolve { episode_start, .. } => {
+                    let key = (action.rule.clone(), *episode_start);
+                    let late = self.late.iter().position(|k| *k == key);
+                    if let Some(i) = late {
+                        self.late.swap_remove(i);
+                    }
+                    late.is_none() && !fired.contains(&key)
+                }
+                EpisodeAction::Fire { .. } => false,
+            };
+            self.act(action, now, withdraw);
         }
         self.arm(myself, now);
         self.persist_episodes();
@@ -304,7 +478,10 @@ impl AgentState {
 
     /// Keeps one timer at the earliest episode deadline (re-armed only when it moves).
     fn arm(&mut self, myself: &ActorRef<AgentMsg>, now: DateTime<Utc>) {
-        let next = self.episodes.next_deadline();
+        let next = match &self.hold {
+            Some(hold) => Some(hold.limit),
+            None => self.episodes.next_deadline(),
+        };
         if self.timer.as_ref().map(|(at, _)| *at) == next {
             return;
         }
@@ -320,7 +497,14 @@ impl AgentState {
         }
     }
 
-    fn act(&mut self, RuleAction { rule, action }: RuleAction, mut now: DateTime<Utc>) {
+    /// Raises one rule action; `withdraw`: on an episode end, tell the Slack actor to drop
+    /// (or replace by the resolved message) a firing of it still waiting.
+    fn act(
+        &mut self,
+        RuleAction { rule, action }: RuleAction,
+        mut now: DateTime<Utc>,
+        withdraw: bool,
+    ) {
         let Some(rule) = self.rules.get(&rule).cloned() else {
             return;
         };
@@ -337,11 +521,13 @@ impl AgentState {
                 ended_at,
             } => {
                 now = ended_at;
-                let episode_key = Alert::episode_key(&rule.name, &self.user_id, episode_start);
-                let _ = self
-                    .peers
-                    .slack
-                    .cast(SlackMsg::EpisodeEnded { episode_key });
+                if withdraw {
+                    let episode_key = Alert::episode_key(&rule.name, &self.user_id, episode_start);
+                    let _ = self
+                        .peers
+                        .slack
+                        .cast(SlackMsg::EpisodeEnded { episode_key });
+                }
                 if !send {
                     return;
                 }
@@ -379,6 +565,77 @@ impl AgentState {
         }
     }
 
+    /// Starts (or extends) a hold at `at` (Genesys time): see [`AgentMsg::Hold`].
+    fn hold(&mut self, myself: &ActorRef<AgentMsg>, at: DateTime<Utc>) {
+        match &mut self.hold {
+            Some(hold) => hold.at = hold.at.max(at),
+            None => {
+                let limit = self.clock.now()
+                    + chrono::TimeDelta::from_std(GAP_HOLD_LIMIT).unwrap_or_default();
+                self.hold = Some(Box::new(Hold {
+                    at,
+                    limit,
+                    inputs: self.inputs.clone(),
+                    changes: Vec::new(),
+                }));
+                metrics::agents_held(1);
+            }
+        }
+        self.arm(myself, self.clock.now());
+    }
+
+    /// Ends the hold: replays every change kept (with the backfill's, already among them) in
+    /// Genesys time order through the rules, each judged at its own instant, from the inputs
+    /// the rules last saw; then judges the current state at `now` like any change.
+    fn release(&mut self, myself: &ActorRef<AgentMsg>) {
+        let Some(hold) = self.hold.take() else {
+            return;
+        };
+        let Hold {
+            mut inputs,
+            mut changes,
+            ..
+        } = *hold;
+        metrics::agents_held(-1);
+        let now = self.clock.now();
+        changes.sort_by_key(HeldChange::at);
+        let mut actions = Vec::new();
+        let mut last = None;
+        for change in &changes {
+            if !change.apply(&mut inputs) {
+                continue;
+            }
+            last = Some(change.at().min(now));
+            // Half a state is not judged (see `evaluate`); the final judgement covers it.
+            if inputs.presence.is_none() || inputs.routing.is_none() {
+                continue;
+            }
+            let at = change.at().min(now);
+            let view = self.view_of(&inputs);
+            actions.extend(self.episodes.on_agent_change_at(&self.rules, at, &view, at));
+        }
+        actions.extend(self.episodes.on_tick(&self.rules, now));
+        let actions = collapse_repeats(actions);
+        // Firings raised now are late (by the time the gap took to fill): they are sent even
+        // if their episode ends before the message's turn comes.
+        let episodes = &self.episodes;
+        self.late
+            .retain(|(rule, _)| episodes.get(rule).is_some_and(|e| e.is_firing()));
+        for action in &actions {
+            if let EpisodeAction::Fire {
+                episode_start,
+                repeat: 0,
+                ..
+            } = action.action
+            {
+                self.late.push((action.rule.clone(), episode_start));
+            }
+        }
+        self.after(myself, actions, now);
+        self.evaluate(myself, last.unwrap_or(now));
+        self.publish_current();
+    }
+
     fn conflict(&self, kind: &str, value: &str, at: DateTime<Utc>) {
         metrics::malformed();
         tracing::warn!(user_id = %self.user_id, kind, value, at = %at,
@@ -396,6 +653,9 @@ impl AgentState {
         credit: Option<Credit>,
         judge: bool,
     ) -> bool {
+        if let Some(hold) = &mut self.hold {
+            hold.changes.push(HeldChange::Presence(update.clone()));
+        }
         let held = self
             .inputs
             .presence
@@ -471,6 +731,9 @@ impl AgentState {
         credit: Option<Credit>,
         judge: bool,
     ) -> bool {
+        if let Some(hold) = &mut self.hold {
+            hold.changes.push(HeldChange::Routing(update.clone()));
+        }
         let held = self
             .inputs
             .routing
@@ -565,6 +828,9 @@ impl Actor for AgentActor {
             timer: None,
             generation: 0,
             started: std::time::Instant::now(),
+            hold: None,
+            held: args.held,
+            late: Vec::new(),
             clock: args.clock.clone(),
         })
     }
@@ -574,7 +840,11 @@ impl Actor for AgentActor {
         myself: ActorRef<AgentMsg>,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
-        // A resumed episode log may hold a due repeat: keep its schedule.
+        if std::mem::take(&mut state.held) {
+            state.hold(&myself, state.clock.now());
+        }
+        // A resumed episode log may hold a due repeat: keep its schedule (after the start
+        // backfill, when the start is held).
         state.arm(&myself, state.clock.now());
         Ok(())
     }
@@ -596,7 +866,8 @@ impl Actor for AgentActor {
                 AgentMsg::Routing(update, source, credit) => {
                     state.on_routing(&myself, update, source, credit, true);
                 }
-                AgentMsg::Backfill(mut updates) => {
+                AgentMsg::Hold { at } => state.hold(&myself, at),
+                AgentMsg::Backfill { mut updates, until } => {
                     updates.sort_by_key(GapUpdate::timestamp);
                     let mut changed_at = None;
                     for update in updates {
@@ -613,15 +884,27 @@ impl Actor for AgentActor {
                             changed_at = Some(at);
                         }
                     }
-                    if let Some(at) = changed_at {
-                        state.evaluate(&myself, at);
-                        state.publish_current();
+                    match &state.hold {
+                        Some(hold) if until >= hold.at => state.release(&myself),
+                        Some(_) => {}
+                        None => {
+                            if let Some(at) = changed_at {
+                                state.evaluate(&myself, at);
+                                state.publish_current();
+                            }
+                        }
                     }
                 }
                 AgentMsg::Conversations {
                     active,
                     observed_at,
                 } => {
+                    if let Some(hold) = &mut state.hold {
+                        hold.changes.push(HeldChange::Conversations {
+                            active,
+                            observed_at,
+                        });
+                    }
                     if active != state.inputs.active_conversations {
                         state.inputs.active_conversations = active;
                         state.inputs.conversations_changed_at = Some(observed_at);
@@ -651,6 +934,16 @@ impl Actor for AgentActor {
                     if generation == state.generation {
                         state.timer = None;
                         let now = state.clock.now();
+                        if let Some(hold) = &state.hold {
+                            if now >= hold.limit {
+                                tracing::warn!(hold_since = %hold.at,
+                                    "the stream gap was not backfilled in time; judging the rules on what is known");
+                                state.release(&myself);
+                            } else {
+                                state.arm(&myself, now);
+                            }
+                            return Ok(());
+                        }
                         let actions = state.episodes.on_tick(&state.rules, now);
                         state.after(&myself, actions, now);
                     }
@@ -673,6 +966,9 @@ impl Actor for AgentActor {
         if let Some((_, timer)) = state.timer.take() {
             timer.abort();
         }
+        if state.hold.take().is_some() {
+            metrics::agents_held(-1);
+        }
         if let Some(presence) = &state.inputs.presence {
             metrics::agent_gone("presence", &presence.system);
         }
@@ -689,6 +985,44 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         crate::domain::parse_timestamp(s).unwrap()
+    }
+
+    #[test]
+    fn a_replay_keeps_only_the_last_repeat_of_an_episode() {
+        let start = t("2024-05-01T10:00:00Z");
+        let fire = |repeat| RuleAction {
+            rule: "idle".into(),
+            action: EpisodeAction::Fire {
+                episode_start: start,
+                repeat,
+                send: true,
+            },
+        };
+        let kept = collapse_repeats(vec![fire(0), fire(1), fire(2), fire(3)]);
+        assert_eq!(kept, vec![fire(0), fire(3)]);
+    }
+
+    #[test]
+    fn held_changes_apply_only_when_newer() {
+        let mut inputs = IdleInputs::default();
+        let routing = |status: &str, at| {
+            HeldChange::Routing(RoutingUpdate {
+                status: status.into(),
+                timestamp: t(at),
+            })
+        };
+        assert!(routing("IDLE", "2024-05-01T10:00:00Z").apply(&mut inputs));
+        assert!(!routing("IDLE", "2024-05-01T10:00:00Z").apply(&mut inputs));
+        assert!(!routing("INTERACTING", "2024-05-01T09:00:00Z").apply(&mut inputs));
+        assert!(routing("INTERACTING", "2024-05-01T10:00:04Z").apply(&mut inputs));
+        assert_eq!(inputs.routing.as_ref().unwrap().status, "INTERACTING");
+        let conversations = |active, at| HeldChange::Conversations {
+            active,
+            observed_at: t(at),
+        };
+        assert!(conversations(1, "2024-05-01T10:00:05Z").apply(&mut inputs));
+        assert!(!conversations(0, "2024-05-01T10:00:04Z").apply(&mut inputs));
+        assert_eq!(inputs.active_conversations, 1);
     }
 
     #[test]

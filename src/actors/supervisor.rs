@@ -309,6 +309,9 @@ pub struct SupervisorState {
     stream_started: bool,
     backfills: std::collections::VecDeque<GapRequest>,
     backfill_running: bool,
+    /// The queue's head failed and waits for its retry until then: a gap queued meanwhile
+    /// does not cut the backoff short.
+    backfill_retry_at: Option<tokio::time::Instant>,
     last_backfill: Option<BackfillRun>,
     checkpoint_running: bool,
     relisting: bool,
@@ -415,6 +418,8 @@ impl SupervisorState {
             episodes: self.saved_episodes.remove(user),
             peers,
             clock: self.args.clock.clone(),
+            // Started after a downtime the start backfill will fill: hold the rules until then.
+            held: !self.stream_started && self.saved_complete_until.is_some(),
         };
         let (actor, _) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell()).await?;
         self.by_id
@@ -550,9 +555,11 @@ impl SupervisorState {
         chrono::TimeDelta::from_std(self.args.backfill_margin).unwrap_or_default()
     }
 
-    /// Queues a gap backfill and starts it if none is running.
+    /// Queues a gap backfill and starts it if none is running. An empty gap is not queued:
+    /// its users are released at once ([`SupervisorState::release`]).
     fn queue_backfill(&mut self, myself: &ActorRef<SupervisorMsg>, request: GapRequest) {
         if request.users.is_empty() || request.from >= request.to {
+            self.release(&request.users);
             return;
         }
         tracing::info!(trigger = request.trigger, users = request.users.len(),
@@ -561,12 +568,43 @@ impl SupervisorState {
         let _ = myself.cast(SupervisorMsg::Backfill);
     }
 
+    /// Holds the rules of the agents of connection `index` until its gap is backfilled
+    /// ([`AgentMsg::Hold`]): its socket is lost, so an episode's end may be in the gap.
+    fn hold(&self, index: usize) {
+        let at = self.args.clock.now();
+        for user in self.connection_users.get(index).into_iter().flatten() {
+            if let Some(agent) = self.agents.get(user) {
+                let _ = agent.cast(AgentMsg::Hold { at });
+            }
+        }
+    }
+
+    /// Releases held agents without a backfill (their gap is empty or will not be
+    /// backfilled): an empty [`AgentMsg::Backfill`] up to now.
+    fn release(&self, users: &[UserId]) {
+        let until = self.args.clock.now();
+        for user in users {
+            if let Some(agent) = self.agents.get(user) {
+                let _ = agent.cast(AgentMsg::Backfill {
+                    updates: Vec::new(),
+                    until,
+                });
+            }
+        }
+    }
+
     /// Runs the next queued backfill in a task: query the analytics user details for the
     /// gap, then hand each agent its recovered transitions in time order
     /// ([`AgentMsg::Backfill`]).
     fn start_backfill(&mut self, myself: &ActorRef<SupervisorMsg>) {
         if self.backfill_running || self.shutting_down {
             return;
+        }
+        if let Some(at) = self.backfill_retry_at {
+            if tokio::time::Instant::now() < at {
+                return; // its timer sends `Backfill` again
+            }
+            self.backfill_retry_at = None;
         }
         let Some(request) = self.backfills.pop_front() else {
             return;
@@ -606,9 +644,14 @@ impl SupervisorState {
                     for (user, update) in gap.updates {
                         by_user.entry(user).or_default().push(update);
                     }
-                    for (user, updates) in by_user {
-                        if let Some(agent) = agents.get(&user) {
-                            let _ = agent.cast(AgentMsg::Backfill(updates));
+                    // Every user of the gap hears of it, with nothing if it held nothing for
+                    // them: that is what releases a held agent.
+                    for user in &request.users {
+                        if let Some(agent) = agents.get(user) {
+                            let _ = agent.cast(AgentMsg::Backfill {
+                                updates: by_user.remove(user).unwrap_or_default(),
+                                until: request.to,
+                            });
                         }
                     }
                     metrics::backfill(run.records);
@@ -616,6 +659,17 @@ impl SupervisorState {
                 }
                 Err(e) => {
                     run.error = Some(e.to_string());
+                    if e.is_fatal() {
+                        // Never to be backfilled: release the held agents now.
+                        for user in &request.users {
+                            if let Some(agent) = agents.get(user) {
+                                let _ = agent.cast(AgentMsg::Backfill {
+                                    updates: Vec::new(),
+                                    until: request.to,
+                                });
+                            }
+                        }
+                    }
                     (!e.is_fatal()).then_some(GapRequest {
                         attempts: request.attempts + 1,
                         ..request
@@ -1054,6 +1108,7 @@ impl Actor for Supervisor {
             stream_started: false,
             backfills: Default::default(),
             backfill_running: false,
+            backfill_retry_at: None,
             last_backfill: None,
             checkpoint_running: false,
             relisting: false,
@@ -1161,6 +1216,11 @@ impl Actor for Supervisor {
                         attempts: 0,
                     };
                     state.queue_backfill(&myself, request);
+                } else if gap_from.is_some() {
+                    // Before the stream started there is nothing to backfill yet.
+                    if let Some(users) = state.connection_users.get(index) {
+                        state.release(users);
+                    }
                 }
                 let all_up = state.all_up();
                 if reconnected || gap_from.is_some() || state.last_snapshot.is_some() {
@@ -1210,6 +1270,7 @@ impl Actor for Supervisor {
                 if let Some(up) = state.connection_up.get_mut(index) {
                     *up = false;
                 }
+                state.hold(index);
             }
             SupervisorMsg::Resubscribed { index } => {
                 tracing::debug!(
@@ -1294,6 +1355,7 @@ impl Actor for Supervisor {
                     // and its end moves to now so nothing since is skipped).
                     request.to = state.args.clock.now();
                     let delay = restart_delay(request.attempts).max(Duration::from_secs(1));
+                    state.backfill_retry_at = Some(tokio::time::Instant::now() + delay);
                     state.backfills.push_front(request);
                     myself.send_after(delay, || SupervisorMsg::Backfill);
                 } else {
@@ -1631,6 +1693,7 @@ impl Actor for Supervisor {
                     .pending_gaps
                     .entry(*i)
                     .or_insert_with(chrono::Utc::now);
+                state.hold(*i);
             }
             Child::Agent(user) => {
                 state.agents.remove(user);

@@ -270,3 +270,150 @@ async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
     );
     app.shutdown().await;
 }
+
+/// The end of an idle episode falls in a gap and reaches the service only after the threshold
+/// (the user listing fails and the analytics query is slow): the agent's rules wait for the
+/// backfill instead of firing on a deadline the gap may have cancelled. The agent who stayed
+/// idle through the gap is alerted, once, when the backfill lands; the one who went back to
+/// work before the threshold never is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_episode_whose_end_fell_in_a_gap_is_judged_when_the_backfill_lands() {
+    let threshold = Duration::from_secs(4);
+    let sim = start_sim(2).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let (stays, resumes) = (ids[0].clone(), ids[1].clone());
+    for id in &ids {
+        sim.set_routing_status(id, "INTERACTING").await.unwrap();
+    }
+    let h = Harness::start_on(sim, quick(2, threshold)).await;
+    h.wait_state(&stays, "routing", "INTERACTING").await;
+    h.wait_state(&resumes, "routing", "INTERACTING").await;
+    h.sim.set_routing_status(&stays, "IDLE").await.unwrap();
+    h.sim.set_routing_status(&resumes, "IDLE").await.unwrap();
+    h.wait_state(&stays, "routing", "IDLE").await;
+    h.wait_state(&resumes, "routing", "IDLE").await;
+    let idle_start = h.sim.user(&resumes).await.unwrap().unwrap().routing_start;
+
+    // From here the service learns nothing of the gap before the deadline: every user listing
+    // (the snapshot) fails, and so do the first analytics queries (retried with a backoff of
+    // at least a second each).
+    h.sim
+        .fail_next("GET", "/api/v2/users", 503, None, 10_000)
+        .await
+        .unwrap();
+    h.sim
+        .fail_next("POST", "/api/v2/analytics", 503, None, 5)
+        .await
+        .unwrap();
+    in_a_gap(&h, || async {
+        h.sim
+            .set_routing_status(&resumes, "INTERACTING")
+            .await
+            .unwrap();
+    })
+    .await;
+    let run = last_backfill(&h, "reconnect").await;
+    h.sim.clear_faults().await.unwrap();
+    let finished =
+        agent_monitor::domain::parse_timestamp(run["finished_at"].as_str().unwrap()).unwrap();
+    assert!(
+        finished > idle_start + chrono::TimeDelta::from_std(threshold).unwrap(),
+        "the backfill must land after the deadline for this test to mean anything: {run}"
+    );
+
+    wait_for(
+        "the alert of the agent idle through the gap",
+        DEADLINE,
+        || async { (!h.alerts_for(&stays).is_empty()).then_some(()) },
+    )
+    .await;
+    wait_for("the end of the episode, backfilled", DEADLINE, || async {
+        let rows = h.history(&resumes, "routing").await;
+        rows.iter()
+            .any(|r| r["state"] == "INTERACTING" && r["source"] == "backfill")
+            .then_some(())
+    })
+    .await;
+    wait_a_while(Duration::from_secs(1)).await;
+    assert!(
+        h.alerts_for(&resumes).is_empty(),
+        "an episode that ended before its threshold is never alerted: {:?}",
+        h.alerts_for(&resumes)
+    );
+    assert_eq!(h.alerts_for(&stays).len(), 1, "{:?}", h.alerts_for(&stays));
+    h.app.shutdown().await;
+}
+
+/// A restart in the middle of an idle episode that ended during the downtime before its
+/// threshold, with the threshold passed by the time the service is back: the resumed episode
+/// log waits for the start backfill and is not alerted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_alert_an_episode_that_ended_during_the_downtime() {
+    let threshold = Duration::from_secs(2);
+    let sim = start_sim(2).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let agent = ids[0].clone();
+    for id in &ids {
+        sim.set_routing_status(id, "INTERACTING").await.unwrap();
+    }
+    let slack = SlackReceiver::start().await;
+    let db = temp_db_path();
+    let opts = quick(2, threshold);
+
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    wait_for("first service ready", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    sim.set_routing_status(&agent, "IDLE").await.unwrap();
+    let idle_start = sim.user(&agent).await.unwrap().unwrap().routing_start;
+    wait_for("the idle episode seen", DEADLINE, || async {
+        let body: Value = reqwest::get(format!(
+            "{base}/api/v1/agent-status/history?user_id={agent}&kind=routing&limit=50"
+        ))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+        let rows = body["data"].as_array().cloned()?;
+        rows.iter().any(|r| r["state"] == "IDLE").then_some(())
+    })
+    .await;
+    app.shutdown().await;
+
+    // While the service is down the agent goes back to work before the threshold, and the
+    // threshold passes.
+    sim.set_routing_status(&agent, "INTERACTING").await.unwrap();
+    let threshold_at = idle_start + chrono::TimeDelta::from_std(threshold).unwrap();
+    wait_for("the threshold passed", DEADLINE, || async {
+        (sim.now().await.ok()? > threshold_at).then_some(())
+    })
+    .await;
+
+    let app = App::start(config_for(&sim, &slack, &db, &opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    let run = wait_for("the start backfill", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        let body: Value = r.json().await.ok()?;
+        let run = body["last_backfill"].clone();
+        (run["trigger"] == "start").then_some(run)
+    })
+    .await;
+    assert!(run["error"].is_null(), "{run}");
+    wait_a_while(threshold).await;
+    let messages: Vec<_> = slack
+        .received()
+        .iter()
+        .filter(|r| r.body.to_string().contains(&agent))
+        .map(|r| r.body.to_string())
+        .collect();
+    assert!(messages.is_empty(), "{messages:?}");
+    app.shutdown().await;
+}
