@@ -5,7 +5,8 @@
 //! them with the local clock would turn any skew of the host into wrong durations, idle
 //! alerts firing early or late, or "future" timestamps. So:
 //!
-//! - [`measure_offset`] reads `GET /api/v2/date` once and returns *Genesys minus local*;
+//! - [`measure_offset`] reads `GET /api/v2/date` (the quickest of three answers) and returns
+//!   *Genesys minus local*;
 //! - [`Clock::set_offset`] stores it, and [`Clock::now`] is the local UTC time plus that offset,
 //!   i.e. "now" on the Genesys clock;
 //! - callers compare Genesys timestamps with [`Clock::now`] and **never shift stored
@@ -64,16 +65,30 @@ impl Clock {
     }
 }
 
+/// How many `GET /api/v2/date` requests one offset measurement makes ([`measure_offset`]).
+pub const OFFSET_SAMPLES: usize = 3;
+
 /// Measures the Genesys server clock offset (Genesys minus local, milliseconds) with
 /// `GET /api/v2/date` → `{"currentDate": "<RFC 3339>"}` (protocol reference §10).
 ///
 /// The server's reading is compared with the **midpoint** of the request that got it (local
 /// send time plus half the round trip of that one HTTP attempt; the token request, rate-budget
 /// waits and retries are excluded), assuming symmetric network delays: the error is at most
-/// half the round trip plus the server's millisecond rounding. The result is meant to be
-/// stored with [`Clock::set_offset`], once; it must not also be added to stored timestamps.
+/// half the round trip plus the server's millisecond rounding. [`OFFSET_SAMPLES`] requests are
+/// made and the one with the shortest round trip is kept (as NTP does), so one answer delayed
+/// on a busy host or network does not skew every deadline. The result is meant to be stored
+/// with [`Clock::set_offset`], once; it must not also be added to stored timestamps.
+///
+/// Errors: the first failed request's error (each request is retried by the client first).
 pub async fn measure_offset(client: &GenesysClient) -> Result<TimeDelta, GenesysError> {
-    let (server, sent, round_trip) = client.server_date_timed().await?;
+    let mut best: Option<(DateTime<Utc>, DateTime<Utc>, std::time::Duration)> = None;
+    for _ in 0..OFFSET_SAMPLES {
+        let sample = client.server_date_timed().await?;
+        if best.is_none_or(|b| sample.2 < b.2) {
+            best = Some(sample);
+        }
+    }
+    let (server, sent, round_trip) = best.expect("OFFSET_SAMPLES is not zero");
     let half = TimeDelta::from_std(round_trip / 2).unwrap_or(TimeDelta::zero());
     let offset = server - (sent + half);
     let offset = TimeDelta::milliseconds(offset.num_milliseconds());
@@ -161,6 +176,33 @@ mod tests {
             let lag = (clock.now() - (Utc::now() + skew)).num_milliseconds().abs();
             assert!(lag < 200, "clock.now() is Genesys time: {lag} ms off");
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_held_up_on_its_way_back_is_outvoted_by_a_quick_one() {
+        // The first answer is stamped at once and then held up for a second (a busy host):
+        // alone it would put the midpoint 500 ms late and the offset 500 ms low.
+        let skew = TimeDelta::seconds(-20);
+        let dates = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = dates.clone();
+        let server = TestServer::start(move |r| {
+            if let Some(reply) = token_reply(r) {
+                return reply;
+            }
+            let reply = Reply::json(
+                200,
+                json!({"currentDate": format_timestamp(Utc::now() + skew)}),
+            );
+            match seen.fetch_add(1, Ordering::SeqCst) {
+                0 => reply.delay(Duration::from_secs(1)),
+                _ => reply,
+            }
+        })
+        .await;
+        let offset = measure_offset(&test_client(&server)).await.unwrap();
+        let error = (offset - skew).num_milliseconds().abs();
+        assert!(error < 250, "measured {offset} for a skew of {skew}");
+        assert_eq!(dates.load(Ordering::SeqCst), OFFSET_SAMPLES);
     }
 
     #[tokio::test]

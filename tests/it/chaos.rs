@@ -369,7 +369,8 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
         "chaos figures: agents {AGENTS}, shift {}s, transitions {}, idle episodes alerted {}, \
          short idle episodes {}, faults {fault_total} {faults:?}, reconnects {reconnects}, \
          channel replacements {replacements}, backfilled rows {backfilled}, missing {}, \
-         wrong {}, extra {}, alerts missing {}, alerts wrong {}, undelivered {}, slack mismatches {}",
+         wrong {}, extra {}, alerts missing {}, alerts wrong {}, undelivered {}, slack mismatches {}, \
+         clock offset {} ms",
         shift_length.as_secs(),
         truth.len(),
         expected_alerts.len(),
@@ -381,6 +382,7 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
         fired.len(),
         undelivered.len(),
         slack_mismatch.len(),
+        ready["clock_offset_ms"],
     );
     if !missing.is_empty() {
         let mut by_at: BTreeMap<String, usize> = BTreeMap::new();
