@@ -579,6 +579,7 @@ impl AgentState {
                     changes: Vec::new(),
                 }));
                 metrics::agents_held(1);
+                tracing::debug!(%at, "held until the gap is backfilled");
             }
         }
         self.arm(myself, self.clock.now());
@@ -616,6 +617,8 @@ impl AgentState {
         }
         actions.extend(self.episodes.on_tick(&self.rules, now));
         let actions = collapse_repeats(actions);
+        tracing::debug!(changes = changes.len(), actions = actions.len(),
+            episodes = ?self.episodes, "released: replayed the changes kept while held");
         // Firings raised now are late (by the time the gap took to fill): they are sent even
         // if their episode ends before the message's turn comes.
         let episodes = &self.episodes;

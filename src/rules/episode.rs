@@ -16,7 +16,8 @@ use super::model::{AgentView, Rule};
 /// Semantics (`shared/alerting.md` §4):
 /// - **Normal → Pending** when the rule starts matching. The episode start is the Genesys
 ///   instant at which the match became true (`matched_since`), so a restart does not reset
-///   the timer; an instant in the future is taken as `now`.
+///   the timer; an instant in the future (clock skew) stays the start, but the threshold counts
+///   from `now`.
 /// - **Pending → Firing** once `start + threshold` is reached: one [`EpisodeAction::Fire`]
 ///   with `repeat: 0`.
 /// - **Firing**: while still matching, another `Fire` (`repeat: 1, 2, …`) every
@@ -197,7 +198,7 @@ impl Episode {
         // Changes reported late (after a stream gap, by backfill or snapshot) are applied at
         // their Genesys time before the deadlines that passed meanwhile are ticked, so an
         // episode that ended before its threshold does not fire on the late news.
-        match (matched_since.map(|s| s.min(now)), &mut self.phase) {
+        match (matched_since, &mut self.phase) {
             // The same state again, begun later than the episode, with no end of it seen: the
             // agent left and came back while we were not looking (an exit lost in a gap and
             // backfilled late, or superseded by the snapshot). That is a new episode: a fired
@@ -224,9 +225,9 @@ impl Episode {
                     fire_at,
                     ended: None,
                 },
-            ) if since > *start && since <= *fire_at => {
+            ) if since > *start && since.min(now) <= *fire_at => {
                 *start = since;
-                *fire_at = add(since, rule.threshold);
+                *fire_at = add(since.min(now), rule.threshold);
             }
             // The match ended at `changed_at`, before the threshold: no fire, however late we
             // learn of it.
@@ -251,12 +252,14 @@ impl Episode {
         let mut actions = self.on_tick(rule, now);
         match matched_since {
             Some(since) => {
-                let since = since.min(now);
+                // The episode keeps the Genesys instant as its start (the dedupe key, and
+                // what later changes are compared with); one a little in the future (clock
+                // skew) counts from now for the threshold.
                 match &mut self.phase {
                     EpisodePhase::Normal | EpisodePhase::Resolved { .. } => {
                         self.phase = EpisodePhase::Pending {
                             start: since,
-                            fire_at: add(since, rule.threshold),
+                            fire_at: add(since.min(now), rule.threshold),
                             ended: None,
                         };
                     }
@@ -269,7 +272,7 @@ impl Episode {
                         if since < *start {
                             // A more accurate (earlier) Genesys timestamp for the same match.
                             *start = since;
-                            *fire_at = add(since, rule.threshold);
+                            *fire_at = add(since.min(now), rule.threshold);
                         }
                     }
                     EpisodePhase::Firing { ended, .. } => *ended = None,

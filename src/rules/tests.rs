@@ -1114,13 +1114,32 @@ fn quiet_hours_mute_messages_but_not_transitions() {
 }
 
 #[test]
-fn future_timestamps_are_taken_as_now() {
+fn a_future_timestamp_stays_the_start_and_the_threshold_counts_from_now() {
     let r = idle_rule();
     let now = ts(T0);
     let mut e = Episode::new();
     e.on_match_change(&r, now, Some(now + min(3)));
-    assert_eq!(e.episode_start(), Some(now));
+    assert_eq!(e.episode_start(), Some(now + min(3)));
     assert_eq!(e.next_deadline(), Some(now + min(10)));
+}
+
+/// A clock offset measured a few milliseconds short made an event's Genesys timestamp lie just
+/// after "now". The start was taken as now, so the next evaluation (a rules reload, the
+/// snapshot after a restart) saw the real timestamp as a later start with no end seen: it
+/// resolved the episode and fired a second one at once.
+#[test]
+fn an_event_just_ahead_of_now_is_one_episode_on_the_next_evaluation() {
+    let r = idle_rule();
+    let now = ts(T0);
+    let since = now + chrono::TimeDelta::milliseconds(3);
+    let mut e = Episode::new();
+    assert_eq!(e.on_match_change(&r, now, Some(since)), []);
+    assert_eq!(
+        e.on_match_change(&r, now + chrono::TimeDelta::milliseconds(10), Some(since)),
+        []
+    );
+    assert_eq!(e.on_tick(&r, now + min(10)), [fire(since, 0)]);
+    assert_eq!(e.on_match_change(&r, now + min(11), Some(since)), []);
 }
 
 #[test]

@@ -294,6 +294,31 @@ async fn a_chaotic_shift_of_a_thousand_agents_loses_nothing_and_doubles_nothing(
         }
     }
     let wrongly_alerted: Vec<_> = fired.keys().take(10).collect();
+    for missed in not_alerted.iter().take(3) {
+        let user = missed.split(' ').next().unwrap_or_default();
+        eprintln!("not alerted: {missed}");
+        for t in all_truth
+            .iter()
+            .filter(|t| t.user_id == user && t.kind == TransitionKind::Routing)
+        {
+            eprintln!("  truth {} {} delivered {}", t.value, t.at, t.delivered);
+        }
+        for a in alerts.iter().filter(|a| a.user_id == user) {
+            eprintln!(
+                "  alert {} since {} fired {} {}",
+                a.kind, a.since, a.fired_at, a.delivery_status
+            );
+        }
+        for r in rows
+            .iter()
+            .filter(|r| r.user_id == user && r.kind == "routing")
+        {
+            eprintln!(
+                "  row {} {} {} ingested {}",
+                r.state, r.event_timestamp, r.source, r.ingested_at
+            );
+        }
+    }
     for (user, since) in fired.keys().take(3) {
         eprintln!("wrong alert {user} since {since}");
         for t in all_truth
