@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_monitor::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
+use agent_monitor::actors::deadline::Deadlines;
 use agent_monitor::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
 use agent_monitor::actors::slack::{SlackActor, SlackArgs};
 use agent_monitor::config::{DeliveryConfig, DestinationConfig, PersistenceConfig};
@@ -134,6 +135,7 @@ pub fn run(ctx: &Ctx) {
         let peers = Peers {
             persistence: persistence.clone(),
             slack: slack.clone(),
+            deadlines: Deadlines::spawn(),
         };
 
         let lead = Duration::from_secs(ctx.pick(2, 4));

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_monitor::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
+use agent_monitor::actors::deadline::Deadlines;
 use agent_monitor::actors::persistence::PersistMsg;
 use agent_monitor::actors::slack::SlackMsg;
 use agent_monitor::domain::{Source, UserId};
@@ -156,7 +157,11 @@ pub fn child(args: &[String]) {
             }
             "agents" | "agents_busy" => {
                 let rules = Arc::new(RuleSet::builtin_idle(Duration::from_secs(3600)));
-                let peers = Peers { persistence, slack };
+                let peers = Peers {
+                    persistence,
+                    slack,
+                    deadlines: Deadlines::spawn(),
+                };
                 let now = Utc::now();
                 let mut refs = Vec::with_capacity(n);
                 for i in 0..n {

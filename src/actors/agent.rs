@@ -1,9 +1,10 @@
 //! The agent actor: one per monitored user. It holds the agent's presence, routing status and
 //! active-conversation count, decides which events change the current state, evaluates the
 //! alert rules against it (`crate::rules`: one episode per rule, Normal → Pending → Firing →
-//! Resolved), keeps one timer for the earliest episode deadline, and raises alert messages
-//! (firing, repeats, resolved) to the Slack and persistence actors. Its episode log is
-//! persisted after every change, so a restart neither repeats nor forgets an alert.
+//! Resolved), keeps one deadline (at the shared [`Deadlines`] scheduler) for the earliest
+//! episode deadline, and raises alert messages (firing, repeats, resolved) to the Slack and
+//! persistence actors. Its episode log is persisted after every change, so a restart neither
+//! repeats nor forgets an alert.
 //!
 //! Ordering rule: an event older than the one held for the same dimension is stored (history is
 //! complete) but does not change the current state. An exact repeat of the event held (same
@@ -14,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tracing::Instrument;
 
 use crate::actors::Credit;
+use crate::actors::deadline::Deadlines;
 use crate::actors::persistence::PersistMsg;
 use crate::actors::slack::SlackMsg;
 use crate::backfill::GapUpdate;
@@ -33,6 +34,9 @@ use crate::rules::{AgentEpisodes, AgentView, EpisodeAction, RuleAction, RuleSet}
 /// How long a new agent actor waits for both presence and routing status before judging the
 /// rules on whatever it knows.
 const INCOMPLETE_STATE_GRACE: Duration = Duration::from_secs(30);
+
+/// The longest delay a deadline is armed with (about 30 years): further is never.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 /// When the agent became idle by the built-in `idle` rule's definition (its matcher, the one
 /// definition of "idle"), whatever rules are in force: the `idle_since` of `GET /api/v1/agents`.
@@ -101,17 +105,22 @@ pub enum AgentMsg {
     /// The queues the agent is a member of (ids, any case), as last listed: queue-scoped rules
     /// are re-evaluated when the set changes.
     Queues(Vec<String>),
-    /// Internal: the earliest episode deadline of timer `generation` has passed.
+    /// Internal, from the shared deadline scheduler ([`Deadlines`]): the earliest episode
+    /// deadline armed with timer `generation` has passed (stale unless it is the current
+    /// generation).
     Deadline { generation: u64 },
     /// The agent's current state (tests, debugging).
     Get(RpcReplyPort<AgentCurrent>),
 }
 
-/// The actors an agent talks to.
+/// The actors (and the scheduler) an agent talks to.
 #[derive(Debug, Clone)]
 pub struct Peers {
     pub persistence: ActorRef<PersistMsg>,
     pub slack: ActorRef<SlackMsg>,
+    /// The shared deadline scheduler, which sends [`AgentMsg::Deadline`]; the supervisor's one
+    /// for the process's lifetime (it is not restarted, see [`crate::actors::deadline`]).
+    pub deadlines: Deadlines,
 }
 
 /// Start-up arguments.
@@ -140,8 +149,6 @@ pub struct AgentArgs {
 /// The agent actor (stateless handler; state in [`AgentState`]).
 pub struct AgentActor;
 
-type Timer = JoinHandle<Result<(), ractor::MessagingErr<AgentMsg>>>;
-
 /// What one agent actor owns.
 #[derive(Debug)]
 pub struct AgentState {
@@ -155,9 +162,13 @@ pub struct AgentState {
     inputs: IdleInputs,
     presence_label: Option<String>,
     episodes: AgentEpisodes,
-    /// The episode log as last sent to the persistence actor.
-    persisted: String,
-    timer: Option<(DateTime<Utc>, Timer)>,
+    /// A hash of the episode log as last sent to the persistence actor (a hash, not a copy:
+    /// memory per agent, `BENCHMARKS.md` figure 4).
+    persisted: u64,
+    /// The deadline armed at the scheduler (Genesys time), if any.
+    timer: Option<DateTime<Utc>>,
+    /// The generation of the deadline armed (or last armed); bumped at every change, so a
+    /// `Deadline` of an earlier one is ignored.
     generation: u64,
     /// When this actor started (see [`INCOMPLETE_STATE_GRACE`]).
     started: std::time::Instant,
@@ -306,6 +317,14 @@ fn disposition<T: PartialEq>(
         Some((at, _)) if incoming.0 < at => Disposition::Stale,
         Some(_) => Disposition::Current,
     }
+}
+
+/// A hash of an episode log's JSON, to tell whether it changed since it was last persisted.
+fn hash_of(json: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    json.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Queue ids trimmed, lowercase, sorted and without repeats, so a membership listed in another
@@ -467,33 +486,40 @@ impl AgentState {
                 return;
             }
         };
-        if json != self.persisted {
+        let hash = hash_of(&json);
+        if hash != self.persisted {
             let _ = self
                 .peers
                 .persistence
-                .cast(PersistMsg::Episodes(self.user_id.clone(), json.clone()));
-            self.persisted = json;
+                .cast(PersistMsg::Episodes(self.user_id.clone(), json));
+            self.persisted = hash;
         }
     }
 
-    /// Keeps one timer at the earliest episode deadline (re-armed only when it moves).
+    /// Keeps one deadline at the earliest episode deadline (re-armed only when it moves), at
+    /// the shared scheduler. The Genesys-time deadline becomes a monotonic instant here, from
+    /// `now` (Genesys time, as the delay `send_after` would have slept).
     fn arm(&mut self, myself: &ActorRef<AgentMsg>, now: DateTime<Utc>) {
         let next = match &self.hold {
             Some(hold) => Some(hold.limit),
             None => self.episodes.next_deadline(),
         };
-        if self.timer.as_ref().map(|(at, _)| *at) == next {
+        if self.timer == next {
             return;
         }
-        if let Some((_, timer)) = self.timer.take() {
-            timer.abort();
-        }
-        if let Some(at) = next {
-            self.generation += 1;
-            let generation = self.generation;
-            let delay = (at - now).to_std().unwrap_or(Duration::ZERO);
-            let timer = myself.send_after(delay, move || AgentMsg::Deadline { generation });
-            self.timer = Some((at, timer));
+        self.generation += 1;
+        self.timer = next;
+        match next {
+            Some(at) => {
+                // Capped: a deadline saturated at the end of time must not overflow `Instant`.
+                let delay = (at - now)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(FAR_FUTURE);
+                let instant = tokio::time::Instant::now() + delay;
+                self.peers.deadlines.arm(myself, instant, self.generation);
+            }
+            None => self.peers.deadlines.cancel(myself),
         }
     }
 
@@ -809,13 +835,13 @@ impl Actor for AgentActor {
     ) -> Result<AgentState, ActorProcessingErr> {
         let (episodes, persisted) = match args.episodes {
             Some(json) => match serde_json::from_str::<AgentEpisodes>(&json) {
-                Ok(episodes) => (episodes, json),
+                Ok(episodes) => (episodes, hash_of(&json)),
                 Err(e) => {
                     tracing::warn!(user_id = %args.user_id, error = %e, "persisted episode log unreadable; starting afresh");
-                    (AgentEpisodes::new(), String::new())
+                    (AgentEpisodes::new(), hash_of(""))
                 }
             },
-            None => (AgentEpisodes::new(), String::new()),
+            None => (AgentEpisodes::new(), hash_of("")),
         };
         Ok(AgentState {
             user_id: args.user_id,
@@ -963,11 +989,11 @@ impl Actor for AgentActor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<AgentMsg>,
+        myself: ActorRef<AgentMsg>,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some((_, timer)) = state.timer.take() {
-            timer.abort();
+        if state.timer.take().is_some() {
+            state.peers.deadlines.cancel(&myself);
         }
         if state.hold.take().is_some() {
             metrics::agents_held(-1);

@@ -1,6 +1,7 @@
 //! The actor tree (see `actors.md`): a root [`supervisor`] restarts [`connection`] actors (one
 //! per notification channel), which fan events out to one [`agent`] actor per user; agent actors
-//! message the [`slack`] actor and the [`persistence`] actor.
+//! message the [`slack`] actor and the [`persistence`] actor, and arm their one episode deadline
+//! at the shared [`deadline`] scheduler (a task, not an actor).
 //!
 //! Actors own their state and talk only by messages. The one piece of shared state is
 //! [`Credit`]: a semaphore permit that travels with each transition from the WebSocket reader to
@@ -9,6 +10,7 @@
 
 pub mod agent;
 pub mod connection;
+pub mod deadline;
 pub mod membership;
 pub mod persistence;
 pub mod retention;

@@ -1,6 +1,5 @@
 //! The per-(rule, agent) episode state machine: Normal → Pending → Firing → Resolved.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -186,8 +185,10 @@ impl Episode {
 
     /// [`Episode::on_match_change`] for a change Genesys timestamped `changed_at` (UTC): when
     /// the match ends, the episode's recorded end (and so its total duration) is that instant,
-    /// kept between the episode start and `now`, while the flap tolerance still runs from `now`
-    /// (the time we learn of it). After a restart this keeps the downtime out of the duration.
+    /// kept between the episode start and `now`, and the flap tolerance runs from it too
+    /// (Genesys time, like every other instant of an episode), so an end learnt late, or
+    /// replayed after a gap, is judged as if it had been seen when it happened. After a restart
+    /// this keeps the downtime out of the duration.
     pub fn on_match_change_at(
         &mut self,
         rule: &Rule,
@@ -243,7 +244,7 @@ impl Episode {
                 if at < *fire_at {
                     *ended = Some(MatchEnd {
                         at,
-                        resolve_at: add(now, rule.flap_tolerance),
+                        resolve_at: add(at, rule.flap_tolerance),
                     });
                 }
             }
@@ -291,7 +292,7 @@ impl Episode {
                         };
                         *ended = Some(MatchEnd {
                             at,
-                            resolve_at: add(now, rule.flap_tolerance),
+                            resolve_at: add(at, rule.flap_tolerance),
                         });
                     }
                     _ => {}
@@ -404,10 +405,42 @@ pub struct RuleAction {
 }
 
 /// All episodes of one agent, one per rule (keyed by rule name): what an agent actor holds.
-/// Serializable like [`Episode`], for the episode log.
+/// Serializable like [`Episode`], for the episode log: a JSON object `{"episodes": {"<rule>":
+/// <Episode>, …}}`.
+///
+/// Held as a vector sorted by rule name rather than a `BTreeMap`: an agent has one episode or
+/// two, and a map's first node reserves room for eleven (about 1 KB per agent:
+/// `BENCHMARKS.md`, figure 4). The JSON is the same either way.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AgentEpisodes {
-    episodes: BTreeMap<String, Episode>,
+    #[serde(with = "sorted_map")]
+    episodes: Vec<(String, Episode)>,
+}
+
+/// (De)serializes a vector of `(rule, episode)` sorted by rule name as a JSON object.
+mod sorted_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Episode;
+
+    pub fn serialize<S: Serializer>(
+        episodes: &[(String, Episode)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let map: BTreeMap<&str, &Episode> = episodes.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        map.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, Episode)>, D::Error> {
+        let map = BTreeMap::<String, Episode>::deserialize(deserializer)?;
+        let mut episodes: Vec<(String, Episode)> = map.into_iter().collect();
+        episodes.shrink_to_fit();
+        Ok(episodes)
+    }
 }
 
 impl AgentEpisodes {
@@ -440,10 +473,16 @@ impl AgentEpisodes {
         let mut out = Vec::new();
         for rule in rules.rules() {
             let matched = rule.evaluate(agent);
-            if matched.is_none() && !self.episodes.contains_key(&rule.name) {
-                continue;
-            }
-            let episode = self.episodes.entry(rule.name.clone()).or_default();
+            let i = match self.position(&rule.name) {
+                Ok(i) => i,
+                Err(_) if matched.is_none() => continue,
+                Err(i) => {
+                    self.episodes.insert(i, (rule.name.clone(), Episode::new()));
+                    self.episodes.shrink_to_fit();
+                    i
+                }
+            };
+            let episode = &mut self.episodes[i].1;
             out.extend(
                 episode
                     .on_match_change_at(rule, now, matched, changed_at)
@@ -463,7 +502,8 @@ impl AgentEpisodes {
     pub fn on_tick(&mut self, rules: &RuleSet, now: DateTime<Utc>) -> Vec<RuleAction> {
         let mut out = Vec::new();
         for rule in rules.rules() {
-            if let Some(episode) = self.episodes.get_mut(&rule.name) {
+            if let Ok(i) = self.position(&rule.name) {
+                let episode = &mut self.episodes[i].1;
                 out.extend(
                     episode
                         .on_tick(rule, now)
@@ -482,14 +522,14 @@ impl AgentEpisodes {
     /// The earliest deadline of all episodes (UTC), if any.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         self.episodes
-            .values()
-            .filter_map(Episode::next_deadline)
+            .iter()
+            .filter_map(|(_, e)| e.next_deadline())
             .min()
     }
 
     /// The episode of one rule, if there is one.
     pub fn get(&self, rule: &str) -> Option<&Episode> {
-        self.episodes.get(rule)
+        self.position(rule).ok().map(|i| &self.episodes[i].1)
     }
 
     /// Every episode, by rule name.
@@ -497,8 +537,14 @@ impl AgentEpisodes {
         self.episodes.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Where the episode of `rule` is (`Ok`), or would be inserted (`Err`).
+    fn position(&self, rule: &str) -> Result<usize, usize> {
+        self.episodes
+            .binary_search_by(|(name, _)| name.as_str().cmp(rule))
+    }
+
     fn prune(&mut self, rules: &RuleSet) {
-        self.episodes.retain(|name, e| {
+        self.episodes.retain(|(name, e)| {
             rules.get(name).is_some() && !matches!(e.phase(), EpisodePhase::Normal)
         });
     }

@@ -1113,6 +1113,27 @@ fn quiet_hours_mute_messages_but_not_transitions() {
     ));
 }
 
+/// Found by the chaos soak: an end learnt a second late (ingest latency on a loaded machine)
+/// started its flap tolerance from the time it was learnt, so a replay after a gap, judging
+/// the next change at its own Genesys time, merged a new episode begun after the end (beyond
+/// the tolerance) into the old one and alerted it with the old start.
+#[test]
+fn the_flap_tolerance_runs_from_the_genesys_end_not_from_when_it_was_learnt() {
+    let r = rule(
+        "threshold = \"8s\"\nflap_tolerance = \"1ms\"\nsend_resolved = false\nmatch.routing_status = \"IDLE\"\n",
+    );
+    let t0 = ts(T0);
+    let s = |n: i64| chrono::TimeDelta::milliseconds(n);
+    let mut e = Episode::new();
+    e.on_match_change(&r, t0, Some(t0));
+    // The end at t0 + 1.5 s is learnt at t0 + 2.5 s.
+    e.on_match_change_at(&r, t0 + s(2500), None, t0 + s(1500));
+    // The replay judges the next IDLE (t0 + 2 s, after the end) at its own time: a new episode.
+    assert_eq!(e.on_match_change(&r, t0 + s(2000), Some(t0 + s(2000))), []);
+    assert_eq!(e.episode_start(), Some(t0 + s(2000)));
+    assert_eq!(e.on_tick(&r, t0 + s(10_000)), [fire(t0 + s(2000), 0)]);
+}
+
 #[test]
 fn a_future_timestamp_stays_the_start_and_the_threshold_counts_from_now() {
     let r = idle_rule();

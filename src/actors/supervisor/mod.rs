@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::actors::Credit;
 use crate::actors::agent::{AgentActor, AgentArgs, AgentMsg, Peers};
 use crate::actors::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
+use crate::actors::deadline::Deadlines;
 use crate::actors::membership::{Listing, Scope, assign, diff, list_monitored};
 use crate::actors::persistence::{PersistMsg, PersistenceActor, PersistenceArgs};
 use crate::actors::retention::{RetentionActor, RetentionArgs, RetentionMsg};
@@ -243,6 +244,8 @@ pub struct SupervisorState {
     catalog: Arc<PresenceCatalog>,
     persistence: Option<ActorRef<PersistMsg>>,
     slack: Option<ActorRef<SlackMsg>>,
+    /// The one deadline scheduler of every agent (a task that cannot fail: never restarted).
+    deadlines: Deadlines,
     retention: Option<ActorRef<RetentionMsg>>,
     connections: Vec<Option<ActorRef<ConnectionMsg>>>,
     connection_users: Vec<Vec<UserId>>,
@@ -307,6 +310,7 @@ impl SupervisorState {
         Some(Peers {
             persistence: self.persistence.clone()?,
             slack: self.slack.clone()?,
+            deadlines: self.deadlines.clone(),
         })
     }
 
@@ -867,6 +871,7 @@ impl Actor for Supervisor {
             catalog: Arc::new(PresenceCatalog::default()),
             persistence: None,
             slack: None,
+            deadlines: Deadlines::spawn(),
             retention: None,
             connections: Vec::new(),
             connection_users: Vec::new(),
