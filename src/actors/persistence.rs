@@ -298,8 +298,9 @@ impl Actor for PersistenceActor {
         let batch = &state.buffer.batch;
         tracing::error!(
             transitions = batch.transitions.len(),
-            agents = state.buffer.agents.len(),
-            episodes = state.buffer.episodes.len(),
+            // An interrupted flush leaves the coalesced state in the batch, not in the maps.
+            agents = state.buffer.agents.len() + batch.agents.len(),
+            episodes = state.buffer.episodes.len() + batch.episodes.len(),
             alerts = batch.alerts.len(),
             outcomes = batch.outcomes.len(),
             dead_letters = batch.dead_letters.len(),

@@ -19,7 +19,6 @@ use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
 /// Generous: debug builds on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-
 /// `config_for` with the rules of `rules_path` and the given `group_wait`.
 fn config_with_rules(
     sim: &Simulator,
