@@ -6,6 +6,15 @@
 //! their batch commits: a slow or failing database therefore stops the WebSocket readers instead
 //! of growing a queue without bound.
 //!
+//! **Current state is coalesced.** The agents' current state (`agents`, [`PersistMsg::Agent`])
+//! and episode logs (`episodes`, [`PersistMsg::Episodes`]) change with nearly every transition,
+//! but only the latest of each matters. They are kept in maps keyed by user (the latest wins)
+//! and written at most once per [`STATE_INTERVAL`] (1 s), riding in the same transaction as the
+//! history rows buffered at that moment, and also on every `Flush`, with every
+//! `StreamComplete` checkpoint and at stop. A firehose of N transitions per agent per second
+//! therefore writes N history rows but one `agents` row and one `episodes` row per agent per
+//! second. What a crash (not a graceful stop) can lose is described in `actors.md`.
+//!
 //! A database error never fails the actor (a restart would lose the buffer): it is logged, kept
 //! in [`DbHealth::last_error`], and the flush is retried on later ticks with a capped
 //! exponential backoff (100 ms doubling to 5 s). Nothing accepted is dropped, except what is
@@ -34,24 +43,30 @@ use crate::domain::{AgentCurrent, Alert, AlertOutcome, DeadLetter, Transition, U
 pub enum PersistMsg {
     /// Store one transition; the credit is released when its batch commits.
     Transition(Transition, Option<Credit>),
-    /// Upsert the current state of one agent (`agents` table); the latest per user wins.
+    /// Upsert the current state of one agent (`agents` table). Coalesced: the latest per user
+    /// wins and is written at most every [`STATE_INTERVAL`] (and on `Flush`, with a checkpoint,
+    /// at stop); it does not count towards the batch size.
     Agent(AgentCurrent),
     /// Insert an alert record (status `pending`).
     AlertFired(Alert),
     /// Record how delivery ended.
     AlertOutcome(AlertOutcome),
     /// The stream is complete up to this Genesys instant (UTC): written with the next flush,
-    /// after the rows buffered before it (the latest wins). A restart backfills from there.
+    /// after the rows buffered before it, coalesced state included (the latest wins). A
+    /// restart backfills from there.
     StreamComplete(chrono::DateTime<chrono::Utc>),
-    /// Upsert one agent's episode log (JSON of `rules::AgentEpisodes`); the latest wins.
+    /// Upsert one agent's episode log (JSON of `rules::AgentEpisodes`). Coalesced like
+    /// [`PersistMsg::Agent`]: the latest per user wins, written on the state cadence.
     Episodes(UserId, String),
     /// Insert a dead-letter record.
     DeadLetter(DeadLetter),
-    /// Commit everything buffered, then reply (used at shutdown and by tests).
+    /// Commit everything buffered, coalesced state included, then reply (used at shutdown and
+    /// by tests).
     Flush(RpcReplyPort<Result<(), String>>),
     /// Is the database writable? Replies with the last write error, if any.
     Health(RpcReplyPort<DbHealth>),
-    /// Internal: the flush timer.
+    /// Internal: the flush timer (every `flush_interval`): flushes buffered history rows, and
+    /// the coalesced state when it is due.
     Tick,
 }
 
@@ -62,7 +77,8 @@ pub struct DbHealth {
     pub writable: bool,
     /// Last write error (never contains the database URL's password).
     pub last_error: Option<String>,
-    /// Rows buffered and not yet committed.
+    /// Rows buffered and not yet committed: history rows (and a held checkpoint) plus the
+    /// coalesced `agents` and `episodes` rows (one per user at most).
     pub buffered: usize,
 }
 
@@ -72,6 +88,11 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a successful write check answers `Health` without writing again.
 const HEALTH_CACHE: Duration = Duration::from_secs(2);
+/// How often, at most, the coalesced current state (`agents` and `episodes` rows) is written
+/// while history rows keep flowing; `Flush`, a `StreamComplete` checkpoint and stopping write it
+/// at once. Bounds how stale `GET /api/v1/agents` can be (plus the flush tick) and how much
+/// current state a crash can lose.
+pub const STATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Flush attempts in `post_stop` before giving up on what is buffered.
 const FINAL_FLUSH_ATTEMPTS: u32 = 3;
 /// Longest `post_stop` spends on the final flush (stays inside the 10 s shutdown grace even
@@ -102,22 +123,45 @@ pub struct PersistenceState {
     timer: Option<JoinHandle<()>>,
 }
 
-/// Rows accepted and not yet committed, in the shape [`db::write_batch`] takes.
-#[derive(Default)]
+/// Rows accepted and not yet committed.
 struct Buffer {
+    /// History rows (transitions, alerts, outcomes, dead letters) and the checkpoint, in the
+    /// shape [`db::write_batch`] takes. `batch.agents` and `batch.episodes` are empty except
+    /// while a flush that writes the coalesced state runs (see [`PersistenceState::flush`]).
     batch: Batch,
     /// Credits of the buffered transitions, dropped after the commit.
     credits: Vec<Credit>,
-    /// `user_id` → index in `batch.agents`, so the latest state per user replaces the older.
-    agent_index: HashMap<String, usize>,
-    episode_index: HashMap<UserId, usize>,
     /// `alert_key` → index in `batch.alerts`, so an outcome can be folded into its alert.
     alert_index: HashMap<String, usize>,
+    /// Coalesced current state per user, not yet committed (the latest wins).
+    agents: HashMap<UserId, AgentCurrent>,
+    /// Coalesced episode log (JSON) per user, not yet committed (the latest wins).
+    episodes: HashMap<UserId, String>,
+    /// When the coalesced state was last committed (or the actor started).
+    state_written: Instant,
 }
 
 impl Buffer {
-    fn clear(&mut self) {
-        *self = Buffer::default();
+    fn new() -> Buffer {
+        Buffer {
+            batch: Batch::default(),
+            credits: Vec::new(),
+            alert_index: HashMap::new(),
+            agents: HashMap::new(),
+            episodes: HashMap::new(),
+            state_written: Instant::now(),
+        }
+    }
+
+    /// Rows of every kind accepted and not yet committed.
+    fn len(&self) -> usize {
+        self.batch.len() + self.agents.len() + self.episodes.len()
+    }
+
+    /// Coalesced state is waiting and [`STATE_INTERVAL`] has passed since it was last written.
+    fn state_due(&self) -> bool {
+        !(self.agents.is_empty() && self.episodes.is_empty())
+            && self.state_written.elapsed() >= STATE_INTERVAL
     }
 }
 
@@ -140,7 +184,7 @@ impl Actor for PersistenceActor {
         Ok(PersistenceState {
             db: args.db,
             config: args.config,
-            buffer: Buffer::default(),
+            buffer: Buffer::new(),
             failure: None,
             probe: None,
             timer: None,
@@ -169,34 +213,16 @@ impl Actor for PersistenceActor {
                 state.buffer.credits.extend(credit);
                 state.flush_if_full().await;
             }
+            // Coalesced: written on the state cadence, not counted towards `batch_rows`.
             PersistMsg::Agent(agent) => {
-                let key = agent.user_id.as_str().to_owned();
-                match state.buffer.agent_index.get(&key) {
-                    Some(&i) => state.buffer.batch.agents[i] = agent,
-                    None => {
-                        state
-                            .buffer
-                            .agent_index
-                            .insert(key, state.buffer.batch.agents.len());
-                        state.buffer.batch.agents.push(agent);
-                    }
-                }
-                state.flush_if_full().await;
+                state.buffer.agents.insert(agent.user_id.clone(), agent);
             }
             PersistMsg::Episodes(user, json) => {
-                match state.buffer.episode_index.get(&user) {
-                    Some(&i) => state.buffer.batch.episodes[i].1 = json,
-                    None => {
-                        state
-                            .buffer
-                            .episode_index
-                            .insert(user.clone(), state.buffer.batch.episodes.len());
-                        state.buffer.batch.episodes.push((user, json));
-                    }
-                }
-                state.flush_if_full().await;
+                state.buffer.episodes.insert(user, json);
             }
             PersistMsg::StreamComplete(until) => {
+                // The flush that commits this checkpoint also commits the coalesced state (see
+                // `flush`), so it is never committed ahead of the episode logs it covers.
                 let held = &mut state.buffer.batch.complete_until;
                 *held = Some(held.map_or(until, |h| h.max(until)));
             }
@@ -227,7 +253,7 @@ impl Actor for PersistenceActor {
                 state.flush_if_full().await;
             }
             PersistMsg::Flush(reply) => {
-                let result = state.flush().await;
+                let result = state.flush(true).await;
                 let _ = reply.send(result);
             }
             PersistMsg::Health(reply) => {
@@ -235,8 +261,9 @@ impl Actor for PersistenceActor {
                 let _ = reply.send(health);
             }
             PersistMsg::Tick => {
-                if !state.buffer.batch.is_empty() && state.may_retry() {
-                    let _ = state.flush().await;
+                if (!state.buffer.batch.is_empty() || state.buffer.state_due()) && state.may_retry()
+                {
+                    let _ = state.flush(false).await;
                 }
             }
         }
@@ -254,7 +281,7 @@ impl Actor for PersistenceActor {
         let final_flush = async {
             let mut delay = INITIAL_BACKOFF;
             for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
-                if state.flush().await.is_ok() {
+                if state.flush(true).await.is_ok() {
                     return true;
                 }
                 if attempt < FINAL_FLUSH_ATTEMPTS {
@@ -271,9 +298,12 @@ impl Actor for PersistenceActor {
         let batch = &state.buffer.batch;
         tracing::error!(
             transitions = batch.transitions.len(),
-            agents = batch.agents.len(),
+            // An interrupted flush leaves the coalesced state in the batch, not in the maps.
+            agents = state.buffer.agents.len() + batch.agents.len(),
+            episodes = state.buffer.episodes.len() + batch.episodes.len(),
             alerts = batch.alerts.len(),
             outcomes = batch.outcomes.len(),
+            dead_letters = batch.dead_letters.len(),
             error = state
                 .failure
                 .as_ref()
@@ -286,10 +316,11 @@ impl Actor for PersistenceActor {
 }
 
 impl PersistenceState {
-    /// Flushes when the buffer reached `batch_rows`, unless a failed flush is backing off.
+    /// Flushes when the history buffer reached `batch_rows`, unless a failed flush is backing
+    /// off. The coalesced state rides along only if it is due.
     async fn flush_if_full(&mut self) {
         if self.buffer.batch.len() >= self.config.batch_rows.max(1) && self.may_retry() {
-            let _ = self.flush().await;
+            let _ = self.flush(false).await;
         }
     }
 
@@ -299,14 +330,45 @@ impl PersistenceState {
             .is_none_or(|f| Instant::now() >= f.retry_at)
     }
 
-    /// Writes the whole buffer in one transaction. On success the buffer and its credits are
-    /// released; on failure everything stays buffered and the next retry is scheduled.
-    async fn flush(&mut self) -> Result<(), String> {
+    /// Writes the history buffer in one transaction, with the coalesced state when `with_state`
+    /// is set, when it is due ([`STATE_INTERVAL`]) or when a checkpoint is held. On success the
+    /// buffer and its credits are released; on failure everything stays buffered and the next
+    /// retry is scheduled.
+    ///
+    /// Why a checkpoint forces the state: `stream_state.complete_until` tells the next start
+    /// where to backfill from, and the agents resume from the persisted episode logs. If the
+    /// checkpoint were committed while older episode logs were still only in memory, a crash
+    /// would leave a database whose logs predate the checkpoint: the restart would backfill
+    /// only from the checkpoint on, so the changes between the committed logs and the
+    /// checkpoint would never reach the rules (an episode missed or judged on a stale state).
+    /// Committing every log buffered before the checkpoint in the same transaction, before the
+    /// `stream_state` upsert, keeps the logs at least as new as the checkpoint.
+    async fn flush(&mut self, with_state: bool) -> Result<(), String> {
+        let with_state =
+            with_state || self.buffer.batch.complete_until.is_some() || self.buffer.state_due();
+        if with_state {
+            // No message is handled while the write runs, so the maps stay empty until the
+            // outcome is known; on failure they are put back.
+            self.buffer.batch.agents = self.buffer.agents.drain().map(|(_, a)| a).collect();
+            self.buffer.batch.episodes = self.buffer.episodes.drain().collect();
+        }
         if self.buffer.batch.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        match db::write_batch(&self.db, &self.buffer.batch).await {
+        let result = db::write_batch(&self.db, &self.buffer.batch).await;
+        if with_state && result.is_err() {
+            for agent in self.buffer.batch.agents.drain(..) {
+                self.buffer
+                    .agents
+                    .entry(agent.user_id.clone())
+                    .or_insert(agent);
+            }
+            for (user, json) in self.buffer.batch.episodes.drain(..) {
+                self.buffer.episodes.entry(user).or_insert(json);
+            }
+        }
+        match result {
             Ok(summary) => {
                 if let Some(failure) = self.failure.take() {
                     tracing::info!(
@@ -335,7 +397,12 @@ impl PersistenceState {
                     started.elapsed(),
                 );
                 // Dropping the credits here, after the commit, lets the readers go on.
-                self.buffer.clear();
+                self.buffer.batch = Batch::default();
+                self.buffer.credits.clear();
+                self.buffer.alert_index.clear();
+                if with_state {
+                    self.buffer.state_written = Instant::now();
+                }
                 // A commit is as good a write check as the probe.
                 self.probe = Some((Instant::now(), None));
                 Ok(())
@@ -349,7 +416,7 @@ impl PersistenceState {
                     error = %error,
                     attempt = consecutive,
                     retry_in_ms = backoff.as_millis() as u64,
-                    buffered = self.buffer.batch.len(),
+                    buffered = self.buffer.len(),
                     "database write failed; keeping the batch and retrying"
                 );
                 self.failure = Some(Failure {
@@ -364,7 +431,7 @@ impl PersistenceState {
 
     /// Health from the flush state and a write check at most every [`HEALTH_CACHE`].
     async fn health(&mut self) -> DbHealth {
-        let buffered = self.buffer.batch.len();
+        let buffered = self.buffer.len();
         if let Some(failure) = &self.failure {
             return DbHealth {
                 writable: false,

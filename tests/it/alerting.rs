@@ -19,8 +19,6 @@ use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
 /// Generous: debug builds on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Writes `text` to a fresh rules file under the system temp dir.
-
 /// `config_for` with the rules of `rules_path` and the given `group_wait`.
 fn config_with_rules(
     sim: &Simulator,
@@ -1011,4 +1009,158 @@ routing_status = "NOT_RESPONDING"
         "only the two refused attempts reached Slack"
     );
     h.app.shutdown().await;
+}
+
+/// 8d. A burst of transitions per agent (each opening or closing an `idle` episode) goes
+/// through the persistence actor's coalescing of the `agents` and `episodes` rows: the
+/// `agents` rows end on each agent's last state, a graceful shutdown right after a fire
+/// commits the newest episode logs (not an older version from the burst), and after the
+/// restart the firing episode resumes from its log: the next message is repeat 1, one repeat
+/// interval after the first fire, not a second first fire at restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_burst_the_coalesced_rows_hold_the_last_state_and_the_episode_resumes() {
+    let sim = busy_sim(3).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let path = rules_file(
+        r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+repeat_interval = "4s"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+
+[[rules]]
+name = "idle"
+threshold = "1h"
+[rules.match]
+routing_status = "IDLE"
+"#,
+    );
+    let db = temp_db_path();
+    let slack = SlackReceiver::start().await;
+    let app = start_app(&sim, &slack, &db, &path).await;
+
+    // The burst: 30 changes per agent as fast as the simulator sends them.
+    for round in 0..30 {
+        let status = if round % 2 == 0 {
+            "IDLE"
+        } else {
+            "INTERACTING"
+        };
+        for id in &ids {
+            sim.set_routing_status(id, status).await.unwrap();
+        }
+    }
+    // Changes in quick succession get `startTime`s at least 1 ms apart, so the burst ran ahead
+    // of the clock, and a start in the future is clamped to "now" by the rules: the firing
+    // episode's start would then differ from the snapshot's after the restart (a new episode).
+    // Begin the last states at an instant the clocks have passed.
+    let mut burst_end = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+    for id in &ids {
+        burst_end = burst_end.max(sim.user(id).await.unwrap().unwrap().routing_start);
+    }
+    let last_start = burst_end + chrono::Duration::milliseconds(100);
+    wait_for("the clock past the burst", DEADLINE, || async {
+        (sim.now().await.unwrap() > last_start + chrono::Duration::milliseconds(100)).then_some(())
+    })
+    .await;
+    let last = [("NOT_RESPONDING", &ids[0]), ("IDLE", &ids[1])];
+    for (status, id) in last {
+        sim.set_routing_status_at(id, status, last_start)
+            .await
+            .unwrap();
+    }
+    let expected = |i: usize| ["NOT_RESPONDING", "IDLE", "INTERACTING"][i];
+    let base = format!("http://{}", app.api_addr());
+    wait_for("every agents row on its last state", DEADLINE, || async {
+        let body: Value = reqwest::get(format!("{base}/api/v1/agents"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let rows = body["data"].as_array()?;
+        ids.iter()
+            .enumerate()
+            .all(|(i, id)| {
+                rows.iter()
+                    .any(|r| r["user_id"] == id.as_str() && r["routing_status"] == expected(i))
+            })
+            .then_some(())
+    })
+    .await;
+    let first = wait_for("the first fire", DEADLINE, || async {
+        requests_for(&slack, &ids[0]).pop()
+    })
+    .await;
+    // At once, before the state cadence is likely to have written the firing episode log.
+    app.shutdown().await;
+
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let conn = agent_monitor::db::connect(&url).await.unwrap();
+    let agents = agent_monitor::db::agents(&conn).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let row = agents.iter().find(|a| &a.user_id == id).unwrap();
+        assert_eq!(row.routing_status.as_deref(), Some(expected(i)), "{row:?}");
+    }
+    let logs = agent_monitor::db::alerting::load_episodes(&conn)
+        .await
+        .unwrap();
+    let log = |i: usize| -> Value {
+        let user = UserId::parse(&ids[i]).unwrap();
+        serde_json::from_str(&logs[&user]).unwrap()
+    };
+    let firing = log(0);
+    assert_eq!(
+        firing["episodes"]["not-responding"]["phase"]["phase"], "firing",
+        "{firing}"
+    );
+    assert_eq!(firing["episodes"]["not-responding"]["phase"]["repeats"], 0);
+    // The `idle` episodes: the burst's versions alternate between matching (`ended` null) and
+    // interrupted (`ended` set, within the flap tolerance, or gone once it passed); the
+    // committed one must be the one after each agent's last change.
+    let interrupted_or_gone = |log: &Value| {
+        log["episodes"]
+            .get("idle")
+            .is_none_or(|e| !e["phase"]["ended"].is_null())
+    };
+    assert!(interrupted_or_gone(&firing), "{firing}");
+    let idle = log(1);
+    assert_eq!(
+        idle["episodes"]["idle"]["phase"]["phase"], "pending",
+        "{idle}"
+    );
+    assert!(
+        idle["episodes"]["idle"]["phase"]["ended"].is_null(),
+        "{idle}"
+    );
+    let busy = log(2);
+    assert!(interrupted_or_gone(&busy), "{busy}");
+    conn.close().await.unwrap();
+
+    let app = start_app(&sim, &slack, &db, &path).await;
+    let second = wait_for("the next message after the restart", DEADLINE, || async {
+        let got = requests_for(&slack, &ids[0]);
+        (got.len() >= 2).then(|| got[1].clone())
+    })
+    .await;
+    let gap = second.at.duration_since(first.at);
+    assert!(
+        gap >= Duration::from_millis(3500) && gap <= Duration::from_millis(6000),
+        "the repeat comes one interval (4 s) after the first fire: {gap:?} ({})",
+        second.body
+    );
+    let rows = wait_for("two records", DEADLINE, || async {
+        let rows = app_alerts(&app, &ids[0]).await;
+        (rows.len() >= 2).then_some(rows)
+    })
+    .await;
+    let mut repeats: Vec<u64> = rows
+        .iter()
+        .map(|a| a["repeat"].as_u64().unwrap_or(u64::MAX))
+        .collect();
+    repeats.sort_unstable();
+    assert_eq!(repeats, vec![0, 1], "{rows:#?}");
+    app.shutdown().await;
 }

@@ -303,15 +303,18 @@ async fn transitions_reach_rows_and_the_history_api() {
     assert_eq!(lunch["org_presence"], "Lunch");
     assert_eq!(lunch["previous_state"], "ON_QUEUE");
 
-    let (status, agents) = h.get("/api/v1/agents").await;
-    assert_eq!(status, 200);
-    let me = agents["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["user_id"] == user.as_str())
-        .cloned()
-        .unwrap();
+    // The `agents` row is written on the persistence actor's state cadence (up to 1 s after
+    // the history row): wait for the presence change to reach it.
+    let me = wait_for("MEAL in /api/v1/agents", DEADLINE, || async {
+        let (status, agents) = h.get("/api/v1/agents").await;
+        assert_eq!(status, 200);
+        agents["data"]
+            .as_array()?
+            .iter()
+            .find(|a| a["user_id"] == user.as_str() && a["presence"] == "MEAL")
+            .cloned()
+    })
+    .await;
     assert_eq!(me["routing_status"], "INTERACTING");
     assert!(
         me["idle_since"].is_null(),

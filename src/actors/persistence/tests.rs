@@ -300,6 +300,129 @@ async fn latest_agent_state_wins_and_outcomes_reach_alerts() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+fn current(user: &str, routing: &str, second: u32) -> AgentCurrent {
+    AgentCurrent {
+        user_id: UserId::parse(user).unwrap(),
+        user_name: Some(format!("Name {user}")),
+        presence: Some("ON_QUEUE".into()),
+        org_presence: Some("On Queue".into()),
+        presence_since: Some(at(0)),
+        routing_status: Some(routing.into()),
+        routing_since: Some(at(second)),
+        active_conversations: 0,
+        idle_since: None,
+        updated_at: at(second),
+    }
+}
+
+async fn episode_logs(db: &DatabaseConnection) -> HashMap<UserId, String> {
+    db::alerting::load_episodes(db).await.unwrap()
+}
+
+/// A burst of current-state and episode-log updates is held as one row per user (the latest),
+/// does not count towards `batch_rows` (three rows would have filled this batch) and is
+/// written by `Flush`.
+#[tokio::test]
+async fn current_state_and_episode_logs_are_coalesced_per_user() {
+    let (url, dir) = temp_db_url("coalesce");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 3, NEVER).await;
+
+    let u1 = UserId::parse("u1").unwrap();
+    for (second, routing) in [(1, "IDLE"), (2, "INTERACTING"), (3, "NOT_RESPONDING")] {
+        cast!(actor, PersistMsg::Agent(current("u1", routing, second))).unwrap();
+        cast!(
+            actor,
+            PersistMsg::Episodes(u1.clone(), format!("{{\"log\":{second}}}"))
+        )
+        .unwrap();
+    }
+    cast!(actor, PersistMsg::Agent(current("u2", "IDLE", 4))).unwrap();
+    // One `agents` row per user and one episode log: nothing written yet.
+    assert_eq!(health(&actor).await.buffered, 3);
+    assert!(db::agents(&db).await.unwrap().is_empty());
+
+    flush(&actor).await.unwrap();
+    assert_eq!(health(&actor).await.buffered, 0);
+    let agents = db::agents(&db).await.unwrap();
+    assert_eq!(agents.len(), 2);
+    let a1 = agents.iter().find(|a| a.user_id == "u1").unwrap();
+    assert_eq!(a1.routing_status.as_deref(), Some("NOT_RESPONDING"));
+    assert_eq!(a1.routing_since, Some(at(3)));
+    let logs = episode_logs(&db).await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[&u1], r#"{"log":3}"#);
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A checkpoint never commits ahead of the episode logs buffered before it: the batch that
+/// carries it (here filled by its second row, long before the state cadence) also carries the
+/// coalesced state.
+#[tokio::test]
+async fn a_checkpoint_commits_the_state_buffered_before_it() {
+    let (url, dir) = temp_db_url("checkpoint");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 2, NEVER).await;
+
+    let u1 = UserId::parse("u1").unwrap();
+    cast!(actor, PersistMsg::Episodes(u1.clone(), "{}".into())).unwrap();
+    cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
+    cast!(actor, PersistMsg::StreamComplete(at(5))).unwrap();
+    assert_eq!(health(&actor).await.buffered, 3);
+    // The checkpoint and this row fill the batch of two.
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
+    )
+    .unwrap();
+    assert_eq!(health(&actor).await.buffered, 0);
+    assert_eq!(db::stream_complete_until(&db).await.unwrap(), Some(at(5)));
+    assert_eq!(episode_logs(&db).await[&u1], "{}");
+    assert_eq!(db::agents(&db).await.unwrap().len(), 1);
+    assert_eq!(rows(&db).await, 1);
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Without `Flush`, the timer writes the coalesced state once [`STATE_INTERVAL`] has passed.
+#[tokio::test]
+async fn the_timer_writes_the_coalesced_state() {
+    let (url, dir) = temp_db_url("state-timer");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, Duration::from_millis(20)).await;
+    cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
+    cast!(actor, PersistMsg::Agent(current("u1", "INTERACTING", 2))).unwrap();
+    assert!(
+        wait_until(STATE_INTERVAL * 5, || async {
+            db::agents(&db).await.unwrap().len() == 1
+        })
+        .await
+    );
+    let agents = db::agents(&db).await.unwrap();
+    assert_eq!(agents[0].routing_status.as_deref(), Some("INTERACTING"));
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Stopping writes the coalesced state too (a graceful restart resumes the episode logs).
+#[tokio::test]
+async fn stopping_writes_the_coalesced_state() {
+    let (url, dir) = temp_db_url("stop-state");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 500, NEVER).await;
+    let u1 = UserId::parse("u1").unwrap();
+    cast!(actor, PersistMsg::Episodes(u1.clone(), "[1]".into())).unwrap();
+    cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
+    assert_eq!(health(&actor).await.buffered, 2);
+    actor.stop_and_wait(None, None).await.unwrap();
+    assert_eq!(episode_logs(&db).await[&u1], "[1]");
+    assert_eq!(db::agents(&db).await.unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Another connection holds SQLite's write lock, so the actor's writes fail with "database is
 /// locked" after its (short) busy timeout; when the lock goes away the timer-driven retry
 /// commits everything, and only then are the credits released.
@@ -326,11 +449,14 @@ async fn a_locked_database_is_retried_without_losing_rows_or_credits() {
         )
         .unwrap();
     }
+    cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 3))).unwrap();
     let err = flush(&actor).await.unwrap_err();
     assert!(err.contains("locked") || err.contains("busy"), "{err}");
+    // A newer state arriving after the failed write replaces the one put back.
+    cast!(actor, PersistMsg::Agent(current("u1", "INTERACTING", 4))).unwrap();
     let h = health(&actor).await;
     assert!(!h.writable);
-    assert_eq!(h.buffered, 3);
+    assert_eq!(h.buffered, 4);
     assert!(h.last_error.is_some());
     assert_eq!(semaphore.available_permits(), 0);
 
@@ -347,6 +473,17 @@ async fn a_locked_database_is_retried_without_losing_rows_or_credits() {
     );
     let h = health(&actor).await;
     assert!(h.writable && h.last_error.is_none(), "{h:?}");
+    assert!(
+        wait_until(STATE_INTERVAL * 5, || async {
+            db::agents(&db)
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|a| a.routing_status.as_deref() == Some("INTERACTING"))
+        })
+        .await,
+        "the state put back after the failure was never written"
+    );
 
     actor.stop_and_wait(None, None).await.unwrap();
     let page = db::history(
