@@ -10,7 +10,7 @@ use agent_monitor::config::MembershipConfig;
 use serde_json::Value;
 
 use crate::helpers::{SlackReceiver, wait_for};
-use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
+use crate::service::{Harness, Opts, config_for, start_ready, start_sim, temp_db_path};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -89,15 +89,7 @@ async fn a_stream_state_in_the_future_still_backfills_the_downtime() {
         agents: 1,
         ..Opts::default()
     };
-    let app = App::start(config_for(&sim, &slack, &db, &opts))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.api_addr());
-    wait_for("first service ready", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    let (app, _) = start_ready(&sim, &slack, &db, &opts).await;
     app.shutdown().await;
 
     // The mark says "complete until tomorrow".

@@ -10,7 +10,7 @@ use agent_monitor::config::MembershipConfig;
 use serde_json::Value;
 
 use crate::helpers::{SlackReceiver, wait_a_while, wait_for};
-use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
+use crate::service::{Harness, Opts, config_for, start_ready, start_sim, temp_db_path};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -181,15 +181,7 @@ async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
     let db = temp_db_path();
     let opts = quick(2, threshold);
 
-    let app = App::start(config_for(&sim, &slack, &db, &opts))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.api_addr());
-    wait_for("first service ready", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    let (app, _) = start_ready(&sim, &slack, &db, &opts).await;
     app.shutdown().await;
 
     // While the service is down: one agent goes idle and stays, the other passes through
@@ -245,15 +237,7 @@ async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
     app.shutdown().await;
 
     // A second restart mid-episode: no second alert.
-    let app = App::start(config_for(&sim, &slack, &db, &opts))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.api_addr());
-    wait_for("third service ready", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    let (app, _) = start_ready(&sim, &slack, &db, &opts).await;
     wait_a_while(threshold * 2).await;
     let messages = slack
         .received()
@@ -360,15 +344,7 @@ async fn a_restart_does_not_alert_an_episode_that_ended_during_the_downtime() {
     let db = temp_db_path();
     let opts = quick(2, threshold);
 
-    let app = App::start(config_for(&sim, &slack, &db, &opts))
-        .await
-        .unwrap();
-    let base = format!("http://{}", app.api_addr());
-    wait_for("first service ready", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
+    let (app, base) = start_ready(&sim, &slack, &db, &opts).await;
     sim.set_routing_status(&agent, "IDLE").await.unwrap();
     let idle_start = sim.user(&agent).await.unwrap().unwrap().routing_start;
     wait_for("the idle episode seen", DEADLINE, || async {

@@ -79,6 +79,26 @@ pub async fn start_sim(agents: usize) -> Simulator {
         .unwrap()
 }
 
+/// Starts the whole service on `sim`, `slack` and the SQLite file `db`, and waits until
+/// `/readyz` answers 200. Returns the app and its API base URL (`http://127.0.0.1:<port>`).
+pub async fn start_ready(
+    sim: &Simulator,
+    slack: &SlackReceiver,
+    db: &std::path::Path,
+    opts: &Opts,
+) -> (agent_monitor::app::App, String) {
+    let app = agent_monitor::app::App::start(config_for(sim, slack, db, opts))
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    crate::helpers::wait_for("the service ready", DEADLINE, || async {
+        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    (app, base)
+}
+
 /// The configuration pointing the service at `sim` and `slack`.
 pub fn config_for(
     sim: &Simulator,
