@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use agent_monitor::api::{ApiState, ReadinessFn, routes};
 use agent_monitor::db::entity::agent_status;
-use agent_monitor::db::{HistoryFilter, Keyset, history, history_rows};
+use agent_monitor::db::{DbOptions, HistoryFilter, Keyset, history, history_rows};
 use agent_monitor::domain::UserId;
 use chrono::{DateTime, TimeDelta, Utc};
 use poem::{Endpoint, Request};
@@ -62,12 +62,34 @@ async fn count(db: &DatabaseConnection) -> u64 {
         .unwrap() as u64
 }
 
+/// The connection options of the measured pool: the service's defaults, or (to compare
+/// settings in one build) `HISTORY_SQLITE_CACHE_KIB`, `HISTORY_SQLITE_MMAP_BYTES` and
+/// `HISTORY_SQLITE_ROW_BUFFER`.
+fn db_options() -> DbOptions {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut options = DbOptions::default();
+    if let Some(kib) = env("HISTORY_SQLITE_CACHE_KIB") {
+        options.sqlite_cache_kib = kib as u32;
+    }
+    if let Some(bytes) = env("HISTORY_SQLITE_MMAP_BYTES") {
+        options.sqlite_mmap_bytes = bytes;
+    }
+    if let Some(rows) = env("HISTORY_SQLITE_ROW_BUFFER") {
+        options.sqlite_row_buffer = rows as usize;
+    }
+    eprintln!(
+        "# history: pool with cache_size {} KiB, mmap_size {} bytes, row buffer {}",
+        options.sqlite_cache_kib, options.sqlite_mmap_bytes, options.sqlite_row_buffer
+    );
+    options
+}
+
 /// Opens (and generates if needed) the database of `shape`.
 async fn database(shape: &Shape) -> DatabaseConnection {
     let path = bench_data_dir().join(format!("history-v{LAYOUT}-{}.db", shape.rows));
     let url = format!("sqlite://{}?mode=rwc", path.display());
     if path.exists() {
-        let db = agent_monitor::db::connect(&url)
+        let db = agent_monitor::db::connect_with(&url, db_options())
             .await
             .expect("open bench db");
         if count(&db).await == shape.rows {
@@ -303,6 +325,28 @@ pub fn run(ctx: &Ctx) {
             }
             v
         };
+        // `HISTORY_PROFILE_SECS=N`: only loop the user cursor page for N seconds (for `perf
+        // record`), then stop without timing anything else.
+        if let Some(secs) = std::env::var("HISTORY_PROFILE_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            let deadline = Instant::now() + std::time::Duration::from_secs(secs);
+            let mut pages = 0usize;
+            eprintln!("# history: profiling the user cursor page for {secs} s");
+            while Instant::now() < deadline {
+                let (user_id, after) = user_mids[pages % user_mids.len()].clone();
+                page(HistoryFilter {
+                    user_id: Some(user_id),
+                    after: Some(after),
+                    ..base.clone()
+                })
+                .await;
+                pages += 1;
+            }
+            eprintln!("# history: {pages} user cursor pages");
+            return;
+        }
         report(
             "user_cursor_half",
             time(cheap, |i| {

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Select, Statement, Value,
 };
 
 use super::entity::{agent, agent_status, alert};
@@ -104,19 +104,25 @@ pub async fn history_rows<C: ConnectionTrait>(
     filter: &HistoryFilter,
 ) -> Result<(Vec<agent_status::Model>, bool), DbErr> {
     // One row more than asked tells whether another page exists.
-    let mut rows = history_select(&HistoryFilter {
-        limit: filter.limit.saturating_add(1),
+    let limit = filter.limit.saturating_add(1);
+    let select = history_select(&HistoryFilter {
+        limit,
         ..filter.clone()
-    })
-    .all(db)
-    .await?;
+    });
+    let statement = literal_limit(select.build(db.get_database_backend()), limit);
+    let mut rows = agent_status::Entity::find()
+        .from_raw_sql(statement)
+        .all(db)
+        .await?;
     let has_more = rows.len() as u64 > filter.limit;
     rows.truncate(filter.limit as usize);
     Ok((rows, has_more))
 }
 
-/// The page query of [`history`], exactly as run (public so tests can check its query plan):
-/// filters, keyset position, `ORDER BY event_timestamp DESC, id DESC`, `LIMIT`, `OFFSET`.
+/// The page query of [`history`] (public so tests can check its query plan): filters, keyset
+/// position, `ORDER BY event_timestamp DESC, id DESC`, `LIMIT`, `OFFSET`. On SQLite it runs
+/// with the `LIMIT` written as a literal instead of a bound parameter (same plan; see
+/// `literal_limit`).
 ///
 /// The keyset condition is written `event_timestamp <= t AND (event_timestamp < t OR id < i)`:
 /// the first term is a plain range every planner turns into an index seek, so a page costs the
@@ -131,6 +137,47 @@ pub fn history_select(filter: &HistoryFilter) -> Select<agent_status::Entity> {
         select = select.offset(filter.offset);
     }
     select
+}
+
+/// `statement` (a select built by sea-query) with its bound `LIMIT limit` written as a literal,
+/// on SQLite only; unchanged when it does not end as sea-query ends a select with a limit.
+///
+/// Why: SQLite (3.51, the one sqlx links) reads a bound `LIMIT` value while planning, which marks
+/// the prepared statement as depending on that parameter; binding it again on the next run
+/// expires the statement, so every page was parsed and planned again (`sqlite3Reprepare`,
+/// 10–15 % of a page's CPU in the profile of BENCHMARKS.md, figure 5) although sqlx caches it.
+/// With a literal the cached statement is reused; there is one statement per page size, and
+/// the offset stays bound. PostgreSQL plans bound limits without re-preparing.
+fn literal_limit(mut statement: Statement, limit: u64) -> Statement {
+    const LIMIT: &str = " LIMIT ?";
+    const LIMIT_OFFSET: &str = " LIMIT ? OFFSET ?";
+    if statement.db_backend != DbBackend::Sqlite {
+        return statement;
+    }
+    let (suffix, from_end) = if statement.sql.ends_with(LIMIT_OFFSET) {
+        (LIMIT_OFFSET, 2)
+    } else if statement.sql.ends_with(LIMIT) {
+        (LIMIT, 1)
+    } else {
+        return statement;
+    };
+    let Some(values) = statement.values.as_mut() else {
+        return statement;
+    };
+    let Some(index) = values.0.len().checked_sub(from_end) else {
+        return statement;
+    };
+    if values.0[index] != Value::BigUnsigned(Some(limit)) {
+        return statement;
+    }
+    values.0.remove(index);
+    let keep = statement.sql.len() - suffix.len();
+    statement.sql.truncate(keep);
+    statement.sql.push_str(&format!(" LIMIT {limit}"));
+    if from_end == 2 {
+        statement.sql.push_str(" OFFSET ?");
+    }
+    statement
 }
 
 fn history_condition(filter: &HistoryFilter) -> Condition {
@@ -194,4 +241,36 @@ pub async fn alerts<C: ConnectionTrait>(
         .all(db)
         .await?;
     Ok(AlertPage { total, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page_statement(backend: DbBackend, offset: u64) -> Statement {
+        let filter = HistoryFilter {
+            user_id: Some(UserId::parse("u1").unwrap()),
+            limit: 51,
+            offset,
+            ..Default::default()
+        };
+        literal_limit(history_select(&filter).build(backend), 51)
+    }
+
+    #[test]
+    fn sqlite_pages_carry_a_literal_limit() {
+        let page = page_statement(DbBackend::Sqlite, 0);
+        assert!(page.sql.ends_with(" LIMIT 51"), "{}", page.sql);
+        assert_eq!(page.values.unwrap().0, [Value::from("u1")]);
+
+        let page = page_statement(DbBackend::Sqlite, 100);
+        assert!(page.sql.ends_with(" LIMIT 51 OFFSET ?"), "{}", page.sql);
+        assert_eq!(
+            page.values.unwrap().0,
+            [Value::from("u1"), Value::BigUnsigned(Some(100))]
+        );
+
+        let page = page_statement(DbBackend::Postgres, 0);
+        assert!(page.sql.ends_with(" LIMIT $2"), "{}", page.sql);
+    }
 }
