@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use agent_monitor::app::App;
 use agent_monitor::config::MembershipConfig;
-use serde_json::Value;
 
 use crate::helpers::{SlackReceiver, wait_for};
-use crate::service::{Harness, Opts, config_for, start_ready, start_sim, temp_db_path};
+use crate::service::{
+    Harness, Opts, config_for, routing_history, start_ready, start_sim, temp_db_path,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -114,15 +115,7 @@ async fn a_stream_state_in_the_future_still_backfills_the_downtime() {
         .unwrap();
     let base = format!("http://{}", app.api_addr());
     let rows = wait_for("the downtime NOT_RESPONDING", DEADLINE, || async {
-        let body: Value = reqwest::get(format!(
-            "{base}/api/v1/agent-status/history?user_id={agent}&kind=routing&limit=100"
-        ))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-        let rows = body["data"].as_array()?.clone();
+        let rows = routing_history(&base, &agent).await?;
         rows.iter()
             .any(|r| r["state"] == "NOT_RESPONDING")
             .then_some(rows)

@@ -10,7 +10,10 @@ use agent_monitor::config::MembershipConfig;
 use serde_json::Value;
 
 use crate::helpers::{SlackReceiver, wait_a_while, wait_for};
-use crate::service::{Harness, Opts, config_for, start_ready, start_sim, temp_db_path};
+use crate::service::{
+    Harness, Opts, config_for, routing_history, start_ready, start_sim, temp_db_path,
+    wait_start_backfill,
+};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -45,6 +48,20 @@ where
     })
     .await;
     h.sim.set_silent(false).await.unwrap();
+}
+
+/// The service on two agents, both INTERACTING and seen so: the harness and the two user ids.
+async fn two_working_agents(threshold: Duration) -> (Harness, String, String) {
+    let sim = start_sim(2).await;
+    let ids = sim.agent_ids().await.unwrap();
+    for id in &ids {
+        sim.set_routing_status(id, "INTERACTING").await.unwrap();
+    }
+    let h = Harness::start_on(sim, quick(2, threshold)).await;
+    for id in &ids {
+        h.wait_state(id, "routing", "INTERACTING").await;
+    }
+    (h, ids[0].clone(), ids[1].clone())
 }
 
 async fn last_backfill(h: &Harness, trigger: &str) -> Value {
@@ -102,16 +119,8 @@ async fn transitions_missed_while_no_socket_listened_are_backfilled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_episode_begun_in_a_gap_alerts_once_and_one_that_ended_in_it_never() {
     let threshold = Duration::from_secs(3);
-    let sim = start_sim(2).await;
-    let ids = sim.agent_ids().await.unwrap();
-    let (still_idle, resumed) = (ids[0].clone(), ids[1].clone());
     // Nobody idle before the gap.
-    for id in &ids {
-        sim.set_routing_status(id, "INTERACTING").await.unwrap();
-    }
-    let h = Harness::start_on(sim, quick(2, threshold)).await;
-    h.wait_state(&resumed, "routing", "INTERACTING").await;
-    h.wait_state(&still_idle, "routing", "INTERACTING").await;
+    let (h, still_idle, resumed) = two_working_agents(threshold).await;
 
     in_a_gap(&h, || async {
         h.sim.set_routing_status(&still_idle, "IDLE").await.unwrap();
@@ -196,24 +205,10 @@ async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
         .await
         .unwrap();
     let base = format!("http://{}", app.api_addr());
-    let run = wait_for("the start backfill", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        let body: Value = r.json().await.ok()?;
-        let run = body["last_backfill"].clone();
-        (run["trigger"] == "start").then_some(run)
-    })
-    .await;
+    let run = wait_start_backfill(&base).await;
     assert!(run["error"].is_null(), "{run}");
     let rows = wait_for("the downtime NOT_RESPONDING", DEADLINE, || async {
-        let body: Value = reqwest::get(format!(
-            "{base}/api/v1/agent-status/history?user_id={other}&kind=routing&limit=50"
-        ))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-        let rows = body["data"].as_array().cloned()?;
+        let rows = routing_history(&base, &other).await?;
         rows.iter()
             .any(|r| r["state"] == "NOT_RESPONDING")
             .then_some(rows)
@@ -263,15 +258,7 @@ async fn a_restart_backfills_the_downtime_and_alerts_an_idle_agent_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_episode_whose_end_fell_in_a_gap_is_judged_when_the_backfill_lands() {
     let threshold = Duration::from_secs(4);
-    let sim = start_sim(2).await;
-    let ids = sim.agent_ids().await.unwrap();
-    let (stays, resumes) = (ids[0].clone(), ids[1].clone());
-    for id in &ids {
-        sim.set_routing_status(id, "INTERACTING").await.unwrap();
-    }
-    let h = Harness::start_on(sim, quick(2, threshold)).await;
-    h.wait_state(&stays, "routing", "INTERACTING").await;
-    h.wait_state(&resumes, "routing", "INTERACTING").await;
+    let (h, stays, resumes) = two_working_agents(threshold).await;
     h.sim.set_routing_status(&stays, "IDLE").await.unwrap();
     h.sim.set_routing_status(&resumes, "IDLE").await.unwrap();
     h.wait_state(&stays, "routing", "IDLE").await;
@@ -348,15 +335,7 @@ async fn a_restart_does_not_alert_an_episode_that_ended_during_the_downtime() {
     sim.set_routing_status(&agent, "IDLE").await.unwrap();
     let idle_start = sim.user(&agent).await.unwrap().unwrap().routing_start;
     wait_for("the idle episode seen", DEADLINE, || async {
-        let body: Value = reqwest::get(format!(
-            "{base}/api/v1/agent-status/history?user_id={agent}&kind=routing&limit=50"
-        ))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-        let rows = body["data"].as_array().cloned()?;
+        let rows = routing_history(&base, &agent).await?;
         rows.iter().any(|r| r["state"] == "IDLE").then_some(())
     })
     .await;
@@ -375,13 +354,7 @@ async fn a_restart_does_not_alert_an_episode_that_ended_during_the_downtime() {
         .await
         .unwrap();
     let base = format!("http://{}", app.api_addr());
-    let run = wait_for("the start backfill", DEADLINE, || async {
-        let r = reqwest::get(format!("{base}/readyz")).await.ok()?;
-        let body: Value = r.json().await.ok()?;
-        let run = body["last_backfill"].clone();
-        (run["trigger"] == "start").then_some(run)
-    })
-    .await;
+    let run = wait_start_backfill(&base).await;
     assert!(run["error"].is_null(), "{run}");
     wait_a_while(threshold).await;
     let messages: Vec<_> = slack

@@ -99,6 +99,35 @@ pub async fn start_ready(
     (app, base)
 }
 
+/// One agent's routing history (newest first, up to 100 rows) from the API at `base`, or
+/// `None` while the API does not answer.
+pub async fn routing_history(base: &str, user: &str) -> Option<Vec<Value>> {
+    let body: Value = reqwest::get(format!(
+        "{base}/api/v1/agent-status/history?user_id={user}&kind=routing&limit=100"
+    ))
+    .await
+    .ok()?
+    .json()
+    .await
+    .ok()?;
+    body["data"].as_array().cloned()
+}
+
+/// Waits until `/readyz` at `base` reports a finished start backfill, and returns that run.
+pub async fn wait_start_backfill(base: &str) -> Value {
+    crate::helpers::wait_for("the start backfill", DEADLINE, || async {
+        let body: Value = reqwest::get(format!("{base}/readyz"))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let run = body["last_backfill"].clone();
+        (run["trigger"] == "start").then_some(run)
+    })
+    .await
+}
+
 /// The configuration pointing the service at `sim` and `slack`.
 pub fn config_for(
     sim: &Simulator,
