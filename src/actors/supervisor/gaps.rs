@@ -76,6 +76,25 @@ async fn complete_until(
     oldest.map(|local| local + clock.offset())
 }
 
+/// Sends every one of `users` its recovered transitions of a gap ending at `until` (Genesys
+/// time), an empty list for a user with none: each [`AgentMsg::Backfill`] also releases an agent
+/// held for that gap.
+fn hand_out(
+    agents: &HashMap<UserId, ActorRef<AgentMsg>>,
+    users: &[UserId],
+    until: chrono::DateTime<chrono::Utc>,
+    mut updates: HashMap<UserId, Vec<GapUpdate>>,
+) {
+    for user in users {
+        if let Some(agent) = agents.get(user) {
+            let _ = agent.cast(AgentMsg::Backfill {
+                updates: updates.remove(user).unwrap_or_default(),
+                until,
+            });
+        }
+    }
+}
+
 impl SupervisorState {
     /// `BACKFILL_MARGIN` as a time delta (zero if it does not fit, which config prevents).
     pub(super) fn backfill_margin(&self) -> chrono::TimeDelta {
@@ -109,15 +128,7 @@ impl SupervisorState {
     /// Releases held agents without a backfill (their gap is empty or will not be
     /// backfilled): an empty [`AgentMsg::Backfill`] up to now.
     pub(super) fn release(&self, users: &[UserId]) {
-        let until = self.args.clock.now();
-        for user in users {
-            if let Some(agent) = self.agents.get(user) {
-                let _ = agent.cast(AgentMsg::Backfill {
-                    updates: Vec::new(),
-                    until,
-                });
-            }
-        }
+        hand_out(&self.agents, users, self.args.clock.now(), HashMap::new());
     }
 
     /// Runs the next queued backfill in a task: query the analytics user details for the
@@ -173,14 +184,7 @@ impl SupervisorState {
                     }
                     // Every user of the gap hears of it, with nothing if it held nothing for
                     // them: that is what releases a held agent.
-                    for user in &request.users {
-                        if let Some(agent) = agents.get(user) {
-                            let _ = agent.cast(AgentMsg::Backfill {
-                                updates: by_user.remove(user).unwrap_or_default(),
-                                until: request.to,
-                            });
-                        }
-                    }
+                    hand_out(&agents, &request.users, request.to, by_user);
                     metrics::backfill(run.records);
                     None
                 }
@@ -188,14 +192,7 @@ impl SupervisorState {
                     run.error = Some(e.to_string());
                     if e.is_fatal() {
                         // Never to be backfilled: release the held agents now.
-                        for user in &request.users {
-                            if let Some(agent) = agents.get(user) {
-                                let _ = agent.cast(AgentMsg::Backfill {
-                                    updates: Vec::new(),
-                                    until: request.to,
-                                });
-                            }
-                        }
+                        hand_out(&agents, &request.users, request.to, HashMap::new());
                     }
                     (!e.is_fatal()).then_some(GapRequest {
                         attempts: request.attempts + 1,
