@@ -313,7 +313,14 @@ async fn an_unknown_presence_definition_refreshes_the_definitions_once() {
         .send_raw_frame(&frame("9e9e9e9e-0000-4000-8000-000000000002", &t2))
         .await
         .unwrap();
-    let row = h.wait_state(&user, "presence", "BUSY").await;
+    // Both rows are written, in one batch or two: wait for the second, not the first seen.
+    let row = wait_for("the second BUSY stored", DEADLINE, || async {
+        h.history(&user, "presence")
+            .await
+            .into_iter()
+            .find(|r| r["state"] == "BUSY" && r["event_timestamp"] == t2.as_str())
+    })
+    .await;
     // Stored with the system presence's label as a fallback, and the id as Genesys sent it.
     assert_eq!(row["org_presence"], "Busy", "{row}");
     assert_eq!(
