@@ -266,14 +266,14 @@ async fn an_episode_whose_end_fell_in_a_gap_is_judged_when_the_backfill_lands() 
     let idle_start = h.sim.user(&resumes).await.unwrap().unwrap().routing_start;
 
     // From here the service learns nothing of the gap before the deadline: every user listing
-    // (the snapshot) fails, and so do the first analytics queries (retried with a backoff of
-    // at least a second each).
+    // (the snapshot) and every analytics query (the backfill) fails until the deadline has
+    // passed, however quickly the service notices the gap and retries.
     h.sim
         .fail_next("GET", "/api/v2/users", 503, None, 10_000)
         .await
         .unwrap();
     h.sim
-        .fail_next("POST", "/api/v2/analytics", 503, None, 5)
+        .fail_next("POST", "/api/v2/analytics", 503, None, 10_000)
         .await
         .unwrap();
     in_a_gap(&h, || async {
@@ -283,8 +283,15 @@ async fn an_episode_whose_end_fell_in_a_gap_is_judged_when_the_backfill_lands() 
             .unwrap();
     })
     .await;
-    let run = last_backfill(&h, "reconnect").await;
+    let deadline_passed = idle_start
+        + chrono::TimeDelta::from_std(threshold).unwrap()
+        + chrono::TimeDelta::milliseconds(500);
+    wait_for("the idle deadline to pass", DEADLINE, || async {
+        (chrono::Utc::now() > deadline_passed).then_some(())
+    })
+    .await;
     h.sim.clear_faults().await.unwrap();
+    let run = last_backfill(&h, "reconnect").await;
     let finished =
         agent_monitor::domain::parse_timestamp(run["finished_at"].as_str().unwrap()).unwrap();
     assert!(
