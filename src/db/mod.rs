@@ -464,6 +464,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(filtered.total, 1);
+        same_storage_as_sea_orm(db).await;
         let agents = agents(db).await.unwrap();
         assert_eq!(agents[0].routing_status.as_deref(), Some("IDLE"));
         let alerts = alerts(db, 10, 0).await.unwrap();
@@ -510,6 +511,87 @@ mod tests {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    /// `write_batch` binds `agent_status` rows itself (not through an `ActiveModel`): they must
+    /// be stored exactly as sea-orm stores the same values (timestamps are compared as stored
+    /// text on SQLite), and found by a filter on the same bound instant.
+    async fn same_storage_as_sea_orm(db: &DatabaseConnection) {
+        use crate::domain::{Kind, Source, Transition, UserId, parse_timestamp};
+        use entity::agent_status;
+        use sea_orm::{
+            ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+        };
+        let at = parse_timestamp("2024-05-02T08:07:06.054Z").unwrap();
+        agent_status::Entity::insert(agent_status::ActiveModel {
+            user_id: Set("orm".into()),
+            user_name: Set(Some("Ann".into())),
+            kind: Set("routing".into()),
+            state: Set("IDLE".into()),
+            previous_state: Set(None),
+            org_presence: Set(Some("Available".into())),
+            presence_definition_id: Set(Some("def-1".into())),
+            event_timestamp: Set(at),
+            ingested_at: Set(at),
+            source: Set("stream".into()),
+            ..Default::default()
+        })
+        .exec_without_returning(db)
+        .await
+        .unwrap();
+        let ours = Transition {
+            user_id: UserId::parse("ours").unwrap(),
+            user_name: Some("Ann".into()),
+            kind: Kind::Routing,
+            state: "IDLE".into(),
+            previous_state: None,
+            org_presence: Some("Available".into()),
+            presence_definition_id: Some("def-1".into()),
+            event_timestamp: at,
+            ingested_at: at,
+            source: Source::Stream,
+        };
+        let batch = Batch {
+            transitions: vec![ours],
+            ..Default::default()
+        };
+        assert_eq!(
+            write_batch(db, &batch).await.unwrap().transitions_inserted,
+            1
+        );
+        let rows = agent_status::Entity::find()
+            .filter(agent_status::Column::EventTimestamp.eq(at))
+            .order_by_asc(agent_status::Column::UserId)
+            .all(db)
+            .await
+            .unwrap();
+        let users: Vec<&str> = rows.iter().map(|r| r.user_id.as_str()).collect();
+        assert_eq!(users, ["orm", "ours"], "both found by the bound instant");
+        let strip = |r: &agent_status::Model| agent_status::Model {
+            id: 0,
+            user_id: String::new(),
+            ..r.clone()
+        };
+        assert_eq!(strip(&rows[0]), strip(&rows[1]));
+        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            let stored = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    "SELECT event_timestamp || '|' || ingested_at FROM agent_status \
+                     WHERE user_id IN ('orm', 'ours') ORDER BY user_id",
+                ))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap())
+                .collect::<Vec<_>>();
+            assert_eq!(stored[0], stored[1], "the same stored text");
+        }
+        agent_status::Entity::delete_many()
+            .filter(agent_status::Column::UserId.is_in(["orm", "ours"]))
+            .exec(db)
+            .await
+            .unwrap();
     }
 
     /// Runs the same checks on PostgreSQL when `AGENT_MONITOR_TEST_POSTGRES_URL` names a

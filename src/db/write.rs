@@ -5,11 +5,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Statement, TransactionTrait, Value,
 };
 
-use super::entity::{agent, agent_status, alert, dead_letter, episode, health_probe, stream_state};
+use super::entity::{agent, alert, dead_letter, episode, health_probe, stream_state};
 use crate::domain::{
     AgentCurrent, Alert, AlertKind, AlertOutcome, DeadLetter, DeliveryStatus, Transition, UserId,
     truncate_to_millis,
@@ -18,8 +18,17 @@ use crate::domain::{
 /// Bind parameters per statement we allow ourselves: well under SQLite's limit (32,766 since
 /// 3.32; bundled SQLite is newer) and PostgreSQL's (65,535).
 const MAX_BIND_PARAMS: usize = 10_000;
-/// Columns bound per `agent_status` row (all but `id`).
-const AGENT_STATUS_COLUMNS: usize = 9;
+/// Columns bound per `agent_status` row (all but `id`), in [`AGENT_STATUS_INSERT`]'s order.
+const AGENT_STATUS_COLUMNS: usize = 10;
+/// The `agent_status` columns a transition fills, in bind order.
+const AGENT_STATUS_INSERT: &str = "\"user_id\", \"user_name\", \"kind\", \"state\", \
+     \"previous_state\", \"org_presence\", \"presence_definition_id\", \"event_timestamp\", \
+     \"ingested_at\", \"source\"";
+/// Rows per multi-row `agent_status` INSERT. A batch goes in chunks of this many rows and a
+/// shorter tail in chunks of the powers of two it is made of, so every statement has one of
+/// eight shapes and is prepared once per connection (sqlx caches prepared statements by their
+/// SQL text), never once per batch. `BENCHMARKS.md`, figure 1.
+const TRANSITION_CHUNK: usize = 128;
 /// Columns bound per `agents` row.
 const AGENT_COLUMNS: usize = 10;
 /// Columns bound per `alerts` row (all but `id`).
@@ -105,21 +114,12 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
     }
     let txn = db.begin().await?;
 
-    for chunk in batch
-        .transitions
-        .chunks(MAX_BIND_PARAMS / AGENT_STATUS_COLUMNS)
-    {
-        let inserted = agent_status::Entity::insert_many(chunk.iter().map(transition_row))
-            .on_conflict_do_nothing_on([
-                agent_status::Column::UserId,
-                agent_status::Column::Kind,
-                agent_status::Column::EventTimestamp,
-            ])
-            .exec_without_returning(&txn)
-            .await?;
-        let inserted = inserted_rows(inserted);
+    let backend = txn.get_database_backend();
+    for (start, len) in transition_chunks(batch.transitions.len()) {
+        let inserted =
+            insert_transitions(&txn, backend, &batch.transitions[start..start + len]).await?;
         summary.transitions_inserted += inserted;
-        summary.transitions_duplicate += chunk.len() as u64 - inserted;
+        summary.transitions_duplicate += len as u64 - inserted;
     }
 
     for chunk in batch.agents.chunks(MAX_BIND_PARAMS / AGENT_COLUMNS) {
@@ -252,6 +252,92 @@ async fn sqlite_file_still_there<C: ConnectionTrait>(db: &C) -> Result<(), DbErr
     Ok(())
 }
 
+/// `(start, len)` of each multi-row INSERT for `n` transitions: [`TRANSITION_CHUNK`]-row
+/// chunks, then the tail by its binary digits, largest first (so `n = 300` gives 128, 128,
+/// 32, 8, 4).
+fn transition_chunks(n: usize) -> Vec<(usize, usize)> {
+    let mut chunks = Vec::with_capacity(n / TRANSITION_CHUNK + 8);
+    let mut start = 0;
+    while n - start >= TRANSITION_CHUNK {
+        chunks.push((start, TRANSITION_CHUNK));
+        start += TRANSITION_CHUNK;
+    }
+    let mut size = TRANSITION_CHUNK / 2;
+    while size > 0 {
+        if (n - start) & size != 0 {
+            chunks.push((start, size));
+            start += size;
+        }
+        size /= 2;
+    }
+    chunks
+}
+
+/// The `INSERT … ON CONFLICT ("user_id", "kind", "event_timestamp") DO NOTHING` of `rows`
+/// `agent_status` rows, with the backend's placeholders (`?` for SQLite, `$n` for PostgreSQL).
+fn insert_transitions_sql(backend: DbBackend, rows: usize) -> String {
+    let mut sql = String::with_capacity(160 + rows * AGENT_STATUS_COLUMNS * 5);
+    sql.push_str("INSERT INTO \"agent_status\" (");
+    sql.push_str(AGENT_STATUS_INSERT);
+    sql.push_str(") VALUES ");
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..AGENT_STATUS_COLUMNS {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            match backend {
+                DbBackend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT (\"user_id\", \"kind\", \"event_timestamp\") DO NOTHING");
+    sql
+}
+
+/// Inserts `rows` into `agent_status` in one statement of a fixed shape (see
+/// [`TRANSITION_CHUNK`]), skipping rows already stored; returns how many were new. Bound
+/// straight from the [`Transition`]s: no `ActiveModel`s and no statement text built by sea-query
+/// for every batch (`BENCHMARKS.md` figure 1's `writer_only` line measures this path alone).
+/// Values are bound as sea-orm binds them, so the stored text is the same (a test pins it).
+async fn insert_transitions<C: ConnectionTrait>(
+    db: &C,
+    backend: DbBackend,
+    rows: &[Transition],
+) -> Result<u64, DbErr> {
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * AGENT_STATUS_COLUMNS);
+    for t in rows {
+        values.extend([
+            Value::String(Some(t.user_id.as_str().to_owned())),
+            Value::String(t.user_name.clone()),
+            Value::String(Some(t.kind.as_str().to_owned())),
+            Value::String(Some(t.state.clone())),
+            Value::String(t.previous_state.clone()),
+            Value::String(t.org_presence.clone()),
+            Value::String(t.presence_definition_id.clone()),
+            Value::ChronoDateTimeUtc(Some(ms(t.event_timestamp))),
+            Value::ChronoDateTimeUtc(Some(ms(t.ingested_at))),
+            Value::String(Some(t.source.as_str().to_owned())),
+        ]);
+    }
+    let statement = Statement::from_sql_and_values(
+        backend,
+        insert_transitions_sql(backend, rows.len()),
+        values,
+    );
+    Ok(db.execute_raw(statement).await?.rows_affected())
+}
+
 fn inserted_rows(result: sea_orm::TryInsertResult<u64>) -> u64 {
     match result {
         sea_orm::TryInsertResult::Inserted(n) => n,
@@ -261,22 +347,6 @@ fn inserted_rows(result: sea_orm::TryInsertResult<u64>) -> u64 {
 
 fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
     truncate_to_millis(t)
-}
-
-fn transition_row(t: &Transition) -> agent_status::ActiveModel {
-    agent_status::ActiveModel {
-        id: NotSet,
-        user_id: Set(t.user_id.as_str().to_owned()),
-        user_name: Set(t.user_name.clone()),
-        kind: Set(t.kind.as_str().to_owned()),
-        state: Set(t.state.clone()),
-        previous_state: Set(t.previous_state.clone()),
-        org_presence: Set(t.org_presence.clone()),
-        presence_definition_id: Set(t.presence_definition_id.clone()),
-        event_timestamp: Set(ms(t.event_timestamp)),
-        ingested_at: Set(ms(t.ingested_at)),
-        source: Set(t.source.as_str().to_owned()),
-    }
 }
 
 fn agent_row(a: &AgentCurrent) -> agent::ActiveModel {
@@ -364,4 +434,53 @@ fn outcome_columns(
         i32::try_from(outcome.attempts).unwrap_or(i32::MAX),
         delivered_at,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::entity::agent_status;
+    use super::*;
+    use sea_orm::{EntityName, IdenStatic, Iterable};
+
+    #[test]
+    fn a_batch_splits_into_chunks_of_eight_shapes() {
+        for n in [0, 1, 7, 127, 128, 129, 300, 500, 1000] {
+            let chunks = transition_chunks(n);
+            let mut next = 0;
+            for &(start, len) in &chunks {
+                assert_eq!(start, next, "contiguous");
+                assert!(len.is_power_of_two() && len <= TRANSITION_CHUNK, "{len}");
+                next += len;
+            }
+            assert_eq!(next, n, "every row of {n}");
+        }
+        let lens = |n| transition_chunks(n).iter().map(|c| c.1).collect::<Vec<_>>();
+        assert_eq!(lens(300), [128, 128, 32, 8, 4]);
+        assert_eq!(lens(500), [128, 128, 128, 64, 32, 16, 4]);
+    }
+
+    #[test]
+    fn the_insert_names_every_agent_status_column_but_id() {
+        let columns: Vec<String> = agent_status::Column::iter()
+            .filter(|c| !matches!(c, agent_status::Column::Id))
+            .map(|c| format!("\"{}\"", c.as_str()))
+            .collect();
+        assert_eq!(columns.join(", "), AGENT_STATUS_INSERT);
+        assert_eq!(columns.len(), AGENT_STATUS_COLUMNS);
+        assert_eq!(agent_status::Entity.table_name(), "agent_status");
+    }
+
+    #[test]
+    fn placeholders_follow_the_backend() {
+        let sqlite = insert_transitions_sql(DbBackend::Sqlite, 2);
+        assert_eq!(sqlite.matches('?').count(), 2 * AGENT_STATUS_COLUMNS);
+        assert!(sqlite.ends_with(
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (\"user_id\", \"kind\", \
+             \"event_timestamp\") DO NOTHING"
+        ));
+        let postgres = insert_transitions_sql(DbBackend::Postgres, 2);
+        assert!(postgres.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), ($11, "));
+        assert!(postgres.contains("$20)"));
+        assert!(!postgres.contains('?'));
+    }
 }
