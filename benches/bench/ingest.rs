@@ -72,6 +72,7 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         );
         let base = svc.rows().await;
         let transitions = (agents * per_agent) as i64;
+        let load0 = writer_load(&svc).await;
         let t0 = Instant::now();
         let firehose = svc.sim.start_firehose(per_agent);
         let limit = Duration::from_secs(600);
@@ -86,6 +87,16 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         let generated = truth.iter().filter(|t| !t.initial).count() as i64;
         let delivered = truth.iter().filter(|t| !t.initial && t.delivered).count() as i64;
         let count = svc.scalar("SELECT COUNT(*) FROM agent_status").await;
+        let (busy, batches, batch_rows) = writer_load(&svc).await;
+        eprintln!(
+            "# {name}: the writer committed {} batches ({} rows of every table) in {:.2} s of \
+             write time, {:.0} % of the {:.2} s",
+            batches - load0.1,
+            batch_rows - load0.2,
+            busy - load0.0,
+            100.0 * (busy - load0.0) / elapsed.as_secs_f64(),
+            elapsed.as_secs_f64()
+        );
         eprintln!(
             "# {name}: {} transitions ({delivered} delivered) in {:.2} s; firehose handed over \
              its last frame after {:.2} s; rows {count} (expected {})",
@@ -120,6 +131,12 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         raw,
         &format!("rows/s(batch_{batch},WAL,synchronous=NORMAL)"),
     );
+    let writer = writer_only(&db_path, base, batch, &format!("ingest-{agents}-writer"));
+    emit(
+        &format!("{name}.writer_only"),
+        writer,
+        &format!("rows/s(db::write_batch,batch_{batch},info)"),
+    );
     let three = raw_three_tables(&rows, batch, &format!("ingest-{agents}-three"));
     emit(
         &format!("{name}.raw_three_tables"),
@@ -139,6 +156,11 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         "%_of_raw(target>=70)",
     );
     emit(
+        &format!("{name}.ratio_writer_only"),
+        100.0 * writer / raw,
+        "%_of_raw(info:the_service's_writer_alone)",
+    );
+    emit(
         &format!("{name}.ratio_three_tables"),
         100.0 * ours / three,
         "%_of_three_tables(info,not_the_target)",
@@ -149,6 +171,18 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         "x_naive(target>=20)",
     );
     remove_db(&db_path);
+}
+
+/// How much the one writer has done so far (the persistence actor's committed batches, from the
+/// process's metrics): (seconds of write time, batches, rows of every table).
+async fn writer_load(svc: &Service) -> (f64, f64, f64) {
+    (
+        svc.metric_sum("agent_monitor_write_batch_duration_seconds_sum")
+            .await,
+        svc.metric_sum("agent_monitor_write_batch_duration_seconds_count")
+            .await,
+        svc.metric_sum("agent_monitor_write_batch_rows_sum").await,
+    )
 }
 
 /// The transitions the service stored (`id > base`), in id order, as SQL values.
@@ -165,6 +199,65 @@ fn read_rows(db: &Path, base: i64) -> Vec<Vec<SqlValue>> {
     .unwrap()
     .collect::<Result<_, _>>()
     .unwrap()
+}
+
+/// The service's own writer alone: the same rows (read back as [`Transition`]s) through
+/// [`agent_monitor::db::write_batch`] in batches of the service's size, on a fresh database
+/// opened by [`agent_monitor::db::connect`] (the service's pool and pragmas), one batch at a
+/// time as the persistence actor writes them. Separates the writer path (sea-orm, sqlx, its
+/// worker thread) from the rest of the pipeline (simulator, sockets, parse, actors).
+fn writer_only(source: &Path, base: i64, batch: usize, name: &str) -> f64 {
+    use agent_monitor::db::entity::agent_status;
+    use agent_monitor::domain::{Kind, Source, Transition, UserId};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+
+    let path = fresh_db(name);
+    let rt = runtime();
+    let rate = rt.block_on(async {
+        let src = agent_monitor::db::connect(&format!("sqlite://{}", source.display()))
+            .await
+            .expect("open service db");
+        let rows: Vec<Transition> = agent_status::Entity::find()
+            .filter(agent_status::Column::Id.gt(base))
+            .order_by_asc(agent_status::Column::Id)
+            .all(&src)
+            .await
+            .expect("read rows")
+            .into_iter()
+            .map(|m| Transition {
+                user_id: UserId::parse(&m.user_id).expect("user id"),
+                user_name: m.user_name,
+                kind: Kind::parse(&m.kind).expect("kind"),
+                state: m.state,
+                previous_state: m.previous_state,
+                org_presence: m.org_presence,
+                presence_definition_id: m.presence_definition_id,
+                event_timestamp: m.event_timestamp,
+                ingested_at: m.ingested_at,
+                source: Source::parse(&m.source).expect("source"),
+            })
+            .collect();
+        src.close().await.ok();
+        let db = agent_monitor::db::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .expect("schema");
+        let started = Instant::now();
+        for chunk in rows.chunks(batch) {
+            let batch = agent_monitor::db::Batch {
+                transitions: chunk.to_vec(),
+                ..Default::default()
+            };
+            agent_monitor::db::write_batch(&db, &batch)
+                .await
+                .expect("write batch");
+        }
+        let rate = rows.len() as f64 / started.elapsed().as_secs_f64();
+        db.close().await.ok();
+        rate
+    });
+    drop(rt);
+    remove_db(&path);
+    rate
 }
 
 /// An empty database with the real schema (our migrations, through `db::connect`).

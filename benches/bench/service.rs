@@ -146,6 +146,21 @@ impl Service {
         }
     }
 
+    /// The sum of one Prometheus series (all its label sets) from `GET /metrics`, 0 if absent.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let Ok(resp) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+            return 0.0;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// One integer from SQL.
     pub async fn scalar(&self, sql: &str) -> i64 {
         let db = self.app.db();
