@@ -9,7 +9,8 @@
 //! **Current state is coalesced.** The agents' current state (`agents`, [`PersistMsg::Agent`])
 //! and episode logs (`episodes`, [`PersistMsg::Episodes`]) change with nearly every transition,
 //! but only the latest of each matters. They are kept in maps keyed by user (the latest wins)
-//! and written at most once per [`STATE_INTERVAL`] (1 s), riding in the same transaction as the
+//! and written at most once per [`STATE_INTERVAL`] (1 s; [`STATE_INTERVAL_BUSY`], 5 s, while the
+//! history arrives at a batch a second or more), riding in the same transaction as the
 //! history rows buffered at that moment, and also on every `Flush`, with every
 //! `StreamComplete` checkpoint and at stop. A firehose of N transitions per agent per second
 //! therefore writes N history rows but one `agents` row and one `episodes` row per agent per
@@ -89,10 +90,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a successful write check answers `Health` without writing again.
 const HEALTH_CACHE: Duration = Duration::from_secs(2);
 /// How often, at most, the coalesced current state (`agents` and `episodes` rows) is written
-/// while history rows keep flowing; `Flush`, a `StreamComplete` checkpoint and stopping write it
-/// at once. Bounds how stale `GET /api/v1/agents` can be (plus the flush tick) and how much
-/// current state a crash can lose.
+/// while history rows keep flowing at less than one batch ([`PersistenceConfig::batch_rows`]) a
+/// second; `Flush`, a `StreamComplete` checkpoint and stopping write it at once. Bounds how
+/// stale `GET /api/v1/agents` can be (plus the flush tick) and how much current state a crash
+/// can lose.
 pub const STATE_INTERVAL: Duration = Duration::from_secs(1);
+/// The same bound while the history arrives at a batch a second or more (a shift start, a
+/// backlog after an outage): the one writer is then the pipeline's limit, and with thousands of
+/// agents each changing about once a second, a state written every second would cost two more
+/// rows per transition (`BENCHMARKS.md`, figure 1). Equal to the supervisor's checkpoint
+/// interval, which forces the state anyway, so a crash cannot lose more than the backfill from
+/// the last checkpoint replays.
+pub const STATE_INTERVAL_BUSY: Duration = Duration::from_secs(5);
 /// Flush attempts in `post_stop` before giving up on what is buffered.
 const FINAL_FLUSH_ATTEMPTS: u32 = 3;
 /// Longest `post_stop` spends on the final flush (stays inside the 10 s shutdown grace even
@@ -139,6 +148,9 @@ struct Buffer {
     episodes: HashMap<UserId, String>,
     /// When the coalesced state was last committed (or the actor started).
     state_written: Instant,
+    /// History rows committed since then: the load that picks [`STATE_INTERVAL`] or
+    /// [`STATE_INTERVAL_BUSY`].
+    history_since_state: usize,
 }
 
 impl Buffer {
@@ -150,6 +162,7 @@ impl Buffer {
             agents: HashMap::new(),
             episodes: HashMap::new(),
             state_written: Instant::now(),
+            history_since_state: 0,
         }
     }
 
@@ -158,10 +171,21 @@ impl Buffer {
         self.batch.len() + self.agents.len() + self.episodes.len()
     }
 
-    /// Coalesced state is waiting and [`STATE_INTERVAL`] has passed since it was last written.
-    fn state_due(&self) -> bool {
-        !(self.agents.is_empty() && self.episodes.is_empty())
-            && self.state_written.elapsed() >= STATE_INTERVAL
+    /// Coalesced state is waiting and its interval has passed since it was last written:
+    /// [`STATE_INTERVAL`] while fewer than `batch_rows` history rows a second were committed
+    /// since, [`STATE_INTERVAL_BUSY`] otherwise.
+    fn state_due(&self, batch_rows: usize) -> bool {
+        if self.agents.is_empty() && self.episodes.is_empty() {
+            return false;
+        }
+        let elapsed = self.state_written.elapsed();
+        let busy = self.history_since_state as f64 >= batch_rows as f64 * elapsed.as_secs_f64();
+        elapsed
+            >= if busy {
+                STATE_INTERVAL_BUSY
+            } else {
+                STATE_INTERVAL
+            }
     }
 }
 
@@ -261,7 +285,9 @@ impl Actor for PersistenceActor {
                 let _ = reply.send(health);
             }
             PersistMsg::Tick => {
-                if (!state.buffer.batch.is_empty() || state.buffer.state_due()) && state.may_retry()
+                if (!state.buffer.batch.is_empty()
+                    || state.buffer.state_due(state.config.batch_rows.max(1)))
+                    && state.may_retry()
                 {
                     let _ = state.flush(false).await;
                 }
@@ -344,8 +370,9 @@ impl PersistenceState {
     /// Committing every log buffered before the checkpoint in the same transaction, before the
     /// `stream_state` upsert, keeps the logs at least as new as the checkpoint.
     async fn flush(&mut self, with_state: bool) -> Result<(), String> {
-        let with_state =
-            with_state || self.buffer.batch.complete_until.is_some() || self.buffer.state_due();
+        let with_state = with_state
+            || self.buffer.batch.complete_until.is_some()
+            || self.buffer.state_due(self.config.batch_rows.max(1));
         if with_state {
             // No message is handled while the write runs, so the maps stay empty until the
             // outcome is known; on failure they are put back.
@@ -402,6 +429,10 @@ impl PersistenceState {
                 self.buffer.alert_index.clear();
                 if with_state {
                     self.buffer.state_written = Instant::now();
+                    self.buffer.history_since_state = 0;
+                } else {
+                    self.buffer.history_since_state += summary.transitions_inserted as usize
+                        + summary.transitions_duplicate as usize;
                 }
                 // A commit is as good a write check as the probe.
                 self.probe = Some((Instant::now(), None));

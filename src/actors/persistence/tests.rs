@@ -522,3 +522,28 @@ fn backoff_doubles_and_caps() {
     assert_eq!(backoff(7), Duration::from_secs(5));
     assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
 }
+
+/// The state waits [`STATE_INTERVAL`] while the history is light and [`STATE_INTERVAL_BUSY`]
+/// while at least a batch a second of history rows was committed since it was last written.
+#[test]
+fn the_state_interval_stretches_under_load() {
+    let mut buffer = Buffer::new();
+    let ago = |d: Duration| Instant::now().checked_sub(d).unwrap();
+    buffer.state_written = ago(STATE_INTERVAL * 2);
+    assert!(!buffer.state_due(500), "nothing coalesced, nothing due");
+    buffer
+        .agents
+        .insert(UserId::parse("u1").unwrap(), current("u1", "IDLE", 1));
+    buffer.history_since_state = 900;
+    assert!(buffer.state_due(500), "under a batch a second: 1 s");
+    buffer.history_since_state = 1_200;
+    assert!(
+        !buffer.state_due(500),
+        "a batch a second: waits for the busy interval"
+    );
+    buffer.state_written = ago(STATE_INTERVAL_BUSY);
+    assert!(buffer.state_due(500), "never longer than the busy interval");
+    buffer.state_written = ago(STATE_INTERVAL / 2);
+    buffer.history_since_state = 0;
+    assert!(!buffer.state_due(500), "never sooner than 1 s");
+}
