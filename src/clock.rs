@@ -47,7 +47,12 @@ impl Clock {
     /// The current instant on the Genesys clock: local UTC now plus [`Clock::offset`],
     /// millisecond precision.
     pub fn now(&self) -> DateTime<Utc> {
-        let local = Utc::now();
+        self.at(Utc::now())
+    }
+
+    /// A local UTC instant already read (a frame's receipt, say) on the Genesys clock: plus
+    /// [`Clock::offset`], millisecond precision. `clock.at(Utc::now())` is [`Clock::now`].
+    pub fn at(&self, local: DateTime<Utc>) -> DateTime<Utc> {
         let at = local.checked_add_signed(self.offset()).unwrap_or(local);
         crate::domain::truncate_to_millis(at)
     }

@@ -60,7 +60,12 @@ pub fn parse_timestamp(raw: &str) -> Result<DateTime<Utc>, MalformedError> {
 
 /// Drops sub-millisecond precision.
 pub fn truncate_to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+    // Only the sub-millisecond nanoseconds go (a leap second's `nanosecond() >= 10^9` is kept);
+    // no round trip through a count of milliseconds since the epoch, which recomputes the date
+    // (once per event: `BENCHMARKS.md`, figure 2).
+    use chrono::Timelike;
+    let nanos = t.nanosecond();
+    t.with_nanosecond(nanos - nanos % 1_000_000).unwrap_or(t)
 }
 
 /// Formats an instant as RFC 3339 UTC with milliseconds (`2024-05-01T10:15:30.123Z`), the form
@@ -160,21 +165,26 @@ pub const ROUTING_STATUSES: [&str; 5] = [
 /// Normalizes a system presence from any of Genesys's three spellings (`On Queue`, `OnQueue`,
 /// `ON_QUEUE`; protocol reference §5) to the notification spelling (`ON_QUEUE`). An unknown value
 /// is kept, uppercased, rather than refused (forward compatibility).
-pub fn normalize_system_presence(raw: &str) -> String {
+///
+/// Takes `&str` or `String`; an owned value already in canonical form is returned as is (no
+/// copy: this runs once per presence event, `BENCHMARKS.md` figure 2).
+pub fn normalize_system_presence(raw: impl AsRef<str> + Into<String>) -> String {
     normalize_enum(raw, &SYSTEM_PRESENCES)
 }
 
 /// Normalizes a routing status (`OFF_QUEUE`, or the ingest model's `OffQueue`) to `OFF_QUEUE`
-/// form. Unknown values are kept, uppercased.
-pub fn normalize_routing_status(raw: &str) -> String {
+/// form. Unknown values are kept, uppercased. Like [`normalize_system_presence`], an owned
+/// canonical value is returned without a copy.
+pub fn normalize_routing_status(raw: impl AsRef<str> + Into<String>) -> String {
     normalize_enum(raw, &ROUTING_STATUSES)
 }
 
-fn normalize_enum(raw: &str, canonical: &[&str]) -> String {
+fn normalize_enum(value: impl AsRef<str> + Into<String>, canonical: &[&str]) -> String {
     // The common case, already canonical, costs one comparison per candidate.
-    if let Some(c) = canonical.iter().find(|c| **c == raw) {
-        return (*c).to_string();
+    if canonical.contains(&value.as_ref()) {
+        return value.into();
     }
+    let raw = value.as_ref();
     let squashed: String = raw
         .chars()
         .filter(|c| !matches!(c, ' ' | '_' | '-'))

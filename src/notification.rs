@@ -116,13 +116,9 @@ fn presence_frame(
     event: PresenceEventBody,
     now: DateTime<Utc>,
 ) -> Result<Frame, MalformedError> {
-    let system = event
-        .presence_definition
-        .system_presence
-        .as_deref()
-        .ok_or_else(|| {
-            MalformedError::new(format!("{name}: presenceDefinition has no systemPresence"))
-        })?;
+    let system = event.presence_definition.system_presence.ok_or_else(|| {
+        MalformedError::new(format!("{name}: presenceDefinition has no systemPresence"))
+    })?;
     Ok(Frame::Presence(
         user,
         PresenceUpdate {
@@ -142,8 +138,8 @@ fn routing_frame(
     Ok(Frame::Routing(
         user,
         RoutingUpdate {
-            status: normalize_routing_status(&event.routing_status.status),
             timestamp: event_time(&event.routing_status.start_time, now)?,
+            status: normalize_routing_status(event.routing_status.status),
         },
     ))
 }

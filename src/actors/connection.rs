@@ -503,7 +503,10 @@ async fn run_socket(
                     Some(Ok(message)) => message,
                 };
                 last_rx = tokio::time::Instant::now();
-                stats.last_message_ms.store(Utc::now().timestamp_millis(), Ordering::Relaxed);
+                // One read of the wall clock per frame: its receipt, also the "now" of the
+                // future-timestamp check.
+                let received = Utc::now();
+                stats.last_message_ms.store(received.timestamp_millis(), Ordering::Relaxed);
                 let text = match message {
                     Message::Text(text) => text,
                     Message::Close(frame) => break ended("closed", format!("closed by Genesys: {frame:?}")),
@@ -515,7 +518,7 @@ async fn run_socket(
                     }
                     _ => continue,
                 };
-                let frame = match parse_frame_at(text.as_str(), clock.now()) {
+                let frame = match parse_frame_at(text.as_str(), clock.at(received)) {
                     Ok(frame) => frame,
                     Err(e) => {
                         stats.malformed.fetch_add(1, Ordering::Relaxed);
