@@ -325,26 +325,70 @@ pub fn run(ctx: &Ctx) {
             }
             v
         };
-        // `HISTORY_PROFILE_SECS=N`: only loop the user cursor page for N seconds (for `perf
-        // record`), then stop without timing anything else.
+        // The HTTP API in process.
+        let readiness: ReadinessFn = Arc::new(|| Box::pin(async { None }));
+        let api = routes(ApiState {
+            db: db.clone(),
+            readiness,
+            limits: Default::default(),
+            alerting: Default::default(),
+        });
+        let api = &api;
+        let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let to = shape.end() - TimeDelta::days(1);
+        let month = (to - TimeDelta::days(30), to);
+        let day = (to - TimeDelta::days(1), to);
+        let report_one = |i: usize| async move {
+            get(
+                api,
+                &format!(
+                    "/api/v1/reports/time-in-state?from={}&to={}&user_id={}",
+                    rfc(month.0),
+                    rfc(month.1),
+                    user(i)
+                ),
+            )
+            .await;
+        };
+        let report_all = |_: usize| async move {
+            get(
+                api,
+                &format!(
+                    "/api/v1/reports/time-in-state?from={}&to={}&group_by=user",
+                    rfc(day.0),
+                    rfc(day.1)
+                ),
+            )
+            .await;
+        };
+        // `HISTORY_PROFILE_SECS=N`: only loop one query for N seconds (for `perf record`), then
+        // stop without timing anything else. `HISTORY_PROFILE_QUERY` picks it: `user_cursor`
+        // (default, the user cursor page), `report_one` or `report_all`.
         if let Some(secs) = std::env::var("HISTORY_PROFILE_SECS")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())
         {
+            let what = std::env::var("HISTORY_PROFILE_QUERY").unwrap_or("user_cursor".into());
             let deadline = Instant::now() + std::time::Duration::from_secs(secs);
-            let mut pages = 0usize;
-            eprintln!("# history: profiling the user cursor page for {secs} s");
+            let mut runs = 0usize;
+            eprintln!("# history: profiling {what} for {secs} s");
             while Instant::now() < deadline {
-                let (user_id, after) = user_mids[pages % user_mids.len()].clone();
-                page(HistoryFilter {
-                    user_id: Some(user_id),
-                    after: Some(after),
-                    ..base.clone()
-                })
-                .await;
-                pages += 1;
+                match what.as_str() {
+                    "report_one" => report_one(runs).await,
+                    "report_all" => report_all(runs).await,
+                    _ => {
+                        let (user_id, after) = user_mids[runs % user_mids.len()].clone();
+                        page(HistoryFilter {
+                            user_id: Some(user_id),
+                            after: Some(after),
+                            ..base.clone()
+                        })
+                        .await
+                    }
+                }
+                runs += 1;
             }
-            eprintln!("# history: {pages} user cursor pages");
+            eprintln!("# history: {runs} runs of {what}");
             return;
         }
         report(
@@ -424,16 +468,6 @@ pub fn run(ctx: &Ctx) {
             .await,
         );
 
-        // The HTTP API in process.
-        let readiness: ReadinessFn = Arc::new(|| Box::pin(async { None }));
-        let api = routes(ApiState {
-            db: db.clone(),
-            readiness,
-            limits: Default::default(),
-            alerting: Default::default(),
-        });
-        let api = &api;
-        let rfc = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         report(
             "api_user_first_page",
             time(cheap, |i| async move {
@@ -448,39 +482,10 @@ pub fn run(ctx: &Ctx) {
             })
             .await,
         );
-        let to = shape.end() - TimeDelta::days(1);
-        let month = (to - TimeDelta::days(30), to);
         report(
             "report_one_agent_30d",
-            time(cheap.min(100), |i| async move {
-                get(
-                    api,
-                    &format!(
-                        "/api/v1/reports/time-in-state?from={}&to={}&user_id={}",
-                        rfc(month.0),
-                        rfc(month.1),
-                        user(i)
-                    ),
-                )
-                .await;
-            })
-            .await,
+            time(cheap.min(100), report_one).await,
         );
-        let day = (to - TimeDelta::days(1), to);
-        report(
-            "report_all_agents_1d",
-            time(reports_all, |_| async move {
-                get(
-                    api,
-                    &format!(
-                        "/api/v1/reports/time-in-state?from={}&to={}&group_by=user",
-                        rfc(day.0),
-                        rfc(day.1)
-                    ),
-                )
-                .await;
-            })
-            .await,
-        );
+        report("report_all_agents_1d", time(reports_all, report_all).await);
     });
 }

@@ -148,7 +148,7 @@ pub fn history_select(filter: &HistoryFilter) -> Select<agent_status::Entity> {
 /// 10–15 % of a page's CPU in the profile of BENCHMARKS.md, figure 5) although sqlx caches it.
 /// With a literal the cached statement is reused; there is one statement per page size, and
 /// the offset stays bound. PostgreSQL plans bound limits without re-preparing.
-fn literal_limit(mut statement: Statement, limit: u64) -> Statement {
+pub(super) fn literal_limit(mut statement: Statement, limit: u64) -> Statement {
     const LIMIT: &str = " LIMIT ?";
     const LIMIT_OFFSET: &str = " LIMIT ? OFFSET ?";
     if statement.db_backend != DbBackend::Sqlite {

@@ -2,16 +2,19 @@
 //! at a time through the unique index (`user_id`, `kind`, `event_timestamp`), so a report never
 //! holds more than one page of transitions in memory, and every page is an index seek.
 //!
-//! The `*_select` functions return the query exactly as run, so tests can check its plan.
+//! The `*_select` functions return the query exactly as run, so tests can check its plan; on
+//! SQLite it runs with its `LIMIT` written as a literal (`literal_limit`, as for history
+//! pages): a bound `LIMIT` expires SQLite's prepared statement on every run, and a report runs
+//! these queries about five times per user.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    QuerySelect, QueryTrait, Select,
 };
 
 use super::entity::agent_status::{self, Column};
-use super::query::Keyset;
+use super::query::{Keyset, literal_limit};
 use crate::domain::Kind;
 
 /// The next user id (in byte order) that has any stored transition, strictly after `after`
@@ -21,7 +24,11 @@ pub async fn next_user<C: ConnectionTrait>(
     db: &C,
     after: Option<&str>,
 ) -> Result<Option<String>, DbErr> {
-    next_user_select(after).into_tuple::<String>().one(db).await
+    let statement = literal_limit(next_user_select(after).build(db.get_database_backend()), 1);
+    db.query_one_raw(statement)
+        .await?
+        .map(|row| row.try_get_by_index::<String>(0))
+        .transpose()
 }
 
 /// The query of [`next_user`].
@@ -43,7 +50,12 @@ pub async fn state_before<C: ConnectionTrait>(
     kind: Kind,
     at: DateTime<Utc>,
 ) -> Result<Option<agent_status::Model>, DbErr> {
-    state_before_select(user_id, kind, at).one(db).await
+    let select = state_before_select(user_id, kind, at);
+    let statement = literal_limit(select.build(db.get_database_backend()), 1);
+    agent_status::Entity::find()
+        .from_raw_sql(statement)
+        .one(db)
+        .await
 }
 
 /// The query of [`state_before`].
@@ -73,7 +85,10 @@ pub async fn transitions_page<C: ConnectionTrait>(
     after: Option<Keyset>,
     limit: u64,
 ) -> Result<Vec<agent_status::Model>, DbErr> {
-    transitions_select(user_id, kind, from, to, after, limit)
+    let select = transitions_select(user_id, kind, from, to, after, limit);
+    let statement = literal_limit(select.build(db.get_database_backend()), limit);
+    agent_status::Entity::find()
+        .from_raw_sql(statement)
         .all(db)
         .await
 }
@@ -211,6 +226,7 @@ mod tests {
     use super::*;
     use crate::db::{Batch, HistoryFilter, history, write_batch};
     use crate::domain::{Source, Transition, UserId, parse_timestamp};
+    use sea_orm::DbBackend;
 
     /// Keyset history pages and the report queries on any backend (SQLite always, PostgreSQL
     /// when `AGENT_MONITOR_TEST_POSTGRES_URL` names a throwaway database; its tables are
@@ -308,6 +324,49 @@ mod tests {
             total += batch.iter().map(|i| i.millis()).sum::<i64>();
         }
         assert_eq!(total, 15 * 60 * 1000, "the window is covered exactly");
+    }
+
+    /// Every report query runs with a literal `LIMIT` on SQLite (`literal_limit` leaves a
+    /// statement of another shape unchanged, silently), and bound on PostgreSQL.
+    #[test]
+    fn report_queries_carry_a_literal_limit_on_sqlite() {
+        let at = crate::domain::parse_timestamp("2024-05-01T00:00:00Z").unwrap();
+        let after = Some(Keyset {
+            event_timestamp: at,
+            id: 7,
+        });
+        let statements = |backend| {
+            [
+                (next_user_select(None).build(backend), 1),
+                (next_user_select(Some("u1")).build(backend), 1),
+                (
+                    state_before_select("u1", Kind::Routing, at).build(backend),
+                    1,
+                ),
+                (
+                    transitions_select("u1", Kind::Routing, at, at, None, 1000).build(backend),
+                    1000,
+                ),
+                (
+                    transitions_select("u1", Kind::Routing, at, at, after, 1000).build(backend),
+                    1000,
+                ),
+            ]
+        };
+        for (statement, limit) in statements(DbBackend::Sqlite) {
+            let bound = statement.values.as_ref().map_or(0, |v| v.0.len());
+            let statement = literal_limit(statement, limit);
+            assert!(
+                statement.sql.ends_with(&format!(" LIMIT {limit}")),
+                "{}",
+                statement.sql
+            );
+            assert_eq!(statement.values.map_or(0, |v| v.0.len()), bound - 1);
+        }
+        for (statement, limit) in statements(DbBackend::Postgres) {
+            let sql = statement.sql.clone();
+            assert_eq!(literal_limit(statement, limit).sql, sql);
+        }
     }
 
     #[tokio::test]
