@@ -14,6 +14,7 @@
 
 mod alert;
 mod common;
+mod heap;
 mod history;
 mod ingest;
 mod memory;
@@ -23,6 +24,9 @@ mod service;
 mod startup;
 
 use common::Ctx;
+
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 /// Every figure in issue-6 order: (name, what it needs).
 const FIGURES: [&str; 7] = [

@@ -9,6 +9,10 @@
 //! timer, the realistic steady state). `(RSS − base) / N` is the cost per actor. Agent
 //! children then run a steady rate of routing changes (IDLE ↔ INTERACTING, so the timer is
 //! disarmed and re-armed) and report RSS after a warm-up quarter and at the end: the growth.
+//!
+//! The bench's global allocator counts live heap bytes from the base on (`heap.rs`), so the
+//! children also report the live heap per actor (`bare_heap`, `agent_heap`): what RSS is made
+//! of, and how much of it is allocator slack rather than bytes held.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -58,6 +62,16 @@ pub fn run(ctx: &Ctx) {
             &format!("memory.{k}.agent_no_timer"),
             busy_kb,
             "KB/agent(INTERACTING:no_deadline_armed)",
+        );
+        emit(
+            &format!("memory.{k}.bare_heap"),
+            bare["heap_chunk_bytes"] / 1024.0,
+            "KB/actor(live_heap)",
+        );
+        emit(
+            &format!("memory.{k}.agent_heap"),
+            agents["heap_chunk_bytes"] / 1024.0,
+            "KB/agent(live_heap)",
         );
         emit(
             &format!("memory.{k}.agent_vs_bare"),
@@ -145,6 +159,7 @@ pub fn child(args: &[String]) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let base = rss_kb();
         println!("base_kb {base}");
+        crate::heap::start();
         match what {
             "bare" => {
                 let mut refs = Vec::with_capacity(n);
@@ -153,6 +168,7 @@ pub fn child(args: &[String]) {
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 println!("after_kb {}", rss_kb());
+                report_heap(n);
                 drop(refs);
             }
             "agents" | "agents_busy" => {
@@ -162,6 +178,8 @@ pub fn child(args: &[String]) {
                     slack,
                     deadlines: Deadlines::spawn(),
                 };
+                // One clock for every agent, as the supervisor hands out.
+                let clock = agent_monitor::clock::Clock::default();
                 let now = Utc::now();
                 let mut refs = Vec::with_capacity(n);
                 for i in 0..n {
@@ -177,7 +195,7 @@ pub fn child(args: &[String]) {
                             rules: rules.clone(),
                             episodes: None,
                             peers: peers.clone(),
-                            clock: Default::default(),
+                            clock: clock.clone(),
                             held: false,
                         },
                     )
@@ -209,6 +227,7 @@ pub fn child(args: &[String]) {
                 }
                 settle(&refs).await;
                 println!("after_kb {}", rss_kb());
+                report_heap(n);
                 if steady_secs > 0 {
                     steady(&refs, steady_secs, rate).await;
                 }
@@ -268,4 +287,38 @@ async fn steady(refs: &[ActorRef<AgentMsg>], secs: u64, rate: u64) {
     println!("steady_start_kb {}", start_kb.unwrap_or_else(rss_kb));
     println!("steady_end_kb {}", rss_kb());
     println!("steady_events {sent}");
+}
+
+/// Live heap per actor (`heap::Counting`): requested bytes, glibc chunks (an estimate from
+/// the sizes; blocks of 4 KiB and more are counted as 4 KiB), blocks, the high water and the
+/// allocation calls since the base, and (on stderr, for a child run by hand) the block sizes
+/// that make it up, largest share first.
+fn report_heap(n: usize) {
+    let snap = crate::heap::snapshot();
+    let chunks: i64 = snap
+        .by_size
+        .iter()
+        .enumerate()
+        .map(|(size, count)| count * crate::heap::chunk(size) as i64)
+        .sum();
+    println!("heap_bytes {}", snap.bytes as f64 / n as f64);
+    println!("heap_chunk_bytes {}", chunks as f64 / n as f64);
+    println!("heap_blocks {}", snap.blocks as f64 / n as f64);
+    println!("heap_peak_bytes {}", snap.peak as f64 / n as f64);
+    println!("heap_allocs {}", snap.calls as f64 / n as f64);
+    let mut sizes: Vec<(usize, i64)> = snap
+        .by_size
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 0)
+        .map(|(s, c)| (s, *c))
+        .collect();
+    sizes.sort_by_key(|(s, c)| -(c.abs() * crate::heap::chunk(*s) as i64));
+    for (size, count) in sizes.iter().take(40) {
+        eprintln!(
+            "# size {size}: {:.3} blocks/actor, {:.1} chunk bytes/actor",
+            *count as f64 / n as f64,
+            (*count * crate::heap::chunk(*size) as i64) as f64 / n as f64
+        );
+    }
 }

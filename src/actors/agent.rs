@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use tracing::Instrument;
 
 use crate::actors::Credit;
 use crate::actors::deadline::Deadlines;
@@ -159,8 +158,8 @@ pub struct AgentState {
     queue_ids: Vec<String>,
     rules: Arc<RuleSet>,
     peers: Peers,
+    /// The current state; the org presence label is `inputs.presence`'s (one copy).
     inputs: IdleInputs,
-    presence_label: Option<String>,
     episodes: AgentEpisodes,
     /// A hash of the episode log as last sent to the persistence actor (a hash, not a copy:
     /// memory per agent, `BENCHMARKS.md` figure 4).
@@ -370,7 +369,7 @@ impl AgentState {
             user_id: self.user_id.clone(),
             user_name: self.user_name.clone(),
             presence: self.inputs.presence.as_ref().map(|p| p.system.clone()),
-            org_presence: self.presence_label.clone(),
+            org_presence: self.inputs.presence.as_ref().and_then(|p| p.label.clone()),
             presence_since: self.inputs.presence.as_ref().map(|p| p.since),
             routing_status: self.inputs.routing.as_ref().map(|r| r.status.clone()),
             routing_since: self.inputs.routing.as_ref().map(|r| r.since),
@@ -411,16 +410,12 @@ impl AgentState {
             .routing
             .as_ref()
             .map(|r| format!("routing {}", r.status));
-        let presence = self
-            .inputs
-            .presence
-            .as_ref()
-            .map(|p| match &self.presence_label {
-                Some(label) if !label.eq_ignore_ascii_case(&p.system.replace('_', " ")) => {
-                    format!("presence {} ({label})", p.system)
-                }
-                _ => format!("presence {}", p.system),
-            });
+        let presence = self.inputs.presence.as_ref().map(|p| match &p.label {
+            Some(label) if !label.eq_ignore_ascii_case(&p.system.replace('_', " ")) => {
+                format!("presence {} ({label})", p.system)
+            }
+            _ => format!("presence {}", p.system),
+        });
         match (routing, presence) {
             (Some(r), Some(p)) => format!("{r}, {p}"),
             (Some(one), None) | (None, Some(one)) => one,
@@ -735,7 +730,6 @@ impl AgentState {
                     .persistence
                     .cast(PersistMsg::Transition(row, credit));
                 metrics::agent_state("presence", previous.as_deref(), &update.system);
-                self.presence_label = update.label.clone();
                 self.inputs.presence = Some(PresenceState {
                     system: update.system,
                     definition_id: update.definition_id,
@@ -821,6 +815,103 @@ impl AgentState {
             }
         }
     }
+
+    /// Handles one message (see [`AgentMsg`]).
+    fn handle(&mut self, myself: &ActorRef<AgentMsg>, message: AgentMsg) {
+        match message {
+            AgentMsg::Presence(update, source, credit) => {
+                self.on_presence(myself, update, source, credit, true);
+            }
+            AgentMsg::Routing(update, source, credit) => {
+                self.on_routing(myself, update, source, credit, true);
+            }
+            AgentMsg::Hold { at } => self.hold(myself, at),
+            AgentMsg::Backfill { mut updates, until } => {
+                updates.sort_by_key(GapUpdate::timestamp);
+                let mut changed_at = None;
+                for update in updates {
+                    let at = update.timestamp();
+                    let changed = match update {
+                        GapUpdate::Presence(p) => {
+                            self.on_presence(myself, p, Source::Backfill, None, false)
+                        }
+                        GapUpdate::Routing(r) => {
+                            self.on_routing(myself, r, Source::Backfill, None, false)
+                        }
+                    };
+                    if changed {
+                        changed_at = Some(at);
+                    }
+                }
+                match &self.hold {
+                    Some(hold) if until >= hold.at => self.release(myself),
+                    Some(_) => {}
+                    None => {
+                        if let Some(at) = changed_at {
+                            self.evaluate(myself, at);
+                            self.publish_current();
+                        }
+                    }
+                }
+            }
+            AgentMsg::Conversations {
+                active,
+                observed_at,
+            } => {
+                if let Some(hold) = &mut self.hold {
+                    hold.changes.push(HeldChange::Conversations {
+                        active,
+                        observed_at,
+                    });
+                }
+                if active != self.inputs.active_conversations {
+                    self.inputs.active_conversations = active;
+                    self.inputs.conversations_changed_at = Some(observed_at);
+                    self.evaluate(myself, observed_at);
+                    self.publish_current();
+                }
+            }
+            AgentMsg::Rename(name) => {
+                if self.user_name.as_deref() != Some(name.as_str()) {
+                    self.user_name = Some(name);
+                }
+            }
+            AgentMsg::Peers(peers) => self.peers = peers,
+            AgentMsg::Rules(rules) => {
+                self.rules = rules;
+                self.evaluate(myself, self.clock.now());
+            }
+            AgentMsg::Queues(queue_ids) => {
+                let queue_ids = normalize_queue_ids(queue_ids);
+                if queue_ids != self.queue_ids {
+                    tracing::debug!(queues = ?queue_ids, "queue membership changed");
+                    self.queue_ids = queue_ids;
+                    self.evaluate(myself, self.clock.now());
+                }
+            }
+            AgentMsg::Deadline { generation } => {
+                if generation == self.generation {
+                    self.timer = None;
+                    let now = self.clock.now();
+                    if let Some(hold) = &self.hold {
+                        if now >= hold.limit {
+                            tracing::warn!(hold_since = %hold.at,
+                                "the stream gap was not backfilled in time; judging the rules on what is known");
+                            self.release(myself);
+                        } else {
+                            self.arm(myself, now);
+                        }
+                        return;
+                    }
+                    let actions = self.episodes.on_tick(&self.rules, now);
+                    self.after(myself, actions, now);
+                }
+            }
+            AgentMsg::Get(reply) => {
+                let _ = reply.send(self.current());
+            }
+        }
+    }
 }
 
 impl Actor for AgentActor {
@@ -851,7 +942,6 @@ impl Actor for AgentActor {
             rules: args.rules,
             peers: args.peers,
             inputs: IdleInputs::default(),
-            presence_label: None,
             episodes,
             persisted,
             timer: None,
@@ -885,106 +975,12 @@ impl Actor for AgentActor {
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
         let span = tracing::info_span!("agent", user_id = %state.user_id);
-        // A span per message (the user id on every line), kept light: no allocation beyond
-        // the span itself.
-        async move {
-            match message {
-                AgentMsg::Presence(update, source, credit) => {
-                    state.on_presence(&myself, update, source, credit, true);
-                }
-                AgentMsg::Routing(update, source, credit) => {
-                    state.on_routing(&myself, update, source, credit, true);
-                }
-                AgentMsg::Hold { at } => state.hold(&myself, at),
-                AgentMsg::Backfill { mut updates, until } => {
-                    updates.sort_by_key(GapUpdate::timestamp);
-                    let mut changed_at = None;
-                    for update in updates {
-                        let at = update.timestamp();
-                        let changed = match update {
-                            GapUpdate::Presence(p) => {
-                                state.on_presence(&myself, p, Source::Backfill, None, false)
-                            }
-                            GapUpdate::Routing(r) => {
-                                state.on_routing(&myself, r, Source::Backfill, None, false)
-                            }
-                        };
-                        if changed {
-                            changed_at = Some(at);
-                        }
-                    }
-                    match &state.hold {
-                        Some(hold) if until >= hold.at => state.release(&myself),
-                        Some(_) => {}
-                        None => {
-                            if let Some(at) = changed_at {
-                                state.evaluate(&myself, at);
-                                state.publish_current();
-                            }
-                        }
-                    }
-                }
-                AgentMsg::Conversations {
-                    active,
-                    observed_at,
-                } => {
-                    if let Some(hold) = &mut state.hold {
-                        hold.changes.push(HeldChange::Conversations {
-                            active,
-                            observed_at,
-                        });
-                    }
-                    if active != state.inputs.active_conversations {
-                        state.inputs.active_conversations = active;
-                        state.inputs.conversations_changed_at = Some(observed_at);
-                        state.evaluate(&myself, observed_at);
-                        state.publish_current();
-                    }
-                }
-                AgentMsg::Rename(name) => {
-                    if state.user_name.as_deref() != Some(name.as_str()) {
-                        state.user_name = Some(name);
-                    }
-                }
-                AgentMsg::Peers(peers) => state.peers = peers,
-                AgentMsg::Rules(rules) => {
-                    state.rules = rules;
-                    state.evaluate(&myself, state.clock.now());
-                }
-                AgentMsg::Queues(queue_ids) => {
-                    let queue_ids = normalize_queue_ids(queue_ids);
-                    if queue_ids != state.queue_ids {
-                        tracing::debug!(queues = ?queue_ids, "queue membership changed");
-                        state.queue_ids = queue_ids;
-                        state.evaluate(&myself, state.clock.now());
-                    }
-                }
-                AgentMsg::Deadline { generation } => {
-                    if generation == state.generation {
-                        state.timer = None;
-                        let now = state.clock.now();
-                        if let Some(hold) = &state.hold {
-                            if now >= hold.limit {
-                                tracing::warn!(hold_since = %hold.at,
-                                    "the stream gap was not backfilled in time; judging the rules on what is known");
-                                state.release(&myself);
-                            } else {
-                                state.arm(&myself, now);
-                            }
-                            return Ok(());
-                        }
-                        let actions = state.episodes.on_tick(&state.rules, now);
-                        state.after(&myself, actions, now);
-                    }
-                }
-                AgentMsg::Get(reply) => {
-                    let _ = reply.send(state.current());
-                }
-            }
-            Ok(())
-        }
-        .instrument(span)
-        .await
+        // A span per message (the user id on every line), entered around a plain call:
+        // nothing in the handling awaits, so this future holds only its arguments, not a
+        // second copy of the message and the span (it is allocated once per agent and lives
+        // as long as it: memory per agent, `BENCHMARKS.md` figure 4).
+        span.in_scope(|| state.handle(&myself, message));
+        Ok(())
     }
 
     async fn post_stop(
