@@ -1278,6 +1278,9 @@ impl Actor for Supervisor {
                     Some(path) => match RuleSet::load(path) {
                         Ok(rules) => {
                             let rules = Arc::new(rules);
+                            for rule in rules.rules() {
+                                metrics::rule_known(&rule.name);
+                            }
                             state.rules = rules.clone();
                             for agent in state.agents.values() {
                                 let _ = agent.cast(AgentMsg::Rules(rules.clone()));
