@@ -458,6 +458,10 @@ fn sqlite_directory_exists(variable: &'static str, path: &str) -> Result<(), Con
         ));
     }
     match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if dir.exists() && !dir.is_dir() => Err(err(
+            variable,
+            format!("{} exists but is not a directory", dir.display()),
+        )),
         Some(dir) if !dir.is_dir() => Err(err(
             variable,
             format!("the directory {} does not exist", dir.display()),

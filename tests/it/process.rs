@@ -114,6 +114,43 @@ fn bad_configuration_exits_2_with_one_clear_line() {
     }
 }
 
+#[test]
+fn unusable_sqlite_paths_exit_2_naming_the_variable_and_the_path() {
+    let cases = [
+        // /proc exists and is a directory, but no file can be created in it.
+        (
+            "sqlite:///proc/agent-monitor-test.db",
+            "/proc/agent-monitor-test.db",
+        ),
+        (
+            "sqlite:///dev/null/x.db",
+            "/dev/null exists but is not a directory",
+        ),
+    ];
+    for (url, expected) in cases {
+        let (code, stderr) = run_with_env(&[
+            ("GENESYS_REGION", "mypurecloud.ie"),
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "topsecret"),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("DATABASE_URL", url),
+        ]);
+        assert_eq!(code, 2, "{url}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {url}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: DATABASE_URL: ") && lines[0].contains(expected),
+            "{url}: {stderr}"
+        );
+        for internal in ["at line", "Connection Error", "code:", "[redacted]"] {
+            assert!(
+                !lines[0].contains(internal),
+                "{url}: driver internals in {stderr}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_credentials_exit_2_pointing_at_region_and_credentials() {
     let sim = start_sim(1).await;
