@@ -180,6 +180,11 @@ async fn rejected_credentials_exit_2_pointing_at_region_and_credentials() {
         !stderr.contains("wrong-secret-value"),
         "secret echoed: {stderr}"
     );
+    // The fatal error is the message: nothing announces a retry that will not happen.
+    assert!(
+        !stderr.contains("retrying"),
+        "a retry announced before a fatal error: {stderr}"
+    );
 }
 
 fn free_port() -> u16 {

@@ -1101,6 +1101,10 @@ impl Actor for Supervisor {
                     );
                 }
             }
+            SupervisorMsg::ClockMeasured(Err(e)) if e.is_fatal() => {
+                // Rejected credentials: the service stops with this error; no retry to announce.
+                let _ = state.args.fatal.send(e.to_string());
+            }
             SupervisorMsg::ClockMeasured(Err(e)) => {
                 tracing::warn!(error = %e, "measuring the clock offset failed; retrying in 60 s");
                 myself.send_after(Duration::from_secs(60), || SupervisorMsg::MeasureClock);
