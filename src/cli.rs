@@ -1376,6 +1376,25 @@ mod tests {
     }
 
     #[test]
+    fn the_example_rules_file_starts_as_it_is() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rules.example.toml");
+        let rules = crate::rules::RuleSet::load(path).unwrap();
+        // The one variable its comments ask for; nothing else (no secret file) is needed.
+        let destinations =
+            resolve_destinations_with(None, rules.destination_specs(), false, |var| {
+                (var == "SLACK_SUPERVISORS_WEBHOOK_URL")
+                    .then(|| "https://hooks.slack.com/services/T0/B0/x".to_string())
+            })
+            .unwrap();
+        let names: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["supervisors"]);
+        for rule in rules.rules() {
+            let destination = rule.destination.as_deref().unwrap_or(DEFAULT_DESTINATION);
+            assert!(names.contains(&destination), "{} sends nowhere", rule.name);
+        }
+    }
+
+    #[test]
     fn destinations_resolve_from_env_and_files() {
         let dir = std::env::temp_dir().join(format!("am-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
