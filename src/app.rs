@@ -28,9 +28,12 @@ use crate::secret::redact;
 /// Why the service could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// The database could not be opened or migrated.
-    #[error("database: {0}")]
+    /// The database could not be opened or migrated (the message names `DATABASE_URL`).
+    #[error("{0}")]
     Database(String),
+    /// The database URL cannot be used: a SQLite file that cannot be opened or created.
+    #[error("{0}")]
+    DatabaseConfig(String),
     /// The Genesys client could not be built.
     #[error("Genesys client: {0}")]
     Genesys(String),
@@ -50,8 +53,28 @@ impl AppError {
     /// listen address), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Fatal(_) | AppError::Listen { .. } => 2,
+            AppError::Fatal(_) | AppError::Listen { .. } | AppError::DatabaseConfig(_) => 2,
             _ => 1,
+        }
+    }
+}
+
+/// Words a database error for the one-line exit message: it names `DATABASE_URL`; a SQLite
+/// path is shown (not a secret), a PostgreSQL password never is (`DbError` masks it, and the
+/// whole URL is redacted again in case a driver echoed it).
+fn database_error(config: &Config) -> impl FnOnce(crate::db::DbError) -> AppError + '_ {
+    move |e| {
+        let configuration = e.is_configuration();
+        let message = format!("DATABASE_URL: {e}");
+        let message = if config.database_url.expose().starts_with("sqlite:") {
+            message
+        } else {
+            redact(&message, &[&config.database_url])
+        };
+        if configuration {
+            AppError::DatabaseConfig(message)
+        } else {
+            AppError::Database(message)
         }
     }
 }
@@ -81,9 +104,12 @@ impl App {
     pub async fn start(config: Config) -> Result<App, AppError> {
         install_crypto_provider();
         crate::metrics::install();
+        for rule in config.rules.rules() {
+            crate::metrics::rule_known(&rule.name);
+        }
         let db = crate::db::connect(config.database_url.expose())
             .await
-            .map_err(|e| AppError::Database(redact(&e.to_string(), &[&config.database_url])))?;
+            .map_err(database_error(&config))?;
         let client =
             GenesysClient::new(&config.genesys).map_err(|e| AppError::Genesys(e.to_string()))?;
 

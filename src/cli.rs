@@ -37,11 +37,47 @@ pub enum Command {
     /// Run the service against Genesys Cloud.
     Run(Box<RunArgs>),
     /// Run the embedded simulator and the service together on loopback (no Genesys account).
+    #[command(
+        after_help = "Environment read as `run` reads it: API_TOKENS / API_TOKENS_FILE \
+(bearer tokens for the REST API; with them every /api/ route needs `Authorization: Bearer \
+<token>`), PROTECT_PROBES, ALLOW_UNAUTHENTICATED (a non-loopback --listen needs tokens or \
+ALLOW_UNAUTHENTICATED=true), RETENTION_DAYS, SLACK_WEBHOOK_URL and LOG_FORMAT. Other settings \
+of `run` (DATABASE_URL among them) are not read."
+    )]
     Demo(DemoArgs),
     /// Run the embedded simulator alone and print the environment to point `run` at it.
     Simulate(SimulateArgs),
     /// Print the OpenAPI spec of the REST API as YAML.
     Openapi,
+    /// Probe a running service (container HEALTHCHECK): exit 0 if the URL answers 2xx within
+    /// the timeout, 1 otherwise.
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Settings of `healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The probe to request (GET). With PROTECT_PROBES=true the probes need a token, which
+    /// this command does not send: probe a service whose probes are open.
+    #[arg(long, default_value = "http://127.0.0.1:8080/healthz", value_parser = parse_probe_url)]
+    pub url: Url,
+    /// How long to wait for the answer: 5s, 500ms.
+    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    pub timeout: Duration,
+}
+
+fn parse_probe_url(raw: &str) -> Result<Url, String> {
+    match Url::parse(raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+        _ => Err(format!("{raw:?} is not an http:// or https:// URL")),
+    }
+}
+
+fn parse_timeout(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{raw:?} is not a duration greater than zero, like 5s"))
 }
 
 /// Settings of `run`. Each has an environment variable; flags win.
@@ -174,8 +210,9 @@ pub struct DemoArgs {
     /// REST API listen address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Time compression of the simulated shift (holding times are divided by it).
-    #[arg(long, default_value_t = 10.0)]
+    /// Time compression of the simulated shift (holding times are divided by it; greater
+    /// than 0).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_speed)]
     pub speed: f64,
     /// Idle threshold of the demo.
     #[arg(long, default_value = "2m")]
@@ -198,9 +235,20 @@ pub struct SimulateArgs {
     /// Address of the simulator (login and API hosts and WebSockets).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
-    /// Time compression of the simulated shift.
-    #[arg(long, default_value_t = 10.0)]
+    /// Time compression of the simulated shift (greater than 0).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_speed)]
     pub speed: f64,
+}
+
+/// A time compression factor: a finite number greater than zero (the simulator refuses
+/// anything else; refusing it here makes it a usage error, exit 2).
+fn parse_speed(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "{raw:?} is not a speed: give a number greater than 0 (1 = real time)"
+        )),
+    }
 }
 
 fn parse_agents(raw: &str) -> Result<usize, String> {
@@ -410,6 +458,10 @@ fn sqlite_directory_exists(variable: &'static str, path: &str) -> Result<(), Con
         ));
     }
     match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) if dir.exists() && !dir.is_dir() => Err(err(
+            variable,
+            format!("{} exists but is not a directory", dir.display()),
+        )),
         Some(dir) if !dir.is_dir() => Err(err(
             variable,
             format!("the directory {} does not exist", dir.display()),
@@ -1321,6 +1373,25 @@ mod tests {
         assert!(destination_url(Webhook, "http://tool.example/hook", false).is_err());
         assert!(destination_url(Webhook, "http://tool.example/hook", true).is_ok());
         assert!(destination_url(Webhook, "ftp://tool.example/hook", true).is_err());
+    }
+
+    #[test]
+    fn the_example_rules_file_starts_as_it_is() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rules.example.toml");
+        let rules = crate::rules::RuleSet::load(path).unwrap();
+        // The one variable its comments ask for; nothing else (no secret file) is needed.
+        let destinations =
+            resolve_destinations_with(None, rules.destination_specs(), false, |var| {
+                (var == "SLACK_SUPERVISORS_WEBHOOK_URL")
+                    .then(|| "https://hooks.slack.com/services/T0/B0/x".to_string())
+            })
+            .unwrap();
+        let names: Vec<&str> = destinations.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["supervisors"]);
+        for rule in rules.rules() {
+            let destination = rule.destination.as_deref().unwrap_or(DEFAULT_DESTINATION);
+            assert!(names.contains(&destination), "{} sends nowhere", rule.name);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use agent_monitor::app::{self, App};
-use agent_monitor::cli::{Cli, Command, DemoArgs, RunArgs, SimulateArgs};
+use agent_monitor::cli::{Cli, Command, DemoArgs, HealthcheckArgs, RunArgs, SimulateArgs};
 use agent_monitor::sim::{SimConfig, Simulator};
 use clap::Parser;
 
@@ -28,8 +28,9 @@ fn main() -> ExitCode {
         let _ = write!(std::io::stdout(), "{}", agent_monitor::api::spec_yaml());
         return ExitCode::SUCCESS;
     }
-    // `run` starts logging once its configuration (LOG_FORMAT among it) is valid.
-    if !matches!(cli.command, Command::Run(_)) {
+    // `run` starts logging once its configuration (LOG_FORMAT among it) is valid; a health
+    // check logs nothing (its one line of outcome goes to stderr).
+    if !matches!(cli.command, Command::Run(_) | Command::Healthcheck(_)) {
         match agent_monitor::cli::log_format_from_env() {
             Ok(format) => agent_monitor::telemetry::init_with(format),
             Err(e) => {
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo(args).await,
             Command::Simulate(args) => simulate(args).await,
             Command::Openapi => 0,
+            Command::Healthcheck(args) => healthcheck(args).await,
         }
     });
     ExitCode::from(code as u8)
@@ -148,6 +150,34 @@ async fn demo(args: DemoArgs) -> i32 {
             1
         }
         None => 0,
+    }
+}
+
+/// `GET args.url`: 0 on a 2xx answer within the timeout, 1 on anything else (with one line
+/// on stderr saying what). For a container HEALTHCHECK, where the image has no curl.
+async fn healthcheck(args: HealthcheckArgs) -> i32 {
+    app::install_crypto_provider();
+    let client = match reqwest::Client::builder().timeout(args.timeout).build() {
+        Ok(client) => client,
+        Err(e) => {
+            complain!("unhealthy: cannot build an HTTP client: {e}");
+            return 1;
+        }
+    };
+    match client.get(args.url.clone()).send().await {
+        Ok(answer) if answer.status().is_success() => 0,
+        Ok(answer) => {
+            complain!("unhealthy: GET {} answered {}", args.url, answer.status());
+            1
+        }
+        Err(e) => {
+            complain!(
+                "unhealthy: GET {} failed: {}",
+                args.url,
+                agent_monitor::genesys::error_chain(&e.without_url())
+            );
+            1
+        }
     }
 }
 

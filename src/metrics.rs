@@ -81,6 +81,7 @@ pub fn install() -> PrometheusHandle {
                 );
             }
             describe();
+            initialise();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let upkeep = handle.clone();
                 runtime.spawn(async move {
@@ -193,6 +194,81 @@ fn describe() {
     );
 }
 
+/// Reasons a socket ends ([`crate::actors::connection::SocketEnd`]'s `label`): the bounded
+/// label values of [`RECONNECTS`], each shown at 0 from the start.
+pub const RECONNECT_REASONS: [&str; 7] = [
+    "silence",
+    "closed",
+    "error",
+    "no_longer_subscribed",
+    "token_revoked",
+    "channel_gone",
+    "stopped",
+];
+
+/// Kinds of notification frames ([`crate::notification::Frame::kind`]): the label values of
+/// [`NOTIFICATIONS`].
+pub const NOTIFICATION_KINDS: [&str; 9] = [
+    "presence",
+    "routing",
+    "conversationsummary",
+    "queue_membership",
+    "heartbeat",
+    "pong",
+    "socket_closing",
+    "system",
+    "other",
+];
+
+/// Origins of HTTP 429 answers: the label values of [`RATE_LIMITED`].
+pub const RATE_LIMIT_ORIGINS: [&str; 2] = ["genesys", "slack"];
+
+/// The failure reason agent-monitor itself gives an alert (the other reasons are the
+/// destination's own error strings, unbounded, so they appear on first use).
+pub const FAILED_RATE_LIMITED: &str = "rate_limited";
+
+/// Registers every series without labels, and every bounded label value, at 0: a scrape right
+/// after start shows each metric (and `rate()`/`increase()` see the first event), instead of a
+/// series that appears on its first event.
+fn initialise() {
+    for name in [
+        MALFORMED,
+        UNKNOWN_USER_EVENTS,
+        TRANSITIONS_STORED,
+        WRITE_ERRORS,
+        ALERTS_DELIVERED,
+        TOKEN_RENEWALS,
+        BACKFILLS,
+        BACKFILLED,
+    ] {
+        counter!(name).increment(0);
+    }
+    for kind in NOTIFICATION_KINDS {
+        counter!(NOTIFICATIONS, "kind" => kind).increment(0);
+    }
+    for reason in RECONNECT_REASONS {
+        counter!(RECONNECTS, "reason" => reason).increment(0);
+    }
+    for origin in RATE_LIMIT_ORIGINS {
+        counter!(RATE_LIMITED, "origin" => origin).increment(0);
+    }
+    counter!(ALERTS_FAILED, "reason" => FAILED_RATE_LIMITED).increment(0);
+    for name in [
+        DELIVERY_QUEUE_DEPTH,
+        AGENTS_HELD,
+        CHANNELS,
+        SUBSCRIBED_TOPICS,
+    ] {
+        gauge!(name).increment(0.0);
+    }
+}
+
+/// Shows the `rule` series of [`ALERTS_FIRED`] at 0 (the rules in force, at start and after a
+/// reload), so a rule that never fired still has a series.
+pub fn rule_known(rule: &str) {
+    counter!(ALERTS_FIRED, "rule" => rule.to_string()).increment(0);
+}
+
 /// Counts one notification of `kind`.
 pub fn notification(kind: &'static str) {
     counter!(NOTIFICATIONS, "kind" => kind).increment(1);
@@ -284,14 +360,16 @@ pub fn alert_failed(reason: &str) {
     counter!(ALERTS_FAILED, "reason" => reason.to_string()).increment(1);
 }
 
-/// An alert was handed to the delivery queue.
+/// An alert entered a destination's delivery queue (or group). Only the Slack actor calls it,
+/// together with [`delivery_dequeued`], so the gauge is exactly the alerts it holds.
 pub fn delivery_queued() {
     gauge!(DELIVERY_QUEUE_DEPTH).increment(1.0);
 }
 
-/// An alert left the delivery queue (delivered, failed or not configured).
-pub fn delivery_dequeued() {
-    gauge!(DELIVERY_QUEUE_DEPTH).decrement(1.0);
+/// `alerts` left the delivery queue: delivered, failed, dead-lettered, dropped, or lost with a
+/// stopping Slack actor.
+pub fn delivery_dequeued(alerts: usize) {
+    gauge!(DELIVERY_QUEUE_DEPTH).decrement(alerts as f64);
 }
 
 /// Counts one OAuth token obtained.

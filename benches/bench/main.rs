@@ -33,26 +33,36 @@ const FIGURES: [&str; 7] = [
     "ingest", "parse", "alert", "memory", "history", "startup", "recovery",
 ];
 
+/// The harness's command line. Unknown arguments are refused (exit 2) rather than ignored:
+/// a typo such as `--quik` must not start the full run.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "bench",
+    bin_name = "cargo bench --bench bench --",
+    about = "agent-monitor's benchmark figures (BENCHMARKS.md): one line per value.",
+    after_help = "Run it with: cargo bench --bench bench -- [--quick] [--only LIST]"
+)]
+struct BenchArgs {
+    /// Shorter runs of every figure (about a minute instead of about eight).
+    #[arg(long)]
+    quick: bool,
+    /// Run only these figures (comma-separated), in the usual order.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(FIGURES))]
+    only: Option<Vec<String>>,
+    /// Passed by `cargo bench` to every bench target; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // A memory figure's child process (`--child …`, started by this binary): its arguments
+    // are `memory::child`'s own.
     if let Some(pos) = args.iter().position(|a| a == "--child") {
         memory::child(&args[pos + 1..]);
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let only: Option<Vec<String>> = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|pos| args.get(pos + 1))
-        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
-    if let Some(only) = &only {
-        for name in only {
-            if !FIGURES.contains(&name.as_str()) {
-                eprintln!("unknown figure {name:?}; figures: {}", FIGURES.join(","));
-                std::process::exit(2);
-            }
-        }
-    }
+    let BenchArgs { quick, only, .. } = <BenchArgs as clap::Parser>::parse();
     let ctx = Ctx { quick };
     agent_monitor::app::install_crypto_provider();
     common::describe_machine(&ctx);

@@ -581,9 +581,8 @@ impl AgentState {
             .peers
             .persistence
             .cast(PersistMsg::AlertFired(alert.clone()));
-        if self.peers.slack.cast(SlackMsg::Alert(alert)).is_ok() {
-            metrics::delivery_queued();
-        }
+        // The Slack actor counts it in the delivery queue gauge if it queues it.
+        let _ = self.peers.slack.cast(SlackMsg::Alert(alert));
     }
 
     /// Starts (or extends) a hold at `at` (Genesys time): see [`AgentMsg::Hold`].

@@ -210,7 +210,7 @@ impl Reporter {
         let hash = msg.payload.as_ref().map(payload_hash).unwrap_or_default();
         for alert in &msg.alerts {
             crate::metrics::alert_failed(error);
-            crate::metrics::delivery_dequeued();
+            crate::metrics::delivery_dequeued(1);
             self.outcome(
                 alert,
                 DeliveryStatus::Failed,
@@ -340,6 +340,8 @@ impl Actor for SlackActor {
     ) -> Result<(), ActorProcessingErr> {
         for dest in state.destinations.values() {
             let waiting = dest.depth();
+            // The queues die with the actor: they leave the gauge too.
+            crate::metrics::delivery_dequeued(waiting);
             if waiting > 0 {
                 warn!(destination = %dest.name, waiting,
                       "stopping with alert messages not delivered");
@@ -535,7 +537,7 @@ impl SlackState {
             for alert in &stale {
                 info!(alert_key = %alert.alert_key, destination = %dest.name,
                       "episode ended before delivery: firing alert dropped");
-                crate::metrics::delivery_dequeued();
+                crate::metrics::delivery_dequeued(1);
                 self.report.outcome(
                     alert,
                     DeliveryStatus::Dropped,
@@ -633,7 +635,7 @@ impl SlackState {
                             .insert(alert.episode_key.clone(), now_delivered);
                     }
                     crate::metrics::alert_delivered();
-                    crate::metrics::delivery_dequeued();
+                    crate::metrics::delivery_dequeued(1);
                     self.report
                         .outcome(alert, DeliveryStatus::Delivered, None, msg.attempts);
                 }

@@ -84,6 +84,15 @@ pub enum DbError {
         /// The driver's message, password redacted.
         reason: String,
     },
+    /// The SQLite file could not be opened or created (a missing or read-only directory, a
+    /// path that is not a file, permissions): a configuration problem, not an outage.
+    #[error("cannot open the SQLite database {path}: {reason}")]
+    SqliteOpen {
+        /// The file path (a SQLite path is not a secret).
+        path: String,
+        /// SQLite's own message, without the driver's wrapping.
+        reason: String,
+    },
     /// A migration failed; the schema may be partly applied.
     #[error("database migration failed: {reason}")]
     Migrate {
@@ -205,18 +214,72 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
         return Err(DbError::UnsupportedUrl { url: redacted });
     }
 
-    let db = Database::connect(connect_options)
-        .await
-        .map_err(|e| DbError::Connect {
-            url: redacted.clone(),
-            reason: redact_message(&e.to_string(), url),
-        })?;
+    let db = match Database::connect(connect_options).await {
+        Ok(db) => db,
+        Err(e) if url.starts_with("sqlite:") && !is_sqlite_memory(url) => {
+            let path = SqliteConnectOptions::from_str(url)
+                .map(|o| o.get_filename().display().to_string())
+                .unwrap_or_default();
+            return Err(DbError::SqliteOpen {
+                path,
+                reason: sqlite_open_reason(&e),
+            });
+        }
+        Err(e) => {
+            return Err(DbError::Connect {
+                url: redacted.clone(),
+                reason: redact_message(&driver_message(&e), url),
+            });
+        }
+    };
     migration::Migrator::up(&db, None)
         .await
         .map_err(|e| DbError::Migrate {
             reason: redact_message(&e.to_string(), url),
         })?;
     Ok(db)
+}
+
+impl DbError {
+    /// Whether the error is the configuration's (the SQLite path cannot be used), so the
+    /// process exits with status 2 rather than 1.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            DbError::UnsupportedUrl { .. } | DbError::CreateDir { .. } | DbError::SqliteOpen { .. }
+        )
+    }
+}
+
+/// The database's own message when the driver has one (`unable to open database file`),
+/// without sea-orm's and sqlx's wrapping (`Connection Error: error returned from database:`),
+/// else the whole error.
+fn driver_message(e: &DbErr) -> String {
+    let sqlx = match e {
+        DbErr::Conn(sea_orm::RuntimeErr::SqlxError(x))
+        | DbErr::Exec(sea_orm::RuntimeErr::SqlxError(x))
+        | DbErr::Query(sea_orm::RuntimeErr::SqlxError(x)) => Some(x),
+        _ => None,
+    };
+    match sqlx.and_then(|x| x.as_database_error()) {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Why SQLite could not open its file, in words an operator can act on.
+fn sqlite_open_reason(e: &DbErr) -> String {
+    let message = driver_message(e);
+    // SQLite appends its source position to some messages (`… at line 46904 of [hash]`).
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    if message.contains("unable to open database file") {
+        format!("{message} (is the directory writable by this user, and the path a file?)")
+    } else {
+        message
+    }
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

@@ -63,6 +63,11 @@ struct Inner {
     /// `api_base` without the trailing slash; paths (`/api/v2/…`) are appended to it, so a
     /// base with a path prefix (a simulator mounted under `/genesys`) works.
     api_base: String,
+    /// `scheme://host[:port]` of the API base (no credentials, no path): named in retry logs
+    /// and errors, so a wrong region or proxy shows which host is tried.
+    api_origin: String,
+    /// `scheme://host[:port]` of the login base, like `api_origin`.
+    login_origin: String,
     /// `<login_base>/oauth/token`.
     token_url: String,
     region: Option<String>,
@@ -142,6 +147,8 @@ impl GenesysClient {
             inner: Arc::new(Inner {
                 http,
                 api_base: base(&cfg.endpoints.api_base),
+                api_origin: cfg.endpoints.api_base.origin().ascii_serialization(),
+                login_origin: cfg.endpoints.login_base.origin().ascii_serialization(),
                 token_url: format!("{}/oauth/token", base(&cfg.endpoints.login_base)),
                 region: cfg.endpoints.region.clone(),
                 client_id: cfg.credentials.client_id.clone(),
@@ -209,7 +216,7 @@ impl GenesysClient {
     async fn request_token(&self) -> Result<CachedToken, GenesysError> {
         let inner = &*self.inner;
         let what = "POST /oauth/token";
-        let mut retry = Retry::new(what, inner.policy);
+        let mut retry = Retry::new(what, &inner.login_origin, inner.policy);
         loop {
             // The lifetime counts from before the request, so network time only makes us early.
             let requested_at = Instant::now();
@@ -303,7 +310,7 @@ impl GenesysClient {
         let inner = &*self.inner;
         let url = format!("{}{}", inner.api_base, path);
         let what = format!("{method} {path}");
-        let mut retry = Retry::new(&what, inner.policy);
+        let mut retry = Retry::new(&what, &inner.api_origin, inner.policy);
         let mut renewed_after_401 = false;
         loop {
             let token = self.access_token().await?;
@@ -829,6 +836,8 @@ fn encode_segment(segment: &str) -> String {
 /// Retry bookkeeping of one logical call: decides whether to wait and try again or give up.
 struct Retry<'a> {
     what: &'a str,
+    /// `scheme://host[:port]` the request goes to (never credentials).
+    host: &'a str,
     policy: RetryPolicy,
     /// Requests that ended in a transport error or a 5xx.
     failures: u32,
@@ -837,13 +846,19 @@ struct Retry<'a> {
 }
 
 impl<'a> Retry<'a> {
-    fn new(what: &'a str, policy: RetryPolicy) -> Self {
+    fn new(what: &'a str, host: &'a str, policy: RetryPolicy) -> Self {
         Retry {
             what,
+            host,
             policy,
             failures: 0,
             rate_limit_retries: 0,
         }
+    }
+
+    /// `what` with its host, for the errors: `POST /oauth/token at https://login.…`.
+    fn described(&self) -> String {
+        format!("{} at {}", self.what, self.host)
     }
 
     /// After a transport error: waits a backoff, or gives up with [`GenesysError::Transport`].
@@ -851,13 +866,14 @@ impl<'a> Retry<'a> {
         self.failures += 1;
         if self.failures >= self.policy.max_attempts {
             return Err(GenesysError::Transport {
-                what: self.what.to_string(),
+                what: self.described(),
                 attempts: self.failures,
                 source: error,
             });
         }
         let delay = self.policy.backoff(self.failures - 1);
-        warn!(request = self.what, error = %crate::genesys::error::error_chain(&error), delay_ms = delay.as_millis() as u64,
+        warn!(request = self.what,
+            host = self.host, error = %crate::genesys::error::error_chain(&error), delay_ms = delay.as_millis() as u64,
               "Genesys Cloud unreachable: retrying");
         tokio::time::sleep(delay).await;
         Ok(())
@@ -872,7 +888,7 @@ impl<'a> Retry<'a> {
         self.failures += 1;
         if self.failures >= self.policy.max_attempts {
             return Err(GenesysError::Server {
-                what: self.what.to_string(),
+                what: self.described(),
                 status: status.as_u16(),
                 attempts: self.failures,
                 message,
@@ -881,6 +897,7 @@ impl<'a> Retry<'a> {
         let delay = self.policy.backoff(self.failures - 1);
         warn!(
             request = self.what,
+            host = self.host,
             status = status.as_u16(),
             delay_ms = delay.as_millis() as u64,
             "Genesys Cloud server error: retrying"
@@ -909,7 +926,7 @@ impl<'a> Retry<'a> {
             || wait > self.policy.max_rate_limit_wait
         {
             return Err(GenesysError::RateLimited {
-                what: self.what.to_string(),
+                what: self.described(),
                 retries: self.rate_limit_retries,
                 last_wait: wait,
             });
@@ -917,6 +934,7 @@ impl<'a> Retry<'a> {
         self.rate_limit_retries += 1;
         warn!(
             request = self.what,
+            host = self.host,
             wait_ms = wait.as_millis() as u64,
             "HTTP 429: waiting"
         );

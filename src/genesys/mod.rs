@@ -25,4 +25,4 @@ pub use client::{
     GenesysClient, LEGACY_PRESENCE_PAGE_SIZE, QUEUE_MEMBERS_PAGE_SIZE, SubscribeOutcome,
     USERS_PAGE_SIZE, renew_margin,
 };
-pub use error::GenesysError;
+pub use error::{GenesysError, error_chain};

@@ -348,8 +348,39 @@ async fn connection_errors_give_up_after_max_attempts() {
         "{err:?}"
     );
     let text = format!("{err} {err:?}");
-    // hyper names the socket address it could not reach, but the URL is stripped.
-    assert!(!text.contains("http://"), "URL stripped: {text}");
+    // hyper names the socket address it could not reach, but the URL is stripped: only the
+    // origin (scheme, host, port) is named.
+    assert!(
+        !text.contains(&format!("http://127.0.0.1:{port}/")),
+        "URL stripped: {text}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_hosts_are_named_in_retry_logs_and_errors() {
+    let (logs, _guard) = capture_logs();
+    // Bound then dropped: these ports refuse connections.
+    fn refusing() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+    let (login_port, api_port) = (refusing(), refusing());
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut cfg = config(&format!("http://127.0.0.1:{api_port}"));
+    cfg.endpoints.login_base = Url::parse(&format!("http://127.0.0.1:{login_port}/")).unwrap();
+    let client = GenesysClient::with_retry_policy(&cfg, RetryPolicy::fast()).unwrap();
+    let err = client.server_date().await.unwrap_err().to_string();
+    let login = format!("http://127.0.0.1:{login_port}");
+    assert!(
+        err.contains(&format!("POST /oauth/token at {login}")),
+        "the login host is named: {err}"
+    );
+    let text = logs.text();
+    assert!(
+        text.contains("Genesys Cloud unreachable: retrying") && text.contains(&login),
+        "the retry log names the host: {text}"
+    );
+    assert!(!text.contains(SECRET) && !err.contains(SECRET));
 }
 
 #[tokio::test]

@@ -114,6 +114,43 @@ fn bad_configuration_exits_2_with_one_clear_line() {
     }
 }
 
+#[test]
+fn unusable_sqlite_paths_exit_2_naming_the_variable_and_the_path() {
+    let cases = [
+        // /proc exists and is a directory, but no file can be created in it.
+        (
+            "sqlite:///proc/agent-monitor-test.db",
+            "/proc/agent-monitor-test.db",
+        ),
+        (
+            "sqlite:///dev/null/x.db",
+            "/dev/null exists but is not a directory",
+        ),
+    ];
+    for (url, expected) in cases {
+        let (code, stderr) = run_with_env(&[
+            ("GENESYS_REGION", "mypurecloud.ie"),
+            ("GENESYS_CLIENT_ID", "id"),
+            ("GENESYS_CLIENT_SECRET", "topsecret"),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("DATABASE_URL", url),
+        ]);
+        assert_eq!(code, 2, "{url}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line for {url}: {stderr}");
+        assert!(
+            lines[0].starts_with("error: DATABASE_URL: ") && lines[0].contains(expected),
+            "{url}: {stderr}"
+        );
+        for internal in ["at line", "Connection Error", "code:", "[redacted]"] {
+            assert!(
+                !lines[0].contains(internal),
+                "{url}: driver internals in {stderr}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_credentials_exit_2_pointing_at_region_and_credentials() {
     let sim = start_sim(1).await;
@@ -142,6 +179,11 @@ async fn rejected_credentials_exit_2_pointing_at_region_and_credentials() {
     assert!(
         !stderr.contains("wrong-secret-value"),
         "secret echoed: {stderr}"
+    );
+    // The fatal error is the message: nothing announces a retry that will not happen.
+    assert!(
+        !stderr.contains("retrying"),
+        "a retry announced before a fatal error: {stderr}"
     );
 }
 
@@ -442,4 +484,280 @@ async fn metrics_parse_as_prometheus_text_and_count_a_known_scenario_exactly() {
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// Starts `agent-monitor run` on `sim` in its own process (the metrics recorder is
+/// process-wide, so its figures are this scenario's only), with `extra` variables.
+fn spawn_service(
+    sim: &agent_monitor::sim::Simulator,
+    port: u16,
+    extra: &[(&str, String)],
+) -> Child {
+    let db = temp_db_path();
+    Command::new(BIN)
+        .arg("run")
+        .env_clear()
+        .env("GENESYS_API_URL", sim.base_url())
+        .env("GENESYS_LOGIN_URL", sim.base_url())
+        .env("GENESYS_CLIENT_ID", sim.client_id())
+        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// One scrape of `/metrics` on `port`, parsed; `None` while the service does not answer.
+async fn scrape(port: u16) -> Option<Vec<(String, f64)>> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?;
+    Some(parse_prometheus(&response.text().await.ok()?))
+}
+
+async fn stop_with_sigterm(child: Child) {
+    sigterm(&child);
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// The metric names the README's Metrics section lists.
+fn readme_metrics() -> Vec<String> {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("\n## Metrics")
+        .expect("README has a Metrics section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut names: Vec<String> = section
+        .split('`')
+        .filter_map(|chunk| {
+            let name: String = chunk
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            name.starts_with("agent_monitor_").then_some(name)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_service_shows_every_metric_the_readme_lists() {
+    let names = readme_metrics();
+    assert!(names.len() >= 20, "README metrics: {names:?}");
+    let sim = start_sim(2).await;
+    let port = free_port();
+    let child = spawn_service(&sim, port, &[]);
+    wait_for("the service ready", Duration::from_secs(30), || async {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    // The clock offset and the first write batch come shortly after readiness.
+    let samples = wait_for(
+        "the first measurements",
+        Duration::from_secs(30),
+        || async {
+            let samples = scrape(port).await?;
+            let has = |name: &str| samples.iter().any(|(s, _)| s.starts_with(name));
+            (has("agent_monitor_clock_offset_seconds")
+                && has("agent_monitor_write_batch_rows_count"))
+            .then_some(samples)
+        },
+    )
+    .await;
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|name| {
+            !samples.iter().any(|(series, _)| {
+                let rest = &series[..];
+                rest == name.as_str()
+                    || rest.strip_prefix(name.as_str()).is_some_and(|tail| {
+                        tail.starts_with('{')
+                            || ["_bucket", "_sum", "_count"]
+                                .iter()
+                                .any(|suffix| tail.starts_with(suffix))
+                    })
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "absent from a fresh /metrics: {missing:?}"
+    );
+    assert_eq!(
+        sample(&samples, "agent_monitor_malformed_messages_total"),
+        0.0
+    );
+    assert_eq!(sample(&samples, "agent_monitor_delivery_queue_depth"), 0.0);
+    stop_with_sigterm(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_queue_gauge_returns_to_zero_whatever_became_of_the_alerts() {
+    let slack = crate::helpers::SlackReceiver::start().await;
+    // Three rules on the same idle agents: one delivered, one to the `default` destination
+    // that is not configured, one muted by quiet hours covering the whole day.
+    let rules = crate::helpers::rules_file(
+        r#"
+[[destinations]]
+name = "hook"
+type = "slack"
+url_env = "AGENT_MONITOR_TEST_HOOK_URL"
+
+[[rules]]
+name = "delivered"
+threshold = "1s"
+destination = "hook"
+[rules.match]
+routing_status = "IDLE"
+
+[[rules]]
+name = "nowhere"
+threshold = "1s"
+[rules.match]
+routing_status = "IDLE"
+
+[[rules]]
+name = "muted"
+threshold = "1s"
+destination = "hook"
+[rules.match]
+routing_status = "IDLE"
+[[rules.quiet_hours]]
+time_zone = "UTC"
+windows = ["00:00-24:00"]
+"#,
+    );
+    let sim = start_sim(2).await;
+    let port = free_port();
+    let child = spawn_service(
+        &sim,
+        port,
+        &[
+            ("RULES_FILE", rules.display().to_string()),
+            ("AGENT_MONITOR_TEST_HOOK_URL", slack.url.clone()),
+            ("ALLOW_INSECURE_WEBHOOKS", "true".into()),
+            ("ALERT_GROUP_WAIT", "0s".into()),
+        ],
+    );
+    let statuses = wait_for(
+        "6 alerts with a final outcome",
+        Duration::from_secs(60),
+        || async {
+            let body: serde_json::Value =
+                reqwest::get(format!("http://127.0.0.1:{port}/api/v1/alerts?limit=100"))
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+            let mut statuses: Vec<String> = body["data"]
+                .as_array()?
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}:{}",
+                        a["rule"].as_str().unwrap_or_default(),
+                        a["delivery_status"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            statuses.sort();
+            (statuses.len() == 6 && !statuses.iter().any(|s| s.ends_with(":pending")))
+                .then_some(statuses)
+        },
+    )
+    .await;
+    assert_eq!(
+        statuses,
+        [
+            "delivered:delivered",
+            "delivered:delivered",
+            "muted:suppressed",
+            "muted:suppressed",
+            "nowhere:not_configured",
+            "nowhere:not_configured",
+        ]
+    );
+    let samples = scrape(port).await.expect("metrics");
+    assert_eq!(
+        sample(&samples, "agent_monitor_alerts_delivered_total"),
+        2.0
+    );
+    assert_eq!(
+        sample(&samples, "agent_monitor_delivery_queue_depth"),
+        0.0,
+        "every alert left the queue"
+    );
+    stop_with_sigterm(child).await;
+}
+
+/// Runs the binary with `args` and an empty environment; returns (status, stderr).
+fn run_args(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_exits_0_on_2xx_and_1_otherwise() {
+    let sim = start_sim(1).await;
+    let port = free_port();
+    let child = spawn_service(&sim, port, &[]);
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let probe = |url: String| {
+        tokio::task::spawn_blocking(move || run_args(&["healthcheck", "--url", &url]))
+    };
+    wait_for("the API listening", Duration::from_secs(30), || async {
+        reqwest::get(&healthz).await.ok().map(|_| ())
+    })
+    .await;
+    let (code, stderr) = probe(healthz.clone()).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    // A 404 and a refused connection are unhealthy, with one line saying why.
+    let (code, stderr) = probe(format!("http://127.0.0.1:{port}/no-such-probe"))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("404"), "{stderr}");
+    let closed = free_port();
+    let (code, stderr) = probe(format!("http://127.0.0.1:{closed}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.starts_with("unhealthy:"), "{stderr}");
+    // Not a URL: a usage error.
+    let (code, _) = probe("127.0.0.1:8080".into()).await.unwrap();
+    assert_eq!(code, 2);
+    stop_with_sigterm(child).await;
+}
+
+#[test]
+fn demo_refuses_a_speed_of_zero_as_a_usage_error() {
+    for speed in ["0", "-1", "NaN", "fast"] {
+        let (code, stderr) = run_args(&["demo", &format!("--speed={speed}")]);
+        assert_eq!(code, 2, "--speed {speed}: {stderr}");
+        assert!(stderr.contains("--speed"), "{stderr}");
+    }
 }

@@ -1101,6 +1101,10 @@ impl Actor for Supervisor {
                     );
                 }
             }
+            SupervisorMsg::ClockMeasured(Err(e)) if e.is_fatal() => {
+                // Rejected credentials: the service stops with this error; no retry to announce.
+                let _ = state.args.fatal.send(e.to_string());
+            }
             SupervisorMsg::ClockMeasured(Err(e)) => {
                 tracing::warn!(error = %e, "measuring the clock offset failed; retrying in 60 s");
                 myself.send_after(Duration::from_secs(60), || SupervisorMsg::MeasureClock);
@@ -1278,6 +1282,9 @@ impl Actor for Supervisor {
                     Some(path) => match RuleSet::load(path) {
                         Ok(rules) => {
                             let rules = Arc::new(rules);
+                            for rule in rules.rules() {
+                                metrics::rule_known(&rule.name);
+                            }
                             state.rules = rules.clone();
                             for agent in state.agents.values() {
                                 let _ = agent.cast(AgentMsg::Rules(rules.clone()));
