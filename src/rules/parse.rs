@@ -310,12 +310,13 @@ impl Cx {
             }
             Ok(d) => Some(d),
             Err(e) => {
+                let reason = crate::config::explain_bad_duration(&raw, &e);
                 self.report(
                     value.span(),
                     ProblemKind::BadDuration {
                         key: key.into(),
                         value: raw,
-                        reason: e.to_string(),
+                        reason,
                     },
                 );
                 None

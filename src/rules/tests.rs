@@ -1402,3 +1402,19 @@ routing_status = "IDLE"
             .is_empty()
     );
 }
+
+/// A bare number needs a unit: the message suggests seconds or minutes ("10s", "10m"), not
+/// humantime's "10sec or 10ms".
+#[test]
+fn a_threshold_without_a_unit_suggests_seconds_or_minutes() {
+    let text = "[[rules]]\nname = \"idle\"\nthreshold = \"10\"\n[rules.match]\nrouting_status = \"IDLE\"\n";
+    let shown = RuleSet::parse(text).unwrap_err().to_string();
+    assert!(
+        shown.contains("\"10s\"") && shown.contains("\"10m\""),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("10sec") && !shown.contains("10ms"),
+        "{shown}"
+    );
+}
