@@ -189,6 +189,20 @@ async fn silences_are_validated_listed_and_deleted() {
         404
     );
     assert_eq!(delete(format!("{}/api/v1/silences/abc", h.base)).await, 400);
+    let body: serde_json::Value = h
+        .http
+        .delete(format!("{}/api/v1/silences/abc", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`id` must be an integer") && !error.contains("param0"),
+        "{body}"
+    );
     h.app.shutdown().await;
 }
 
