@@ -443,3 +443,21 @@ async fn metrics_parse_as_prometheus_text_and_count_a_known_scenario_exactly() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// An empty (or truncated) rules file would turn alerting off: the start is refused with
+/// status 2, naming the file and why.
+#[test]
+fn an_empty_rules_file_exits_2_naming_it() {
+    let path = crate::helpers::rules_file("");
+    let file = path.display().to_string();
+    let (code, stderr) = run_with_env(&[
+        ("GENESYS_REGION", "mypurecloud.ie"),
+        ("GENESYS_CLIENT_ID", "id"),
+        ("GENESYS_CLIENT_SECRET", "topsecret"),
+        ("RULES_FILE", &file),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("RULES_FILE"), "{stderr}");
+    assert!(stderr.contains(&file), "{stderr}");
+    assert!(stderr.contains("defines no rules"), "{stderr}");
+}

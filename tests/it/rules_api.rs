@@ -117,6 +117,16 @@ async fn rules_in_force_and_reload_keep_the_running_rules_when_the_file_is_inval
     let (_, body) = h.get("/api/v1/rules").await;
     assert_eq!(body["last_reload"]["applied"], false);
 
+    // An empty (truncated) file is refused too: it would turn alerting off.
+    std::fs::write(&path, "").unwrap();
+    let (status, refused) = post(&h, "/api/v1/rules/reload", None).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["problems"].to_string().contains("defines no rules"),
+        "{refused}"
+    );
+    assert_eq!(rule_names(&h).await, ["not-responding"]);
+
     // A valid one replaces them.
     std::fs::write(&path, BREAK_RULE).unwrap();
     let (status, applied) = post(&h, "/api/v1/rules/reload", None).await;
