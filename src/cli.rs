@@ -181,9 +181,12 @@ pub struct DemoArgs {
     #[arg(long, default_value = "2m")]
     pub idle_threshold: String,
     /// Database of the demo (deliberately not read from DATABASE_URL, so a demo never writes
-    /// simulated agents into a production database).
-    #[arg(long, default_value = "sqlite://agent-monitor-demo.db")]
-    pub database_url: String,
+    /// simulated agents into a production database). Without it, every run uses a fresh
+    /// SQLite file in a new directory under the system temp dir (its path is printed at
+    /// start), deleted when the demo stops: the simulator makes the same user ids every run,
+    /// so a shared file would mix runs. Give a URL to keep the data.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Slack incoming webhook to send the demo's alerts to (optional).
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub slack_webhook_url: Option<String>,
