@@ -218,9 +218,12 @@ pub struct DemoArgs {
     #[arg(long, default_value = "2m")]
     pub idle_threshold: String,
     /// Database of the demo (deliberately not read from DATABASE_URL, so a demo never writes
-    /// simulated agents into a production database).
-    #[arg(long, default_value = "sqlite://agent-monitor-demo.db")]
-    pub database_url: String,
+    /// simulated agents into a production database). Without it, every run uses a fresh
+    /// SQLite file in a new directory under the system temp dir (its path is printed at
+    /// start), deleted when the demo stops: the simulator makes the same user ids every run,
+    /// so a shared file would mix runs. Give a URL to keep the data.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Slack incoming webhook to send the demo's alerts to (optional).
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub slack_webhook_url: Option<String>,
@@ -411,7 +414,10 @@ pub fn parse_duration(variable: &'static str, raw: &str) -> Result<Duration, Con
     let d = humantime::parse_duration(raw.trim()).map_err(|e| {
         err(
             variable,
-            format!("{raw:?} is not a duration like 90s, 15m or 1h ({e})"),
+            format!(
+                "{raw:?} is not a duration like 90s, 15m or 1h: {}",
+                crate::config::explain_bad_duration(raw, &e)
+            ),
         )
     })?;
     if d.is_zero() {
@@ -780,8 +786,15 @@ impl RunArgs {
         if let Some(raw) = self.alert_group_wait.filter(|v| !v.trim().is_empty()) {
             delivery.group_wait = match raw.trim() {
                 "0" => Duration::ZERO,
-                raw => humantime::parse_duration(raw)
-                    .map_err(|_| err("ALERT_GROUP_WAIT", "is not a duration like 10s"))?,
+                raw => humantime::parse_duration(raw).map_err(|e| {
+                    err(
+                        "ALERT_GROUP_WAIT",
+                        format!(
+                            "{raw:?} is not a duration like 10s: {}",
+                            crate::config::explain_bad_duration(raw, &e)
+                        ),
+                    )
+                })?,
             };
         }
 
@@ -1079,6 +1092,26 @@ mod tests {
             client_secret: Some("s3cret".into()),
             ..RunArgs::default()
         }
+    }
+
+    #[test]
+    fn a_duration_without_a_unit_suggests_seconds_or_minutes() {
+        let shown = parse_duration("IDLE_THRESHOLD", "15")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("IDLE_THRESHOLD"), "{shown}");
+        assert!(
+            shown.contains("\"15s\"") && shown.contains("\"15m\""),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("15sec") && !shown.contains("15ms"),
+            "{shown}"
+        );
+        let shown = parse_duration("IDLE_THRESHOLD", "15 parsecs")
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("\"90s\""), "{shown}");
     }
 
     #[test]

@@ -314,3 +314,21 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// Why `raw` is not a duration, in words that suggest what to write: a bare number (`"10"`)
+/// needs a unit (`"10s"` or `"10m"`), an unknown unit gets `90s` / `2m` / `1h` examples.
+/// Used by the environment, the command line and the rules file.
+pub fn explain_bad_duration(raw: &str, error: &humantime::DurationError) -> String {
+    match error {
+        humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => format!(
+            "a time unit is needed: for example \"{value}s\" (seconds) or \"{value}m\" (minutes)"
+        ),
+        humantime::DurationError::UnknownUnit { unit, .. } => format!(
+            "unknown time unit {unit:?}: use s, m, h or d, for example \"90s\", \"2m\" or \"1h\""
+        ),
+        humantime::DurationError::Empty => {
+            "it is empty: write a duration such as \"90s\" or \"2m\"".to_owned()
+        }
+        other => format!("{other}; write a duration such as \"90s\", \"2m\" or \"1h\" ({raw:?})"),
+    }
+}

@@ -93,13 +93,27 @@ async fn demo(args: DemoArgs) -> i32 {
             return 1;
         }
     };
+    // A fresh database per run unless one is given (the simulator's user ids repeat).
+    let (database_url, fresh_db) = match &args.database_url {
+        Some(url) => (url.clone(), None),
+        None => match FreshDemoDb::create() {
+            Ok(db) => (format!("sqlite://{}", db.file.display()), Some(db)),
+            Err(e) => {
+                complain!(
+                    "error: cannot create the demo database under {}: {e}",
+                    std::env::temp_dir().display()
+                );
+                return 1;
+            }
+        },
+    };
     let run_args = RunArgs {
         api_url: Some(sim.base_url()),
         login_url: Some(sim.base_url()),
         client_id: Some(sim.client_id().to_string()),
         client_secret: Some(sim.client_secret().to_string()),
         idle_threshold: Some(args.idle_threshold.clone()),
-        database_url: Some(args.database_url.clone()),
+        database_url: Some(database_url),
         listen_addr: Some(args.listen.to_string()),
         slack_webhook_url: args.slack_webhook_url.clone(),
         // Access control and retention as `run` reads them.
@@ -137,6 +151,15 @@ async fn demo(args: DemoArgs) -> i32 {
     say!("  Agents:            {base}/api/v1/agents");
     say!("  Alerts:            {base}/api/v1/alerts");
     say!("  Health:            {base}/healthz   Readiness: {base}/readyz");
+    match &fresh_db {
+        Some(db) => say!(
+            "  Database:          {} (fresh for this run, deleted when the demo stops; \
+             --database-url URL keeps one)",
+            db.file.display()
+        ),
+        // Not echoed: the URL may hold a password.
+        None => say!("  Database:          the one given by --database-url"),
+    }
     say!("Press Ctrl-C to stop.");
     let fatal = tokio::select! {
         _ = app::shutdown_signal() => None,
@@ -177,6 +200,39 @@ async fn healthcheck(args: HealthcheckArgs) -> i32 {
                 agent_monitor::genesys::error_chain(&e.without_url())
             );
             1
+        }
+    }
+}
+
+/// The demo's own SQLite file, in a new directory under the system temp dir; the directory
+/// (with the WAL and shared-memory files) is removed when this is dropped, at the end of
+/// `demo`.
+struct FreshDemoDb {
+    dir: std::path::PathBuf,
+    file: std::path::PathBuf,
+}
+
+impl FreshDemoDb {
+    fn create() -> std::io::Result<FreshDemoDb> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("agent-monitor-demo-{}-{nanos}", std::process::id()));
+        // `create_dir`, not `create_dir_all`: an existing directory is not fresh.
+        std::fs::create_dir(&dir)?;
+        let file = dir.join("demo.db");
+        Ok(FreshDemoDb { dir, file })
+    }
+}
+
+impl Drop for FreshDemoDb {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            complain!(
+                "warning: could not delete the demo database {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }

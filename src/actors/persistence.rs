@@ -61,6 +61,15 @@ pub enum PersistMsg {
     Episodes(UserId, String),
     /// Insert a dead-letter record.
     DeadLetter(DeadLetter),
+    /// These users are no longer monitored (their agent actors have stopped): drop their
+    /// buffered `agents`/`episodes` upserts and delete their `agents` and `episodes` rows with
+    /// the next flush. History rows and alerts are kept. A later `Agent`/`Episodes` for the
+    /// same user (monitored again) is written after the delete, so it wins.
+    Forget(Vec<UserId>),
+    /// The complete set of monitored users (after the first user listing): drop buffered
+    /// upserts of every other user and delete their `agents` and `episodes` rows with the next
+    /// flush (rows left by earlier runs with other users). History and alerts are kept.
+    KeepOnly(Vec<UserId>),
     /// Commit everything buffered, coalesced state included, then reply (used at shutdown and
     /// by tests).
     Flush(RpcReplyPort<Result<(), String>>),
@@ -254,6 +263,21 @@ impl Actor for PersistenceActor {
                 state.buffer.batch.dead_letters.push(letter);
                 state.flush_if_full().await;
             }
+            // In order: the buffered upserts are older than the delete, so they go with it;
+            // the delete runs before the upserts of its batch (`db::write_batch`).
+            PersistMsg::Forget(users) => {
+                for user in &users {
+                    state.buffer.agents.remove(user);
+                    state.buffer.episodes.remove(user);
+                }
+                state.buffer.batch.forget.extend(users);
+            }
+            PersistMsg::KeepOnly(users) => {
+                let keep: std::collections::HashSet<&UserId> = users.iter().collect();
+                state.buffer.agents.retain(|user, _| keep.contains(user));
+                state.buffer.episodes.retain(|user, _| keep.contains(user));
+                state.buffer.batch.keep_only = Some(users);
+            }
             PersistMsg::AlertFired(alert) => {
                 if state.buffer.alert_index.contains_key(&alert.alert_key) {
                     tracing::debug!(alert_key = %alert.alert_key, "duplicate alert ignored");
@@ -413,6 +437,7 @@ impl PersistenceState {
                     inserted = summary.transitions_inserted,
                     duplicates = summary.transitions_duplicate,
                     agents = summary.agents_upserted,
+                    agents_deleted = summary.agents_deleted,
                     alerts = summary.alerts_inserted,
                     outcomes = summary.outcomes_applied,
                     elapsed_ms = started.elapsed().as_millis() as u64,

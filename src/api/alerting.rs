@@ -365,7 +365,16 @@ enum DeleteSilenceResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// The only thing that can fail to parse is the `{id}` path segment; poem-openapi names it
+/// `param0` in its own message, so say which parameter and what it takes.
 fn delete_bad_request(err: poem::Error) -> DeleteSilenceResponse {
+    if err.is::<poem_openapi::error::ParsePathError>() {
+        return DeleteSilenceResponse::BadRequest(Json(ErrorBody {
+            error: "invalid silence id in the path: `id` must be an integer, the `id` of a \
+                    silence as listed by GET /api/v1/silences"
+                .into(),
+        }));
+    }
     DeleteSilenceResponse::BadRequest(parse_error_body(&err))
 }
 

@@ -300,13 +300,14 @@ pub struct AlertDto {
     pub repeat: u32,
     /// `info`, `warning` or `critical`.
     pub severity: String,
-    /// Destination name; absent for the default destination.
-    #[oai(nullable)]
-    pub destination: Option<String>,
+    /// Destination the alert was for: a name from the rules file, or `default`
+    /// (`SLACK_WEBHOOK_URL`).
+    pub destination: String,
     /// Total episode length in seconds, for a resolved message.
     #[oai(nullable)]
     pub resolved_duration_seconds: Option<u64>,
-    /// Why it was recorded but not sent (`quiet hours`), if so.
+    /// Why it was recorded but not sent, if so (`delivery_status` is then `suppressed`): the
+    /// rule's quiet hours (`quiet hours`), or a silence (`silenced: <its comment>`).
     #[oai(nullable)]
     pub muted: Option<String>,
     /// Genesys user id (lowercase GUID).
@@ -630,11 +631,19 @@ impl TryFrom<alert::Model> for AlertDto {
             kind,
             repeat: u32::try_from(row.repeat).unwrap_or(0),
             severity: row.severity,
-            destination: row.destination,
+            destination: row
+                .destination
+                .unwrap_or_else(|| crate::config::DEFAULT_DESTINATION.to_owned()),
             resolved_duration_seconds: row
                 .resolved_duration_seconds
                 .and_then(|s| u64::try_from(s).ok()),
-            muted: row.muted,
+            // Quiet hours are known when the alert fires (`muted`); a silence only when the
+            // delivery actor suppresses it, which it records as the outcome's reason.
+            muted: row.muted.or_else(|| {
+                matches!(delivery_status, DeliveryStatusDto::Suppressed)
+                    .then(|| row.delivery_error.clone())
+                    .flatten()
+            }),
             user_id: row.user_id,
             user_name: row.user_name,
             state: row.state,

@@ -63,19 +63,6 @@ pub(crate) fn parse_optional_instant(
     raw.map(|r| parse_instant(name, r)).transpose()
 }
 
-/// A required instant parameter.
-pub(crate) fn parse_required_instant(
-    name: &str,
-    raw: Option<&str>,
-) -> Result<DateTime<Utc>, ApiError> {
-    match raw {
-        Some(r) => parse_instant(name, r),
-        None => Err(ApiError::BadRequest(format!(
-            "{name} is required (an RFC 3339 instant)"
-        ))),
-    }
-}
-
 /// `from` must not be after `to`, and `[from, to)` must not exceed `max_window`.
 pub(crate) fn check_window(
     from: DateTime<Utc>,
@@ -92,13 +79,27 @@ pub(crate) fn check_window(
     let span = (to - from).to_std().unwrap_or_default();
     if span > max_window {
         return Err(ApiError::BadRequest(format!(
-            "the window from..to is {} long; the maximum is {} (max_window): ask for a shorter \
-             window",
-            humantime::format_duration(span),
-            humantime::format_duration(max_window)
+            "the window from..to is {} long; the maximum is {} (MAX_REPORT_WINDOW / \
+             --max-report-window): ask for a shorter window",
+            in_days(span),
+            in_days(max_window)
         )));
     }
     Ok(())
+}
+
+/// A window length for people: whole days as `366 days`, else days and the rest
+/// (`2 days 3h 20m`), or just `3h 20m` below a day.
+fn in_days(span: std::time::Duration) -> String {
+    const DAY: u64 = 86_400;
+    let secs = span.as_secs();
+    let (days, rest) = (secs / DAY, std::time::Duration::from_secs(secs % DAY));
+    let unit = if days == 1 { "day" } else { "days" };
+    match (days, rest.is_zero()) {
+        (0, _) => humantime::format_duration(rest).to_string(),
+        (_, true) => format!("{days} {unit}"),
+        (_, false) => format!("{days} {unit} {}", humantime::format_duration(rest)),
+    }
 }
 
 /// Serializes records (the header first, when given) with the `csv` crate's quoting.
@@ -227,7 +228,19 @@ mod tests {
         let err = check_window(t("2024-05-01T00:00:00Z"), t("2024-05-03T00:00:00Z"), day)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("max_window"), "{err}");
+        assert!(
+            err.contains("is 2 days long; the maximum is 1 day (MAX_REPORT_WINDOW"),
+            "{err}"
+        );
+        assert_eq!(
+            in_days(std::time::Duration::from_secs(366 * 86_400)),
+            "366 days"
+        );
+        assert_eq!(
+            in_days(std::time::Duration::from_secs(86_400 + 3600)),
+            "1 day 1h"
+        );
+        assert_eq!(in_days(std::time::Duration::from_secs(5400)), "1h 30m");
     }
 
     #[test]

@@ -115,7 +115,9 @@ impl HistoryApi {
         request: &Request,
         /// Only this user (Genesys user id; case-insensitive).
         user_id: Query<Option<String>>,
-        /// Only this state, case-insensitive (`IDLE`, `on_queue`, …).
+        /// Only this state: a system presence (`ON_QUEUE`, `On Queue`, `available`, …) or a
+        /// routing status (`IDLE`, `interacting`, …), case-insensitive. Anything else, an org
+        /// presence label (`Lunch`) included, answers 400 listing the accepted values.
         state: Query<Option<String>>,
         /// Only `presence` or only `routing` transitions (case-insensitive).
         kind: Query<Option<KindParam>>,

@@ -222,10 +222,23 @@ impl ApiError {
 /// A parse error poem-openapi raised before the handler ran, in the API's error shape.
 fn parse_error_body(err: &poem::Error) -> Json<ErrorBody> {
     let error = match err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        // poem-openapi's reason for a missing required parameter is `Type "string" expects an
+        // input value.`: say which parameter is required and what it takes.
+        Some(p) if p.reason.ends_with("expects an input value.") => {
+            format!("{} is required{}", p.name, required_hint(p.name))
+        }
         Some(p) => format!("invalid value for {}: {}", p.name, p.reason),
         None => err.to_string(),
     };
     Json(ErrorBody { error })
+}
+
+/// What a required query parameter takes, for the "is required" message.
+fn required_hint(name: &str) -> &'static str {
+    match name {
+        "from" | "to" => " (an RFC 3339 instant)",
+        _ => "",
+    }
 }
 
 #[derive(ApiResponse)]
@@ -440,11 +453,34 @@ fn parse_user_id(raw: Option<&str>) -> Result<Option<UserId>, ApiError> {
     .transpose()
 }
 
+/// `state` of the history: a system presence (`ON_QUEUE`, also spelled `On Queue`) or a routing
+/// status (`IDLE`), case-insensitive, normalized as stored. Anything else (a typo, an org
+/// presence label such as `Lunch`, which is stored in `org_presence`) is refused with the
+/// accepted values rather than answered with an empty page.
 fn parse_state(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    use crate::domain::{
+        ROUTING_STATUSES, SYSTEM_PRESENCES, normalize_routing_status, normalize_system_presence,
+    };
     match raw.map(str::trim) {
         None => Ok(None),
         Some("") => Err(ApiError::BadRequest("state must not be empty".into())),
-        Some(s) => Ok(Some(s.to_uppercase())),
+        Some(s) => {
+            let presence = normalize_system_presence(s);
+            if SYSTEM_PRESENCES.contains(&presence.as_str()) {
+                return Ok(Some(presence));
+            }
+            let routing = normalize_routing_status(s);
+            if ROUTING_STATUSES.contains(&routing.as_str()) {
+                return Ok(Some(routing));
+            }
+            Err(ApiError::BadRequest(format!(
+                "state {s:?} is neither a system presence ({}) nor a routing status ({}) \
+                 (case-insensitive); org presence labels are not filterable here (they are \
+                 the org_presence field)",
+                SYSTEM_PRESENCES.join(", "),
+                ROUTING_STATUSES.join(", ")
+            )))
+        }
     }
 }
 
@@ -552,6 +588,20 @@ mod tests {
         assert_eq!(
             parse_state(Some("on_queue")).unwrap().as_deref(),
             Some("ON_QUEUE")
+        );
+        assert_eq!(
+            parse_state(Some("On Queue")).unwrap().as_deref(),
+            Some("ON_QUEUE")
+        );
+        assert_eq!(
+            parse_state(Some("not_responding")).unwrap().as_deref(),
+            Some("NOT_RESPONDING")
+        );
+        let err = parse_state(Some("bogus")).unwrap_err().to_string();
+        assert!(err.starts_with("state \"bogus\" is neither"), "{err}");
+        assert!(
+            err.contains("ON_QUEUE") && err.contains("INTERACTING"),
+            "{err}"
         );
         assert!(parse_user_id(Some(" ")).is_err());
     }

@@ -222,10 +222,10 @@ impl ReportsApi {
         /// Genesys user id (case-insensitive).
         user_id: Path<String>,
         /// Window start (inclusive), RFC 3339 with a zone. Required.
-        from: Query<Option<String>>,
+        from: Query<String>,
         /// Window end (exclusive), RFC 3339 with a zone. Required; not before `from`; the
         /// window may not exceed the server's maximum (default 366 days).
-        to: Query<Option<String>>,
+        to: Query<String>,
         /// Only `presence` or only `routing` intervals.
         kind: Query<Option<KindParam>>,
         /// `json` (default) or `csv`; without it, `Accept: text/csv` selects CSV.
@@ -234,7 +234,7 @@ impl ReportsApi {
         let result = async {
             let format = negotiate(request, format.0.as_deref())?;
             let user = parse_user_id(Some(&user_id.0))?.expect("present");
-            let window = self.window(from.0.as_deref(), to.0.as_deref())?;
+            let window = self.window(&from.0, &to.0)?;
             let kinds = kinds(parse_kind(kind.0.as_ref())?);
             let now = truncate_to_millis(Utc::now());
             let mut intervals = UserIntervals::new(user.as_str(), &kinds, window, now);
@@ -303,10 +303,10 @@ impl ReportsApi {
         _auth: ApiAuth,
         request: &Request,
         /// Window start (inclusive), RFC 3339 with a zone. Required.
-        from: Query<Option<String>>,
+        from: Query<String>,
         /// Window end (exclusive), RFC 3339 with a zone. Required; not before `from`; the
         /// window may not exceed the server's maximum (default 366 days).
-        to: Query<Option<String>>,
+        to: Query<String>,
         /// Only this user (case-insensitive); default every user with stored transitions.
         user_id: Query<Option<String>>,
         /// Only `presence` or only `routing`.
@@ -321,7 +321,7 @@ impl ReportsApi {
     ) -> TimeInStateResponse {
         let result = async {
             let format = negotiate(request, format.0.as_deref())?;
-            let window = self.window(from.0.as_deref(), to.0.as_deref())?;
+            let window = self.window(&from.0, &to.0)?;
             let user = parse_user_id(user_id.0.as_deref())?;
             let kinds = kinds(parse_kind(kind.0.as_ref())?);
             let (grouping, group_names) = parse_group_by(group_by.0.as_deref())?;
@@ -397,9 +397,11 @@ impl ReportsApi {
 
 impl ReportsApi {
     /// The required `from`/`to` pair, checked against `max_window`.
-    fn window(&self, from: Option<&str>, to: Option<&str>) -> Result<Window, ApiError> {
-        let from = export::parse_required_instant("from", from)?;
-        let to = export::parse_required_instant("to", to)?;
+    /// `from` and `to` are required query parameters: a missing one is answered by poem-openapi
+    /// before the handler runs (see [`super::parse_error_body`]).
+    fn window(&self, from: &str, to: &str) -> Result<Window, ApiError> {
+        let from = export::parse_instant("from", from)?;
+        let to = export::parse_instant("to", to)?;
         export::check_window(from, to, self.state.limits.max_window)?;
         Ok(Window { from, to })
     }

@@ -447,6 +447,7 @@ mod tests {
             dead_letters: vec![],
             outcomes: vec![],
             complete_until: Some(ts("2024-05-01T10:02:00.123Z")),
+            ..Batch::default()
         };
         assert_eq!(stream_complete_until(db).await.unwrap(), None);
         let summary = write_batch(db, &batch).await.unwrap();
@@ -468,6 +469,8 @@ mod tests {
             episodes: vec![],
             dead_letters: vec![],
             complete_until: Some(ts("2024-05-01T10:03:00Z")),
+            forget: vec![],
+            keep_only: None,
             outcomes: vec![AlertOutcome {
                 alert_key: "idle:u1:1".into(),
                 status: DeliveryStatus::NotConfigured,

@@ -51,6 +51,14 @@ pub struct PendingAlert {
 /// Everything one flush writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
+    /// Users no longer monitored: their `agents` and `episodes` rows are deleted **before** the
+    /// upserts of this batch (an upsert in the same batch is newer, so it wins). History
+    /// (`agent_status`) and alerts are kept.
+    pub forget: Vec<UserId>,
+    /// The complete set of monitored users (taken after the first user listing): the `agents`
+    /// and `episodes` rows of every other user are deleted, before the upserts and after
+    /// `forget`. `None`: no such clean-up.
+    pub keep_only: Option<Vec<UserId>>,
     /// Inserted with ON CONFLICT (`user_id`, `kind`, `event_timestamp`) DO NOTHING.
     pub transitions: Vec<Transition>,
     /// Upserted by `user_id`; must hold at most one row per user (PostgreSQL refuses to update
@@ -73,7 +81,9 @@ pub struct Batch {
 impl Batch {
     /// Rows (of every table) in the batch.
     pub fn len(&self) -> usize {
-        self.transitions.len()
+        self.forget.len()
+            + usize::from(self.keep_only.is_some())
+            + self.transitions.len()
             + self.agents.len()
             + self.alerts.len()
             + self.outcomes.len()
@@ -103,6 +113,8 @@ pub struct BatchSummary {
     pub outcomes_applied: u64,
     /// Outcomes whose `alert_key` is unknown (logged and dropped by the caller).
     pub outcomes_unmatched: u64,
+    /// `agents` rows deleted (users no longer monitored: `forget`, `keep_only`).
+    pub agents_deleted: u64,
 }
 
 /// Writes `batch` in one transaction. On `Err` nothing was committed and the batch can be
@@ -113,6 +125,8 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
         return Ok(summary);
     }
     let txn = db.begin().await?;
+
+    summary.agents_deleted = delete_unmonitored(&txn, batch).await?;
 
     let backend = txn.get_database_backend();
     for (start, len) in transition_chunks(batch.transitions.len()) {
@@ -208,6 +222,42 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
 
     txn.commit().await?;
     Ok(summary)
+}
+
+/// Deletes the `agents` and `episodes` rows of `batch.forget` and, with `batch.keep_only`, of
+/// every user not in it. Returns the `agents` rows deleted.
+async fn delete_unmonitored<C: ConnectionTrait>(txn: &C, batch: &Batch) -> Result<u64, DbErr> {
+    let mut gone: Vec<String> = batch.forget.iter().map(|u| u.to_string()).collect();
+    if let Some(keep) = &batch.keep_only {
+        let keep: std::collections::HashSet<String> = keep.iter().map(|u| u.to_string()).collect();
+        let mut stored: std::collections::BTreeSet<String> = agent::Entity::find()
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|row| row.user_id)
+            .collect();
+        stored.extend(
+            episode::Entity::find()
+                .all(txn)
+                .await?
+                .into_iter()
+                .map(|row| row.user_id),
+        );
+        gone.extend(stored.into_iter().filter(|u| !keep.contains(u)));
+    }
+    let mut deleted = 0;
+    for chunk in gone.chunks(MAX_BIND_PARAMS) {
+        deleted += agent::Entity::delete_many()
+            .filter(agent::Column::UserId.is_in(chunk.iter().cloned()))
+            .exec(txn)
+            .await?
+            .rows_affected;
+        episode::Entity::delete_many()
+            .filter(episode::Column::UserId.is_in(chunk.iter().cloned()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(deleted)
 }
 
 /// A real write: upserts the single `health_probe` row with the current time. Cheap (one row)

@@ -418,6 +418,13 @@ pub enum ProblemKind {
         /// Line of the first rule with that name.
         first_line: usize,
     },
+    /// The file defines no `[[rules]]` (empty, truncated, or only destinations): accepting it
+    /// would turn alerting off without a word.
+    #[error(
+        "the file defines no rules ([[rules]]): alerting would be off; write at least one rule \
+         (see deploy/rules.example.toml), or unset RULES_FILE for the built-in idle rule"
+    )]
+    NoRules,
 }
 
 #[cfg(test)]

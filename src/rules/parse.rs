@@ -57,6 +57,10 @@ pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec
     }
 
     let mut rules = Vec::new();
+    // Every rule's name and line, valid or not: a duplicate name is reported even when one of
+    // the rules has other problems too.
+    let mut names: Vec<(String, usize)> = Vec::new();
+    let mut rules_declared = 0usize;
     let mut destinations: Vec<DestinationSpec> = Vec::new();
     // Destination references of rules (name, line of the value), checked once all are read.
     let mut references: Vec<(String, usize)> = Vec::new();
@@ -66,7 +70,18 @@ pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec
                 let Some(items) = cx.array(value, "rules", "an array of [[rules]] tables") else {
                     continue;
                 };
+                rules_declared += items.len();
                 for (i, item) in items.iter().enumerate() {
+                    if let Some(name) = item
+                        .get_ref()
+                        .as_table()
+                        .and_then(|t| t.get("name"))
+                        .and_then(|n| n.get_ref().as_str())
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                    {
+                        names.push((name.to_string(), cx.lines.line(item.span().start)));
+                    }
                     if let Some((name, line)) = item
                         .get_ref()
                         .as_table()
@@ -110,22 +125,31 @@ pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec
 
     let mut first_line: HashMap<&str, usize> = HashMap::new();
     let mut duplicates = Vec::new();
-    for rule in &rules {
-        match first_line.get(rule.name.as_str()) {
+    for (name, line) in &names {
+        match first_line.get(name.as_str()) {
             Some(&first) => duplicates.push(Problem {
-                line: rule.line,
-                rule: Some(RuleLabel::Named(rule.name.clone())),
+                line: *line,
+                rule: Some(RuleLabel::Named(name.clone())),
                 kind: ProblemKind::DuplicateName {
-                    name: rule.name.clone(),
+                    name: name.clone(),
                     first_line: first,
                 },
             }),
             None => {
-                first_line.insert(&rule.name, rule.line);
+                first_line.insert(name, *line);
             }
         }
     }
     cx.problems.extend(duplicates);
+
+    // An empty (or truncated) file would silently turn alerting off.
+    if rules_declared == 0 {
+        cx.problems.push(Problem {
+            line: 1,
+            rule: None,
+            kind: ProblemKind::NoRules,
+        });
+    }
 
     // A destination that failed validation was reported already; don't add "unknown" to it.
     let declared: Vec<String> = doc
@@ -310,12 +334,13 @@ impl Cx {
             }
             Ok(d) => Some(d),
             Err(e) => {
+                let reason = crate::config::explain_bad_duration(&raw, &e);
                 self.report(
                     value.span(),
                     ProblemKind::BadDuration {
                         key: key.into(),
                         value: raw,
-                        reason: e.to_string(),
+                        reason,
                     },
                 );
                 None

@@ -475,9 +475,53 @@ fn load_reads_a_file_and_reports_a_missing_one() {
     assert!(err.problems().is_empty());
 }
 
+/// An empty or truncated file would turn alerting off without a word: refused.
 #[test]
-fn an_empty_file_has_no_rules() {
-    assert!(RuleSet::parse("# nothing\n").unwrap().rules().is_empty());
+fn a_file_without_rules_is_refused() {
+    for text in [
+        "",
+        "# nothing\n",
+        "rules = []\n",
+        "[[destinations]]\nname = \"ops\"\ntype = \"webhook\"\nurl_env = \"OPS_URL\"\n",
+    ] {
+        let err = RuleSet::parse(text).unwrap_err();
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.kind == ProblemKind::NoRules),
+            "{text:?}: {err}"
+        );
+        assert!(err.to_string().contains("defines no rules"), "{err}");
+    }
+}
+
+/// A duplicate name is reported even when the duplicate rule has other problems too, with
+/// those problems.
+#[test]
+fn a_duplicate_name_is_reported_alongside_other_problems() {
+    let text = r#"
+[[rules]]
+name = "idle"
+threshold = "10m"
+[rules.match]
+routing_status = "IDLE"
+
+[[rules]]
+name = "idle"
+threshold = "soon"
+[rules.match]
+routing_status = "IDLE"
+"#;
+    let err = RuleSet::parse(text).unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        err.problems().iter().any(|p| matches!(
+            &p.kind,
+            ProblemKind::DuplicateName { name, first_line: 2 } if name == "idle"
+        ) && p.line == 8),
+        "{shown}"
+    );
+    assert!(shown.contains("is not a duration"), "{shown}");
 }
 
 // ---------------------------------------------------------------- matching
@@ -1400,5 +1444,21 @@ routing_status = "IDLE"
         RuleSet::builtin_idle(Duration::from_secs(60))
             .queue_ids()
             .is_empty()
+    );
+}
+
+/// A bare number needs a unit: the message suggests seconds or minutes ("10s", "10m"), not
+/// humantime's "10sec or 10ms".
+#[test]
+fn a_threshold_without_a_unit_suggests_seconds_or_minutes() {
+    let text = "[[rules]]\nname = \"idle\"\nthreshold = \"10\"\n[rules.match]\nrouting_status = \"IDLE\"\n";
+    let shown = RuleSet::parse(text).unwrap_err().to_string();
+    assert!(
+        shown.contains("\"10s\"") && shown.contains("\"10m\""),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("10sec") && !shown.contains("10ms"),
+        "{shown}"
     );
 }

@@ -411,6 +411,7 @@ windows = ["{not_now}"]
         .await;
         assert_eq!(quiet["kind"], "firing");
         assert_eq!(quiet["muted"], "quiet hours", "{quiet}");
+        assert_eq!(quiet["destination"], "default", "{quiet}");
         assert_eq!(quiet["delivery_error"], "quiet hours", "{quiet}");
     }
     // The Tokyo rule fires a second later and is delivered: a quiet-hours message would
@@ -1163,4 +1164,41 @@ routing_status = "IDLE"
     repeats.sort_unstable();
     assert_eq!(repeats, vec![0, 1], "{rows:#?}");
     app.shutdown().await;
+}
+
+/// An alert suppressed by a silence shows why in `muted` (the silence's comment), and every
+/// alert names the destination it was for (`default` without a `destination` key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_alert_shows_the_silence_and_its_destination() {
+    let sim = busy_sim(1).await;
+    let rules = r#"
+[[rules]]
+name = "silenced-idle"
+threshold = "1s"
+[rules.match]
+routing_status = "IDLE"
+"#;
+    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "INTERACTING").await;
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let created = h
+        .http
+        .post(format!("{}/api/v1/silences", h.base))
+        .json(&serde_json::json!({
+            "rule": "silenced-idle", "until": until, "comment": "planned maintenance"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    h.sim.set_routing_status(&user, "IDLE").await.unwrap();
+    let alert = wait_alert(&h, &format!("rule=silenced-idle&user_id={user}"), |a| {
+        a["delivery_status"] == "suppressed"
+    })
+    .await;
+    assert_eq!(alert["muted"], "silenced: planned maintenance", "{alert}");
+    assert_eq!(alert["destination"], "default", "{alert}");
+    assert!(requests_for(&h.slack, &user).is_empty());
+    h.app.shutdown().await;
 }

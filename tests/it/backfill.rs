@@ -15,7 +15,10 @@ use crate::service::{
     wait_start_backfill,
 };
 
-const DEADLINE: Duration = Duration::from_secs(30);
+/// How long a condition may take. A gap test's backfill can wait out the service's retry
+/// backoff after several failed analytics queries (up to 12.8 s after the seventh), longer on a
+/// loaded machine; the agents' hold gives up after 60 s (`GAP_HOLD_LIMIT`), so this stays under it.
+const DEADLINE: Duration = Duration::from_secs(50);
 
 /// Quick silence detection (so a silent socket makes a short gap) and a small margin.
 fn quick(agents: usize, idle_threshold: Duration) -> Opts {

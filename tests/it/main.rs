@@ -13,6 +13,7 @@ mod fixtures;
 mod helpers;
 mod lifecycle;
 mod membership;
+mod monitored_set;
 mod openapi;
 mod process;
 mod queues;

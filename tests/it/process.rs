@@ -761,3 +761,78 @@ fn demo_refuses_a_speed_of_zero_as_a_usage_error() {
         assert!(stderr.contains("--speed"), "{stderr}");
     }
 }
+
+/// An empty (or truncated) rules file would turn alerting off: the start is refused with
+/// status 2, naming the file and why.
+#[test]
+fn an_empty_rules_file_exits_2_naming_it() {
+    let path = crate::helpers::rules_file("");
+    let file = path.display().to_string();
+    let (code, stderr) = run_with_env(&[
+        ("GENESYS_REGION", "mypurecloud.ie"),
+        ("GENESYS_CLIENT_ID", "id"),
+        ("GENESYS_CLIENT_SECRET", "topsecret"),
+        ("RULES_FILE", &file),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("RULES_FILE"), "{stderr}");
+    assert!(stderr.contains(&file), "{stderr}");
+    assert!(stderr.contains("defines no rules"), "{stderr}");
+}
+
+/// The `Database:` path a running demo prints, read from its stdout within `deadline`.
+fn demo_database(child: &mut Child, deadline: Duration) -> std::path::PathBuf {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.trim().strip_prefix("Database:") {
+                let path = rest
+                    .split(" (")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                let _ = tx.send(path);
+            }
+        }
+    });
+    let path = rx
+        .recv_timeout(deadline)
+        .expect("the demo prints its database path");
+    std::path::PathBuf::from(path)
+}
+
+/// Two demos (another port, or a re-run) never share a database: each gets a fresh file in
+/// its own temp directory, printed at start and deleted when it stops.
+#[test]
+fn each_demo_run_gets_a_fresh_database_deleted_at_exit() {
+    let start = || {
+        Command::new(BIN)
+            .args(["demo", "--agents", "2", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut first, mut second) = (start(), start());
+    let a = demo_database(&mut first, Duration::from_secs(30));
+    let b = demo_database(&mut second, Duration::from_secs(30));
+    assert_ne!(a, b);
+    for db in [&a, &b] {
+        assert!(db.starts_with(std::env::temp_dir()), "{}", db.display());
+        assert!(db.exists(), "{}", db.display());
+        assert!(!db.starts_with(std::env::current_dir().unwrap()));
+    }
+    for (child, db) in [(&mut first, &a), (&mut second, &b)] {
+        sigterm(child);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0));
+        assert!(!db.parent().unwrap().exists(), "{} kept", db.display());
+    }
+}

@@ -650,7 +650,7 @@ async fn every_bad_parameter_is_a_400_naming_it() {
                 ("from", "2024-01-01T00:00:00Z"),
                 ("to", "2024-02-01T00:00:00Z"),
             ],
-            "max_window",
+            "the maximum is 7 days (MAX_REPORT_WINDOW",
         ),
         (HISTORY, vec![("cursor", "zzz")], "cursor "),
         (
@@ -674,11 +674,24 @@ async fn every_bad_parameter_is_a_400_naming_it() {
                 ("from", "2024-01-01T00:00:00Z"),
                 ("to", "2024-02-01T00:00:00Z"),
             ],
-            "max_window",
+            "the maximum is 7 days (MAX_REPORT_WINDOW",
         ),
         (timeline, with_window(&[("kind", "both")]), "kind "),
         (timeline, with_window(&[("format", "pdf")]), "format "),
         (REPORT, vec![("from", FROM)], "to is required"),
+        (
+            REPORT,
+            vec![("to", TO)],
+            "from is required (an RFC 3339 instant)",
+        ),
+        (REPORT, vec![], "from is required"),
+        (timeline, vec![], "from is required"),
+        (
+            HISTORY,
+            vec![("state", "bogus")],
+            "state \"bogus\" is neither",
+        ),
+        (HISTORY, vec![("state", "Lunch")], "org_presence"),
         (REPORT, vec![("from", TO), ("to", FROM)], "from "),
         (
             REPORT,
@@ -686,7 +699,7 @@ async fn every_bad_parameter_is_a_400_naming_it() {
                 ("from", "2023-01-01T00:00:00Z"),
                 ("to", "2024-02-01T00:00:00Z"),
             ],
-            "max_window",
+            "the maximum is 7 days (MAX_REPORT_WINDOW",
         ),
         (REPORT, with_window(&[("group_by", "week")]), "group_by "),
         (REPORT, with_window(&[("tz", "Mars/Olympus_Mons")]), "tz "),
@@ -903,5 +916,28 @@ async fn exports_and_timelines_cross_page_boundaries() {
             t("big", "", "routing", "INTERACTING", 12_500.0),
         ]
     );
+    app.stop().await;
+}
+
+/// The spec says what the server enforces: `from` and `to` of the timeline and the
+/// time-in-state report are required (a missing one answers 400, a declared response).
+#[tokio::test]
+async fn the_spec_marks_the_window_of_reports_required() {
+    let app = TestApp::spawn(ReportLimits::default()).await;
+    let (status, spec) = app.get("/openapi.json", &[]).await;
+    assert_eq!(status, 200);
+    for path in ["/api/v1/agents/{user_id}/timeline", REPORT] {
+        let operation = &spec["paths"][path]["get"];
+        for name in ["from", "to"] {
+            let param = operation["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{path}: no {name}"));
+            assert_eq!(param["required"], true, "{path} {name}: {param}");
+        }
+        assert!(operation["responses"]["400"].is_object(), "{path}");
+    }
     app.stop().await;
 }

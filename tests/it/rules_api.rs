@@ -117,6 +117,16 @@ async fn rules_in_force_and_reload_keep_the_running_rules_when_the_file_is_inval
     let (_, body) = h.get("/api/v1/rules").await;
     assert_eq!(body["last_reload"]["applied"], false);
 
+    // An empty (truncated) file is refused too: it would turn alerting off.
+    std::fs::write(&path, "").unwrap();
+    let (status, refused) = post(&h, "/api/v1/rules/reload", None).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["problems"].to_string().contains("defines no rules"),
+        "{refused}"
+    );
+    assert_eq!(rule_names(&h).await, ["not-responding"]);
+
     // A valid one replaces them.
     std::fs::write(&path, BREAK_RULE).unwrap();
     let (status, applied) = post(&h, "/api/v1/rules/reload", None).await;
@@ -189,6 +199,20 @@ async fn silences_are_validated_listed_and_deleted() {
         404
     );
     assert_eq!(delete(format!("{}/api/v1/silences/abc", h.base)).await, 400);
+    let body: serde_json::Value = h
+        .http
+        .delete(format!("{}/api/v1/silences/abc", h.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`id` must be an integer") && !error.contains("param0"),
+        "{body}"
+    );
     h.app.shutdown().await;
 }
 

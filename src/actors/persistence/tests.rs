@@ -547,3 +547,56 @@ fn the_state_interval_stretches_under_load() {
     buffer.history_since_state = 0;
     assert!(!buffer.state_due(500), "never sooner than 1 s");
 }
+
+/// `Forget` deletes a user's `agents` and `episodes` rows and drops the upserts buffered
+/// before it, in order: an upsert sent after it (the user monitored again) is written.
+/// `KeepOnly` deletes every other user's rows, committed or buffered. History stays.
+#[tokio::test]
+async fn forget_and_keep_only_delete_current_state_in_order() {
+    let (url, dir) = temp_db_url("forget");
+    let db = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 1000, NEVER).await;
+    let (u1, u2, u3) = (
+        UserId::parse("u1").unwrap(),
+        UserId::parse("u2").unwrap(),
+        UserId::parse("u3").unwrap(),
+    );
+    for user in ["u1", "u2", "u3"] {
+        cast!(actor, PersistMsg::Agent(current(user, "IDLE", 1))).unwrap();
+        cast!(
+            actor,
+            PersistMsg::Transition(transition(user, 1, "IDLE"), None)
+        )
+        .unwrap();
+        let id = UserId::parse(user).unwrap();
+        cast!(actor, PersistMsg::Episodes(id, "{}".into())).unwrap();
+    }
+    flush(&actor).await.unwrap();
+    assert_eq!(db::agents(&db).await.unwrap().len(), 3);
+
+    // Committed rows and a buffered upsert of u1 go; u2 forgotten then back: its newer row.
+    cast!(actor, PersistMsg::Agent(current("u1", "INTERACTING", 2))).unwrap();
+    cast!(actor, PersistMsg::Forget(vec![u1.clone(), u2.clone()])).unwrap();
+    cast!(actor, PersistMsg::Agent(current("u2", "INTERACTING", 3))).unwrap();
+    flush(&actor).await.unwrap();
+    let agents = db::agents(&db).await.unwrap();
+    let users: Vec<&str> = agents.iter().map(|a| a.user_id.as_str()).collect();
+    assert_eq!(users, ["u2", "u3"]);
+    let a2 = agents.iter().find(|a| a.user_id == "u2").unwrap();
+    assert_eq!(a2.routing_status.as_deref(), Some("INTERACTING"));
+    let logs = episode_logs(&db).await;
+    assert!(!logs.contains_key(&u1) && !logs.contains_key(&u2) && logs.contains_key(&u3));
+
+    // KeepOnly: u3's committed row and a buffered upsert of u4 go, u2 stays.
+    cast!(actor, PersistMsg::Agent(current("u4", "IDLE", 4))).unwrap();
+    cast!(actor, PersistMsg::KeepOnly(vec![u2.clone()])).unwrap();
+    flush(&actor).await.unwrap();
+    let agents = db::agents(&db).await.unwrap();
+    let users: Vec<&str> = agents.iter().map(|a| a.user_id.as_str()).collect();
+    assert_eq!(users, ["u2"]);
+    assert!(episode_logs(&db).await.is_empty());
+    assert_eq!(rows(&db).await, 3, "history is kept");
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -259,6 +259,12 @@ pub struct SupervisorState {
     unreadable_queues: HashSet<String>,
     /// Episode logs read from the database at bootstrap, handed to agents as they start.
     saved_episodes: HashMap<UserId, String>,
+    /// Agent actors stopped because their user left the monitored set, by actor id: when one
+    /// has terminated (so it sends nothing more), its rows are deleted (`PersistMsg::Forget`).
+    retiring: HashMap<ractor::ActorId, UserId>,
+    /// Clean-ups (`Forget`, `KeepOnly`) not yet handed to the persistence actor because it was
+    /// restarting; sent, in order, when it is back.
+    unsent_cleanup: Vec<PersistMsg>,
     rules: Arc<RuleSet>,
     last_reload: Option<ReloadOutcome>,
     agents: HashMap<UserId, ActorRef<AgentMsg>>,
@@ -331,7 +337,24 @@ impl SupervisorState {
             Actor::spawn_linked(None, PersistenceActor, args, myself.get_cell()).await?;
         self.track(&actor.get_cell(), Child::Persistence);
         self.persistence = Some(actor);
+        for message in std::mem::take(&mut self.unsent_cleanup) {
+            self.cleanup(message);
+        }
         Ok(())
+    }
+
+    /// Hands a clean-up of the `agents`/`episodes` rows (`Forget`, `KeepOnly`) to the
+    /// persistence actor, or keeps it until the actor is back if it is restarting.
+    fn cleanup(&mut self, message: PersistMsg) {
+        let message = match &self.persistence {
+            Some(persistence) => match persistence.cast(message) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(message)) => message,
+                Err(_) => return,
+            },
+            None => message,
+        };
+        self.unsent_cleanup.push(message);
     }
 
     async fn spawn_slack(
@@ -553,6 +576,8 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         listing: Listing,
     ) -> Result<(), ActorProcessingErr> {
+        // Every monitored user, an agent waiting for its restart included.
+        let current: HashSet<UserId> = self.user_names.keys().cloned().collect();
         let mut listed = Vec::with_capacity(listing.users.len());
         for user in &listing.users {
             let Ok(id) = UserId::parse(&user.id) else {
@@ -563,7 +588,6 @@ impl SupervisorState {
             self.user_names.insert(id.clone(), user.name.clone());
             listed.push(id);
         }
-        let current: HashSet<UserId> = self.agents.keys().cloned().collect();
         let change = diff(&current, &listed);
         if change.added.is_empty() && change.removed.is_empty() {
             return Ok(());
@@ -581,6 +605,9 @@ impl SupervisorState {
                 // Forget it first, so its stop is not taken for a failure to restart.
                 self.by_id.remove(&agent.get_id());
                 self.info.remove(&Child::Agent(user.clone()));
+                // Its rows are deleted once it has stopped (`handle_supervisor_evt`), so no
+                // update it sends before then brings them back.
+                self.retiring.insert(agent.get_id(), user.clone());
                 agent.stop(Some("no longer monitored".into()));
             }
         }
@@ -780,6 +807,9 @@ impl SupervisorState {
             presence_definitions = self.catalog.len(),
             "monitored users listed"
         );
+        // Rows of users monitored by an earlier run (or before a restart with another scope)
+        // would be listed as current: delete them, history and alerts kept.
+        self.cleanup(PersistMsg::KeepOnly(ids.clone()));
         for id in &ids {
             self.spawn_agent(myself, id).await?;
         }
@@ -882,6 +912,8 @@ impl Actor for Supervisor {
             user_queues: HashMap::new(),
             unreadable_queues: HashSet::new(),
             saved_episodes: HashMap::new(),
+            retiring: HashMap::new(),
+            unsent_cleanup: Vec::new(),
             rules: rules_in_force,
             last_reload: None,
             agents: HashMap::new(),
@@ -1188,6 +1220,17 @@ impl Actor for Supervisor {
                 if state.shutting_down {
                     return Ok(());
                 }
+                if let Child::Agent(user) = &child {
+                    if !state.user_names.contains_key(user) {
+                        // It left the monitored set while waiting for its restart.
+                        state.cleanup(PersistMsg::Forget(vec![user.clone()]));
+                        return Ok(());
+                    }
+                    if state.agents.contains_key(user) {
+                        // Listed again meanwhile: a new agent already runs.
+                        return Ok(());
+                    }
+                }
                 let result = match &child {
                     Child::Persistence => state.spawn_persistence(&myself).await,
                     Child::Slack => state.spawn_slack(&myself).await,
@@ -1394,6 +1437,13 @@ impl Actor for Supervisor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason),
             _ => return Ok(()),
         };
+        if let Some(user) = state.retiring.remove(&cell.get_id()) {
+            // Unless the user was listed again meanwhile (a new agent owns the row now).
+            if !state.agents.contains_key(&user) {
+                state.cleanup(PersistMsg::Forget(vec![user]));
+            }
+            return Ok(());
+        }
         let Some(child) = state.by_id.remove(&cell.get_id()) else {
             return Ok(());
         };
