@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 use crate::helpers::wait_for;
-use crate::service::{start_sim, temp_db_path};
+use crate::service::{run_on_sim, start_sim, temp_db_path};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-monitor");
 
@@ -212,15 +212,7 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
     let db = temp_db_path();
     let port = free_port();
     // Rows stay in the persistence actor's buffer until something forces a flush.
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("GENESYS_API_URL", sim.base_url())
-        .env("GENESYS_LOGIN_URL", sim.base_url())
-        .env("GENESYS_CLIENT_ID", sim.client_id())
-        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let mut child = run_on_sim(&sim, &db, port)
         .env("FLUSH_INTERVAL", "1h")
         .env("BATCH_ROWS", "100000")
         .env("RUST_LOG", "warn")
@@ -372,15 +364,7 @@ async fn metrics_parse_as_prometheus_text_and_count_a_known_scenario_exactly() {
     let db = temp_db_path();
     let port = free_port();
     // Its own process: the metrics recorder is process-wide, so counts are this scenario's only.
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("GENESYS_API_URL", sim.base_url())
-        .env("GENESYS_LOGIN_URL", sim.base_url())
-        .env("GENESYS_CLIENT_ID", sim.client_id())
-        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let mut child = run_on_sim(&sim, &db, port)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -494,15 +478,7 @@ fn spawn_service(
     extra: &[(&str, String)],
 ) -> Child {
     let db = temp_db_path();
-    Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("GENESYS_API_URL", sim.base_url())
-        .env("GENESYS_LOGIN_URL", sim.base_url())
-        .env("GENESYS_CLIENT_ID", sim.client_id())
-        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    run_on_sim(&sim, &db, port)
         .env("RUST_LOG", "error")
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())

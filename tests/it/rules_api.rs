@@ -11,7 +11,7 @@ use agent_monitor::rules::RuleSet;
 use serde_json::{Value, json};
 
 use crate::helpers::{SlackReceiver, rules_file, wait_for};
-use crate::service::{Harness, Opts, config_for, start_sim, temp_db_path};
+use crate::service::{Harness, Opts, config_for, run_on_sim, start_sim, temp_db_path};
 
 const NOT_RESPONDING_RULE: &str = r#"
 [[rules]]
@@ -225,18 +225,7 @@ async fn sighup_reloads_the_rules_file() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-monitor"))
-        .arg("run")
-        .env_clear()
-        .env("GENESYS_API_URL", sim.base_url())
-        .env("GENESYS_LOGIN_URL", sim.base_url())
-        .env("GENESYS_CLIENT_ID", sim.client_id())
-        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", temp_db_path().display()),
-        )
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let mut child = run_on_sim(&sim, &temp_db_path(), port)
         .env("RULES_FILE", &path)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())

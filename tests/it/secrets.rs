@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::access::BIN;
 use crate::helpers::{SlackReceiver, SlackReply, wait_for};
-use crate::service::{start_sim, temp_db_path};
+use crate::service::{run_on_sim, start_sim, temp_db_path};
 
 const API_TOKEN: &str = "api-token-7c1e0b5d9a3f42e8";
 const OTHER_TOKEN: &str = "api-token-second-51b2c8d4e6f7";
@@ -71,15 +71,7 @@ async fn no_secret_appears_in_logs_responses_or_the_spec() {
     // trace output goes to files instead.
     let out_path = db.with_extension("stdout");
     let err_path = db.with_extension("stderr");
-    let child = Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("GENESYS_API_URL", sim.base_url())
-        .env("GENESYS_LOGIN_URL", sim.base_url())
-        .env("GENESYS_CLIENT_ID", sim.client_id())
-        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let child = run_on_sim(&sim, &db, port)
         .env("SLACK_WEBHOOK_URL", &slack.url)
         .env("SLACK_ALLOW_INSECURE_URL", "true")
         .env("API_TOKENS_FILE", &tokens_file)
@@ -227,15 +219,7 @@ async fn log_format_json_writes_one_json_object_per_line() {
     let db = temp_db_path();
     let err_path = db.with_extension("stderr");
     let port = free_port();
-    let child = Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("GENESYS_API_URL", sim.base_url())
-        .env("GENESYS_LOGIN_URL", sim.base_url())
-        .env("GENESYS_CLIENT_ID", sim.client_id())
-        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
-        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+    let child = run_on_sim(&sim, &db, port)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info,agent_monitor=debug")
         .stdin(Stdio::null())

@@ -23,6 +23,23 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
+/// `agent-monitor run` in its own process against `sim`: a cleared environment with the
+/// simulator's API and login URLs and client credentials, the SQLite file `db` and
+/// `LISTEN_ADDR=127.0.0.1:port`. Add variables, stdio and `spawn`/`output` to it.
+pub fn run_on_sim(sim: &Simulator, db: &std::path::Path, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent-monitor"));
+    command
+        .arg("run")
+        .env_clear()
+        .env("GENESYS_API_URL", sim.base_url())
+        .env("GENESYS_LOGIN_URL", sim.base_url())
+        .env("GENESYS_CLIENT_ID", sim.client_id())
+        .env("GENESYS_CLIENT_SECRET", sim.client_secret())
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"));
+    command
+}
+
 /// A fresh SQLite file path under the system temp dir.
 pub fn temp_db_path() -> PathBuf {
     let dir = std::env::temp_dir().join("agent-monitor-tests");
