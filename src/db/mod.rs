@@ -180,7 +180,11 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
         let in_memory = is_sqlite_memory(url);
         if !in_memory {
             create_parent_dir(parsed.get_filename())?;
-            connect_options.max_connections(options.max_connections);
+            connect_options
+                .max_connections(options.max_connections)
+                .map_sqlx_sqlite_before_acquire(|conn, _meta| {
+                    Box::pin(async move { Ok(sqlite_connection_reusable(conn)) })
+                });
         } else {
             // Every connection to `:memory:` is its own database: keep exactly one, forever.
             connect_options
@@ -238,6 +242,31 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
             reason: redact_message(&e.to_string(), url),
         })?;
     Ok(db)
+}
+
+/// Whether an idle pooled SQLite connection may be handed out again: not if sqlx still counts
+/// it inside a transaction.
+///
+/// Why: when a `COMMIT` fails with `SQLITE_FULL` (a full disk, the WAL cannot grow), SQLite has
+/// already rolled the transaction back, so the `ROLLBACK` that follows fails too ("no
+/// transaction is active") and sqlx's transaction depth stays at 1 on a connection that is in
+/// autocommit mode. Reused, its next `BEGIN` would become `SAVEPOINT _sqlx_savepoint_1`, which
+/// opens a real transaction whose later "commits" are only `RELEASE`s of nested savepoints:
+/// every batch after the first failure would look committed (metrics, logs, credits returned)
+/// while it stayed in a transaction that never commits and holds the write lock, so other
+/// writers get "database is locked" and the rows are lost at stop. Reproduced on a full tmpfs
+/// (`tests/it/disk.rs`). A connection that is not reused is closed, which also rolls back
+/// anything it still holds; the pool opens a fresh one.
+fn sqlite_connection_reusable(conn: &mut sea_orm::sqlx::sqlite::SqliteConnection) -> bool {
+    use sea_orm::sqlx::Connection;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "discarding a pooled SQLite connection left inside a transaction (after a failed \
+             COMMIT or ROLLBACK); the next write uses a fresh connection"
+        );
+        return false;
+    }
+    true
 }
 
 impl DbError {

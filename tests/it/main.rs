@@ -9,6 +9,7 @@ mod api;
 mod backfill;
 mod chaos;
 mod delivery;
+mod disk;
 mod fixtures;
 mod helpers;
 mod lifecycle;

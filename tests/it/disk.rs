@@ -1,0 +1,253 @@
+//! The SQLite file under faults of its disk, with the real service on the simulator:
+//!
+//! - a disk that fills up (real `ENOSPC` on a small tmpfs, so `COMMIT` itself fails with
+//!   `SQLITE_FULL`) and is freed again: every transition is stored exactly once, as seen by a
+//!   connection of its own, and readiness recovers;
+//! - a database file deleted while the service runs and writes keep succeeding: `/readyz`
+//!   turns 503 naming the file.
+//!
+//! The disk-full test mounts a tmpfs, so it needs root; without it, it prints
+//! `skipped: needs root to mount tmpfs` and passes (CI runs as root).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent_monitor::app::App;
+use agent_monitor::db::entity::agent_status;
+use agent_monitor::sim::{GroundTruthTransition, ShiftConfig, TransitionKind};
+use chrono::{DateTime, Utc};
+use sea_orm::EntityTrait;
+use serde_json::Value;
+
+use crate::helpers::{SlackReceiver, wait_a_while, wait_for};
+use crate::service::{Opts, config_for, start_sim, temp_db_path};
+
+const AGENTS: usize = 40;
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A small tmpfs mounted for one test, unmounted (lazily, so an open file cannot keep it
+/// busy) and removed when dropped, even when the test panics.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size_kib` KiB on a fresh directory; `None` when that is not possible
+    /// (not root, no `mount`).
+    fn mount(size_kib: u64) -> Option<Tmpfs> {
+        let dir = temp_db_path().with_extension("tmpfs");
+        std::fs::create_dir_all(&dir).ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Writes zeros to `path` until the disk is full; returns the bytes written.
+fn fill_disk(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    let mut written = 0;
+    while let Ok(n) = file.write(&chunk) {
+        if n == 0 {
+            break;
+        }
+        written += n as u64;
+    }
+    let _ = file.sync_all();
+    written
+}
+
+/// `/readyz`: (status 200?, body).
+async fn readyz(http: &reqwest::Client, base: &str) -> Option<(bool, Value)> {
+    let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+    let ok = r.status() == 200;
+    Some((ok, r.json().await.ok()?))
+}
+
+/// Every `agent_status` row read through a connection of its own (not the service's pool, whose
+/// connections could see their own uncommitted rows): (user, kind, Genesys time) → states.
+async fn stored_rows(path: &Path) -> HashMap<(String, String, DateTime<Utc>), Vec<String>> {
+    let db = sea_orm::Database::connect(format!("sqlite://{}?mode=ro", path.display()))
+        .await
+        .unwrap();
+    let mut stored: HashMap<_, Vec<String>> = HashMap::new();
+    for row in agent_status::Entity::find().all(&db).await.unwrap() {
+        stored
+            .entry((row.user_id, row.kind, row.event_timestamp))
+            .or_default()
+            .push(row.state);
+    }
+    db.close().await.unwrap();
+    stored
+}
+
+/// The transitions of the ground truth the service must store: all but those superseded (per
+/// user and dimension) before `service_start`, which it can only learn through the snapshot.
+fn expected(
+    all: &[GroundTruthTransition],
+    service_start: DateTime<Utc>,
+) -> Vec<GroundTruthTransition> {
+    let mut known_at_start: HashMap<(String, TransitionKind), DateTime<Utc>> = HashMap::new();
+    for t in all.iter().filter(|t| t.at <= service_start) {
+        let at = known_at_start
+            .entry((t.user_id.clone(), t.kind))
+            .or_insert(t.at);
+        *at = (*at).max(t.at);
+    }
+    all.iter()
+        .filter(|t| {
+            known_at_start
+                .get(&(t.user_id.clone(), t.kind))
+                .is_none_or(|last| t.at >= *last)
+        })
+        .cloned()
+        .collect()
+}
+
+fn kind_name(kind: TransitionKind) -> &'static str {
+    match kind {
+        TransitionKind::Presence => "presence",
+        TransitionKind::Routing => "routing",
+    }
+}
+
+/// The tester's reproduction, made a test: batches whose `COMMIT` failed with "database or
+/// disk is full" left sqlx's connection inside a transaction that never committed, so the
+/// later batches were counted as stored but never became visible to other connections (and
+/// were lost at stop). Here the disk fills during a shift and is freed again; then every
+/// transition must be stored exactly once, as read by a connection of its own, and `/readyz`
+/// must be 200 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_once_space_is_freed() {
+    let Some(tmpfs) = Tmpfs::mount(8 * 1024) else {
+        println!("skipped: needs root to mount tmpfs");
+        return;
+    };
+    let sim = start_sim(AGENTS).await;
+    for id in sim.agent_ids().await.unwrap() {
+        sim.set_routing_status(&id, "INTERACTING").await.unwrap();
+    }
+    let service_start = sim.now().await.unwrap();
+    let slack = SlackReceiver::start().await;
+    let db_path = tmpfs.dir.join("db.sqlite");
+    let app = App::start(config_for(
+        &sim,
+        &slack,
+        &db_path,
+        &Opts {
+            agents: AGENTS,
+            ..Opts::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    let http = reqwest::Client::new();
+    wait_for("the service ready", DEADLINE, || async {
+        readyz(&http, &base).await.filter(|(ok, _)| *ok).map(|_| ())
+    })
+    .await;
+
+    let shift = sim
+        .start_shift(ShiftConfig {
+            seed: 3,
+            duration: Duration::from_secs(12),
+            idle_threshold: Duration::from_secs(2),
+            margin: Duration::from_millis(500),
+            mean_hold: Duration::from_millis(300),
+            ..ShiftConfig::default()
+        })
+        .await
+        .unwrap();
+
+    // Fill the disk while the shift runs: the commits now fail with SQLITE_FULL.
+    wait_a_while(Duration::from_secs(2)).await;
+    let filler = tmpfs.dir.join("filler");
+    let filled = fill_disk(&filler);
+    assert!(filled > 0, "the filler took no space");
+    let body = wait_for("/readyz to report the full disk", DEADLINE, || async {
+        let (ok, body) = readyz(&http, &base).await?;
+        let full = body["database"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full"));
+        (!ok && full).then_some(body)
+    })
+    .await;
+    assert_eq!(body["database"]["writable"], false, "{body}");
+    // Let several flushes fail (each one a COMMIT refused on the full disk).
+    wait_a_while(Duration::from_secs(3)).await;
+
+    // Free the space: everything kept in memory must now be committed.
+    std::fs::remove_file(&filler).unwrap();
+    let summary = shift.finished().await.unwrap();
+    let truth = expected(&sim.ground_truth().await.unwrap(), service_start);
+    assert!(
+        truth.len() > 2 * AGENTS,
+        "the shift generated transitions: {summary:?}"
+    );
+
+    wait_for("/readyz 200 again", DEADLINE, || async {
+        readyz(&http, &base).await.filter(|(ok, _)| *ok).map(|_| ())
+    })
+    .await;
+    // Every transition visible to another connection (on the old code the rows after the
+    // first failed COMMIT never were).
+    let _ = tokio::time::timeout(
+        DEADLINE,
+        wait_for("every transition stored", DEADLINE * 2, || async {
+            let stored = stored_rows(&db_path).await;
+            let n: usize = stored.values().map(Vec::len).sum();
+            (n >= truth.len()).then_some(())
+        }),
+    )
+    .await;
+
+    let mut stored = stored_rows(&db_path).await;
+    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
+    for t in &truth {
+        let kind = kind_name(t.kind);
+        match stored.remove(&(t.user_id.clone(), kind.to_string(), t.at)) {
+            None => missing.push(format!("{} {kind} {} at {}", t.user_id, t.value, t.at)),
+            Some(states) if states != [t.value.clone()] => wrong.push(format!(
+                "{} {kind} at {}: {states:?} != {}",
+                t.user_id, t.at, t.value
+            )),
+            Some(_) => {}
+        }
+    }
+    let extra: Vec<_> = stored.keys().take(10).collect();
+    app.shutdown().await;
+    assert!(
+        missing.is_empty() && wrong.is_empty() && extra.is_empty(),
+        "of {} transitions: {} missing (first: {:?}), {} wrong ({:?}), {} extra ({extra:?})",
+        truth.len(),
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        wrong.len(),
+        wrong.iter().take(5).collect::<Vec<_>>(),
+        stored.len(),
+    );
+    drop(tmpfs);
+}
