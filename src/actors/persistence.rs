@@ -22,6 +22,11 @@
 //! still unwritten when the actor stops and the final flush (three attempts) fails; that loss is
 //! logged with counts. The final flush gets at most 5 s.
 //!
+//! A batch counts as stored (credits released, metrics, logs) only after its `COMMIT`
+//! succeeded and, on SQLite, the database path still names the file identified at start
+//! ([`db::SqliteFile`]): a file deleted or replaced while in use fails every flush and health
+//! check from then on, since rows written into a deleted file are lost at restart.
+//!
 //! Shut it down with `drain_and_wait` (or `Flush` then `stop`): a plain `stop` discards messages
 //! still in the mailbox; `post_stop` flushes only what was already buffered.
 
@@ -139,6 +144,11 @@ pub struct PersistenceState {
     /// Last write check: when, and its error if it failed.
     probe: Option<(Instant, Option<String>)>,
     timer: Option<JoinHandle<()>>,
+    /// The SQLite file as identified at start (`None`: PostgreSQL, in memory): checked before
+    /// and after every write and in every health check (see [`db::SqliteFile`]).
+    file: Option<db::SqliteFile>,
+    /// The file's loss has been logged as an error (once; later attempts log as warnings).
+    file_alarm: bool,
 }
 
 /// Rows accepted and not yet committed.
@@ -214,7 +224,19 @@ impl Actor for PersistenceActor {
         _myself: ActorRef<Self::Msg>,
         args: PersistenceArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let file = match db::SqliteFile::identify(&args.db).await {
+            Ok(file) => file,
+            Err(e) => {
+                tracing::warn!(
+                    error = %db::describe(&e),
+                    "cannot identify the SQLite database file; its deletion will go unnoticed"
+                );
+                None
+            }
+        };
         Ok(PersistenceState {
+            file,
+            file_alarm: false,
             db: args.db,
             config: args.config,
             buffer: Buffer::new(),
@@ -407,7 +429,22 @@ impl PersistenceState {
             return Ok(());
         }
         let started = Instant::now();
-        let result = db::write_batch(&self.db, &self.buffer.batch).await;
+        // Writing into a SQLite file deleted (or replaced) meanwhile would succeed and be lost
+        // at restart: refuse before writing, and do not count a batch committed while it
+        // happened (kept and retried like any failed batch; duplicates insert nothing).
+        let result = match self.file_problem() {
+            Some(problem) => Err(problem),
+            None => db::write_batch(&self.db, &self.buffer.batch)
+                .await
+                .map_err(|e| db::describe(&e)),
+        };
+        let result = match result {
+            Ok(summary) => match self.file_problem() {
+                Some(problem) => Err(problem),
+                None => Ok(summary),
+            },
+            Err(error) => Err(error),
+        };
         if with_state && result.is_err() {
             for agent in self.buffer.batch.agents.drain(..) {
                 self.buffer
@@ -463,11 +500,18 @@ impl PersistenceState {
                 self.probe = Some((Instant::now(), None));
                 Ok(())
             }
-            Err(err) => {
-                let error = db::describe(&err);
+            Err(error) => {
                 crate::metrics::write_error();
                 let consecutive = self.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
                 let backoff = backoff(consecutive);
+                if !self.file_alarm && self.file_problem().is_some() {
+                    self.file_alarm = true;
+                    tracing::error!(
+                        error = %error,
+                        buffered = self.buffer.len(),
+                        "database file lost; keeping the batch in memory and refusing to write"
+                    );
+                }
                 tracing::warn!(
                     error = %error,
                     attempt = consecutive,
@@ -485,9 +529,30 @@ impl PersistenceState {
         }
     }
 
-    /// Health from the flush state and a write check at most every [`HEALTH_CACHE`].
+    /// Why the SQLite file can no longer be written safely (deleted or replaced), if it can't.
+    fn file_problem(&self) -> Option<String> {
+        self.file.as_ref().and_then(|file| file.check().err())
+    }
+
+    /// Health from the SQLite file's check, the flush state and a write check at most every
+    /// [`HEALTH_CACHE`].
     async fn health(&mut self) -> DbHealth {
         let buffered = self.buffer.len();
+        if let Some(problem) = self.file_problem() {
+            if !self.file_alarm {
+                self.file_alarm = true;
+                tracing::error!(
+                    error = %problem,
+                    buffered,
+                    "database file lost; refusing to write"
+                );
+            }
+            return DbHealth {
+                writable: false,
+                last_error: Some(problem),
+                buffered,
+            };
+        }
         if let Some(failure) = &self.failure {
             return DbHealth {
                 writable: false,

@@ -20,12 +20,14 @@ use sea_orm_migration::MigratorTrait;
 
 pub mod alerting;
 pub mod entity;
+mod file;
 pub mod migration;
 mod query;
 mod report;
 mod retention;
 mod write;
 
+pub use file::SqliteFile;
 pub use query::{
     AlertPage, HistoryFilter, HistoryPage, Keyset, agents, alerts, count_agents, history,
     history_rows, history_select,

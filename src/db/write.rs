@@ -261,7 +261,9 @@ async fn delete_unmonitored<C: ConnectionTrait>(txn: &C, batch: &Batch) -> Resul
 }
 
 /// A real write: upserts the single `health_probe` row with the current time. Cheap (one row)
-/// and fails exactly when a flush would (locked, read-only, disk full, connection lost).
+/// and fails exactly when a flush would (locked, read-only, disk full, connection lost). It
+/// cannot see a SQLite file deleted while in use (the write succeeds into the deleted file):
+/// that is [`super::SqliteFile::check`]'s job.
 pub async fn probe_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     health_probe::Entity::insert(health_probe::ActiveModel {
         id: Set(1),
@@ -274,31 +276,6 @@ pub async fn probe_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     )
     .exec_without_returning(db)
     .await?;
-    sqlite_file_still_there(db).await
-}
-
-/// On SQLite, checks that the database file is still on disk: a file deleted while the service
-/// runs keeps accepting writes (into an unlinked inode) that are lost at the next restart, so
-/// the write check must fail. PostgreSQL: nothing to check.
-async fn sqlite_file_still_there<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
-    if db.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
-        return Ok(());
-    }
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_string(
-            sea_orm::DatabaseBackend::Sqlite,
-            "PRAGMA database_list".to_owned(),
-        ))
-        .await?;
-    for row in rows {
-        let name: String = row.try_get_by_index(1).unwrap_or_default();
-        let file: String = row.try_get_by_index(2).unwrap_or_default();
-        if name == "main" && !file.is_empty() && !std::path::Path::new(&file).exists() {
-            return Err(DbErr::Custom(format!(
-                "the SQLite database file {file} was deleted while in use; restart the service to recreate it"
-            )));
-        }
-    }
     Ok(())
 }
 

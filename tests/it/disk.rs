@@ -251,3 +251,73 @@ async fn a_full_disk_loses_nothing_once_space_is_freed() {
     );
     drop(tmpfs);
 }
+
+/// A SQLite file deleted while a shift keeps every flush committing (so the write check that
+/// runs only after a quiet spell never ran): the service wrote on into the deleted inode, whose
+/// rows are lost at restart, and stayed ready. `/readyz` must turn 503 with a message naming
+/// the file, promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_file_deleted_under_steady_writes_is_reported_by_name() {
+    let sim = start_sim(AGENTS).await;
+    let slack = SlackReceiver::start().await;
+    let db_path = temp_db_path();
+    let app = App::start(config_for(
+        &sim,
+        &slack,
+        &db_path,
+        &Opts {
+            agents: AGENTS,
+            ..Opts::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.api_addr());
+    let http = reqwest::Client::new();
+    wait_for("the service ready", DEADLINE, || async {
+        readyz(&http, &base).await.filter(|(ok, _)| *ok).map(|_| ())
+    })
+    .await;
+    let shift = sim
+        .start_shift(ShiftConfig {
+            seed: 4,
+            duration: Duration::from_secs(8),
+            idle_threshold: Duration::from_secs(2),
+            margin: Duration::from_millis(500),
+            mean_hold: Duration::from_millis(200),
+            ..ShiftConfig::default()
+        })
+        .await
+        .unwrap();
+    wait_a_while(Duration::from_secs(1)).await;
+
+    std::fs::remove_file(&db_path).unwrap();
+    let deleted_at = std::time::Instant::now();
+    let body = wait_for(
+        "/readyz 503 naming the deleted file",
+        Duration::from_secs(5),
+        || async {
+            let (ok, body) = readyz(&http, &base).await?;
+            let error = body["database"]["error"].as_str().unwrap_or_default();
+            (!ok && error.contains("deleted") && error.contains(&*db_path.to_string_lossy()))
+                .then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["database"]["writable"], false, "{body}");
+    assert!(
+        deleted_at.elapsed() < Duration::from_secs(5),
+        "noticed after {:?}",
+        deleted_at.elapsed()
+    );
+    // It stays so: nothing is written into the deleted file while the shift goes on.
+    shift.finished().await.unwrap();
+    let (ok, body) = readyz(&http, &base).await.unwrap();
+    assert!(!ok, "{body}");
+    app.shutdown().await;
+    for suffix in ["-wal", "-shm"] {
+        let mut p = db_path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
