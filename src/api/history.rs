@@ -68,7 +68,7 @@ enum HistoryResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database did not answer in time.
+    /// The database did not answer in time, or cannot be opened (see `/readyz`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -81,7 +81,7 @@ impl From<ApiError> for HistoryResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => HistoryResponse::BadRequest(err.body()),
-            ApiError::Timeout(_) => HistoryResponse::Unavailable(err.body()),
+            _ if err.unavailable() => HistoryResponse::Unavailable(err.body()),
             _ => HistoryResponse::Internal(err.body()),
         }
     }

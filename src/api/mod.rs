@@ -7,7 +7,8 @@
 //!
 //! Every invalid query parameter is answered with 400 and `{"error": "…"}` naming the
 //! parameter; database failures with 500 and `{"error": "…"}` (details only in the log); a
-//! database query slower than [`limits::DB_QUERY_TIMEOUT`] with 503 and `{"error": "…"}`.
+//! database query slower than [`limits::DB_QUERY_TIMEOUT`], or no database connection to be had
+//! (a SQLite file deleted while the service runs), with 503 and `{"error": "…"}`.
 //!
 //! Access control and request limits: [`auth`] (every `/api/` operation takes an
 //! [`auth::ApiAuth`] parameter) and [`limits`].
@@ -203,12 +204,29 @@ enum ApiError {
 }
 
 impl ApiError {
+    /// Answered 503 rather than 500: the database did not answer in time, or no connection to
+    /// it could be had (a SQLite file deleted while the service runs cannot be opened again:
+    /// `/readyz` names the problem).
+    fn unavailable(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Timeout(_)
+                | ApiError::Database(
+                    sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)
+                )
+        )
+    }
+
     fn body(&self) -> Json<ErrorBody> {
         let error = match self {
             ApiError::BadRequest(message) => message.clone(),
             ApiError::Timeout(timeout) => {
                 tracing::warn!(error = %timeout, "API query timed out");
                 "the database did not answer in time; retry later".to_owned()
+            }
+            ApiError::Database(_) if self.unavailable() => {
+                tracing::error!(error = %self, "API request failed: no database connection");
+                "the database cannot be opened; see /readyz and the service log".to_owned()
             }
             ApiError::Database(_) | ApiError::CorruptRow(_) => {
                 tracing::error!(error = %self, "API request failed");
@@ -254,7 +272,7 @@ enum AgentsResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database did not answer in time.
+    /// The database did not answer in time, or cannot be opened (see `/readyz`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -276,7 +294,7 @@ enum AlertsResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database did not answer in time.
+    /// The database did not answer in time, or cannot be opened (see `/readyz`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -289,7 +307,7 @@ impl From<ApiError> for AlertsResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => AlertsResponse::BadRequest(err.body()),
-            ApiError::Timeout(_) => AlertsResponse::Unavailable(err.body()),
+            _ if err.unavailable() => AlertsResponse::Unavailable(err.body()),
             _ => AlertsResponse::Internal(err.body()),
         }
     }
@@ -334,7 +352,10 @@ impl MonitorApi {
                 total: rows.len() as u64,
                 data: rows.into_iter().map(AgentDto::from).collect(),
             })),
-            Ok(Err(err)) => AgentsResponse::Internal(ApiError::from(err).body()),
+            Ok(Err(err)) => match ApiError::from(err) {
+                err if err.unavailable() => AgentsResponse::Unavailable(err.body()),
+                err => AgentsResponse::Internal(err.body()),
+            },
             Err(timeout) => AgentsResponse::Unavailable(ApiError::from(timeout).body()),
         }
     }

@@ -134,7 +134,7 @@ enum TimelineResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database did not answer in time.
+    /// The database did not answer in time, or cannot be opened (see `/readyz`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -147,7 +147,7 @@ impl From<ApiError> for TimelineResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => TimelineResponse::BadRequest(err.body()),
-            ApiError::Timeout(_) => TimelineResponse::Unavailable(err.body()),
+            _ if err.unavailable() => TimelineResponse::Unavailable(err.body()),
             _ => TimelineResponse::Internal(err.body()),
         }
     }
@@ -181,7 +181,7 @@ enum TimeInStateResponse {
     /// The database could not be read.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database did not answer in time.
+    /// The database did not answer in time, or cannot be opened (see `/readyz`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -194,7 +194,7 @@ impl From<ApiError> for TimeInStateResponse {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::BadRequest(_) => TimeInStateResponse::BadRequest(err.body()),
-            ApiError::Timeout(_) => TimeInStateResponse::Unavailable(err.body()),
+            _ if err.unavailable() => TimeInStateResponse::Unavailable(err.body()),
             _ => TimeInStateResponse::Internal(err.body()),
         }
     }

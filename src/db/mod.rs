@@ -158,7 +158,8 @@ impl Default for DbOptions {
 
 /// Connects with [`DbOptions::default`] and applies every pending migration.
 ///
-/// Accepts `sqlite://PATH` (the file and its directory are created; WAL journal, busy timeout
+/// Accepts `sqlite://PATH` (the file and its directory are created if missing, before the pool
+/// opens its connections, which never create it; WAL journal, busy timeout
 /// 5 s, `synchronous=NORMAL`, 8 MiB page cache and 1 GiB memory map per connection), `sqlite::memory:` (one connection, gone at exit) and
 /// `postgres://…` / `postgresql://…`.
 ///
@@ -182,6 +183,7 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
         let in_memory = is_sqlite_memory(url);
         if !in_memory {
             create_parent_dir(parsed.get_filename())?;
+            create_sqlite_file(&parsed).await?;
             connect_options
                 .max_connections(options.max_connections)
                 .map_sqlx_sqlite_before_acquire(|conn, _meta| {
@@ -200,8 +202,11 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
         let mmap_size = options.sqlite_mmap_bytes.to_string();
         let row_buffer = options.sqlite_row_buffer.max(1);
         connect_options.map_sqlx_sqlite_opts(move |o| {
+            // The file exists (created above): a pooled connection opened after it was deleted
+            // must fail, not create an empty database in its place (the API would answer
+            // "no such table" and the writer's file check would see a different file).
             let o = o
-                .create_if_missing(true)
+                .create_if_missing(in_memory)
                 .busy_timeout(busy_timeout)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
@@ -311,6 +316,25 @@ fn sqlite_open_reason(e: &DbErr) -> String {
     } else {
         message
     }
+}
+
+/// Creates the SQLite file (an empty database) if it does not exist yet, with one connection of
+/// its own: the pool's connections never create it (see [`connect_with`]).
+async fn create_sqlite_file(options: &SqliteConnectOptions) -> Result<(), DbError> {
+    use sea_orm::sqlx::Connection;
+    let path = options.get_filename();
+    if path.exists() {
+        return Ok(());
+    }
+    let create = options.clone().create_if_missing(true).read_only(false);
+    let result = match sea_orm::sqlx::sqlite::SqliteConnection::connect_with(&create).await {
+        Ok(conn) => conn.close().await,
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| DbError::SqliteOpen {
+        path: path.display().to_string(),
+        reason: sqlite_open_reason(&DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()))),
+    })
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

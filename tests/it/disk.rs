@@ -310,10 +310,33 @@ async fn a_database_file_deleted_under_steady_writes_is_reported_by_name() {
         "noticed after {:?}",
         deleted_at.elapsed()
     );
+    // The API never creates an empty database in its place (which answered 500 "no such
+    // table"): a connection opened now fails, and that is a 503.
+    let answers = futures_util::future::join_all((0..12).map(|_| async {
+        let r = http
+            .get(format!("{base}/api/v1/agent-status/history?limit=100"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && body.contains("cannot be opened")),
+            "{status} {body}"
+        );
+    }
     // It stays so: nothing is written into the deleted file while the shift goes on.
     shift.finished().await.unwrap();
     let (ok, body) = readyz(&http, &base).await.unwrap();
     assert!(!ok, "{body}");
+    assert!(
+        !db_path.exists(),
+        "a new file was created at {}",
+        db_path.display()
+    );
     app.shutdown().await;
     for suffix in ["-wal", "-shm"] {
         let mut p = db_path.clone().into_os_string();
