@@ -478,7 +478,7 @@ fn spawn_service(
     extra: &[(&str, String)],
 ) -> Child {
     let db = temp_db_path();
-    run_on_sim(&sim, &db, port)
+    run_on_sim(sim, &db, port)
         .env("RUST_LOG", "error")
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
