@@ -20,7 +20,11 @@
 //! in [`DbHealth::last_error`], and the flush is retried on later ticks with a capped
 //! exponential backoff (100 ms doubling to 5 s). Nothing accepted is dropped, except what is
 //! still unwritten when the actor stops and the final flush (three attempts) fails; that loss is
-//! logged with counts. The final flush gets at most 5 s.
+//! logged with counts. The final flush gets at most 5 s, and never runs past the shutdown
+//! deadline ([`PersistMsg::StopBy`]): from that deadline on no write is attempted and a write
+//! still running is abandoned (its transaction rolls back), so the supervisor's count of
+//! uncommitted transitions is final and the process stops within its grace even when the
+//! database is locked.
 //!
 //! Shut it down with `drain_and_wait` (or `Flush` then `stop`): a plain `stop` discards messages
 //! still in the mailbox; `post_stop` flushes only what was already buffered.
@@ -75,6 +79,10 @@ pub enum PersistMsg {
     Flush(RpcReplyPort<Result<(), String>>),
     /// Is the database writable? Replies with the last write error, if any.
     Health(RpcReplyPort<DbHealth>),
+    /// The service is stopping: no write may run past this instant. A write still running then
+    /// is abandoned (its transaction rolls back) and later flushes, the final one in
+    /// `post_stop` included, fail at once. Sent by the supervisor's `Shutdown`.
+    StopBy(tokio::time::Instant),
     /// Internal: the flush timer (every `flush_interval`): flushes buffered history rows, and
     /// the coalesced state when it is due.
     Tick,
@@ -113,8 +121,9 @@ pub const STATE_INTERVAL: Duration = Duration::from_secs(1);
 pub const STATE_INTERVAL_BUSY: Duration = Duration::from_secs(5);
 /// Flush attempts in `post_stop` before giving up on what is buffered.
 const FINAL_FLUSH_ATTEMPTS: u32 = 3;
-/// Longest `post_stop` spends on the final flush (stays inside the 10 s shutdown grace even
-/// when every attempt waits out SQLite's 5 s busy timeout).
+/// Longest `post_stop` spends on the final flush; while stopping it is further cut to what is
+/// left before the shutdown deadline ([`PersistMsg::StopBy`]), so a write waiting out SQLite's
+/// 5 s busy timeout cannot push the stop past its grace.
 const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(5);
 
 /// The persistence actor (stateless handler; see [`PersistenceState`]).
@@ -139,6 +148,8 @@ pub struct PersistenceState {
     /// Last write check: when, and its error if it failed.
     probe: Option<(Instant, Option<String>)>,
     timer: Option<JoinHandle<()>>,
+    /// The shutdown deadline ([`PersistMsg::StopBy`]), once the service is stopping.
+    stop_by: Option<tokio::time::Instant>,
 }
 
 /// Rows accepted and not yet committed.
@@ -221,6 +232,7 @@ impl Actor for PersistenceActor {
             failure: None,
             probe: None,
             timer: None,
+            stop_by: None,
         })
     }
 
@@ -308,6 +320,9 @@ impl Actor for PersistenceActor {
                 let health = state.health().await;
                 let _ = reply.send(health);
             }
+            PersistMsg::StopBy(deadline) => {
+                state.stop_by = Some(deadline);
+            }
             PersistMsg::Tick => {
                 if (!state.buffer.batch.is_empty()
                     || state.buffer.state_due(state.config.batch_rows.max(1)))
@@ -328,6 +343,10 @@ impl Actor for PersistenceActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        let budget = state.stop_by.map_or(FINAL_FLUSH_BUDGET, |by| {
+            by.saturating_duration_since(tokio::time::Instant::now())
+                .min(FINAL_FLUSH_BUDGET)
+        });
         let final_flush = async {
             let mut delay = INITIAL_BACKOFF;
             for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
@@ -341,8 +360,9 @@ impl Actor for PersistenceActor {
             }
             false
         };
-        // An interrupted transaction rolls back, so the counts below stay right.
-        if let Ok(true) = tokio::time::timeout(FINAL_FLUSH_BUDGET, final_flush).await {
+        // An interrupted transaction rolls back, so the counts below stay right. Past the
+        // shutdown deadline every attempt fails at once (see `flush`).
+        if let Ok(true) = tokio::time::timeout(budget, final_flush).await {
             return Ok(());
         }
         let batch = &state.buffer.batch;
@@ -407,7 +427,23 @@ impl PersistenceState {
             return Ok(());
         }
         let started = Instant::now();
-        let result = db::write_batch(&self.db, &self.buffer.batch).await;
+        // While stopping, a write may not outlive the shutdown deadline: abandoning it rolls
+        // its transaction back, so nothing is committed after the supervisor's count.
+        let result = match self.stop_by {
+            None => db::write_batch(&self.db, &self.buffer.batch).await,
+            Some(by) if tokio::time::Instant::now() >= by => Err(sea_orm::DbErr::Custom(
+                "the shutdown deadline has passed; nothing more is written".into(),
+            )),
+            Some(by) => {
+                let write = db::write_batch(&self.db, &self.buffer.batch);
+                match tokio::time::timeout_at(by, write).await {
+                    Ok(result) => result,
+                    Err(_) => Err(sea_orm::DbErr::Custom(
+                        "the shutdown deadline passed before the write committed".into(),
+                    )),
+                }
+            }
+        };
         if with_state && result.is_err() {
             for agent in self.buffer.batch.agents.drain(..) {
                 self.buffer
