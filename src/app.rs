@@ -197,6 +197,12 @@ impl App {
                             })
                         })
                     },
+                    silenced: {
+                        let sup = supervisor.clone();
+                        Arc::new(move |silence| {
+                            let _ = sup.cast(SupervisorMsg::Silenced(silence));
+                        })
+                    },
                 },
             },
             AccessPolicy::new(&config.access),

@@ -1462,3 +1462,34 @@ fn a_threshold_without_a_unit_suggests_seconds_or_minutes() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_repeat_interval_under_a_minute_is_refused_with_the_rules_other_problems() {
+    let text = "[[rules]]\nname = \"fast\"\nthreshold = \"1m\"\nrepeat_interval = \"1s\"\nseverity = \"loud\"\n[rules.match]\nrouting_status = \"IDLE\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let repeat = found
+        .iter()
+        .find(|p| matches!(&p.kind, ProblemKind::RepeatTooShort { value, min } if value == "1s" && min == "1m"))
+        .unwrap_or_else(|| panic!("no repeat problem in {found:?}"));
+    assert_eq!(repeat.line, 4);
+    assert!(matches!(&repeat.rule, Some(RuleLabel::Named(n)) if n == "fast"));
+    assert!(repeat.to_string().contains("at least 1m"), "{repeat}");
+    assert!(
+        found
+            .iter()
+            .any(|p| matches!(&p.kind, ProblemKind::BadSeverity { .. }))
+    );
+    // The bound itself is accepted, and tests may lower it.
+    assert_eq!(
+        rule("threshold = \"1m\"\nrepeat_interval = \"1m\"\n[rules.match]\nrouting_status = \"IDLE\"\n")
+            .repeat_interval,
+        Some(MIN_REPEAT_INTERVAL)
+    );
+    let lowered = RuleLimits {
+        min_repeat_interval: Duration::from_secs(1),
+    };
+    let set = RuleSet::parse_with(text.replace("loud", "info").as_str(), lowered).unwrap();
+    assert_eq!(set.rules()[0].repeat_interval, Some(Duration::from_secs(1)));
+    assert_eq!(set.limits(), lowered);
+}

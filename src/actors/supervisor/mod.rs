@@ -114,6 +114,9 @@ pub enum SupervisorMsg {
     ReloadRules(RpcReplyPort<ReloadOutcome>),
     /// The rules in force, where they came from and the last reload.
     Rules(RpcReplyPort<RulesInForce>),
+    /// A silence was created (`POST /api/v1/silences`): passed on to the Slack actor
+    /// ([`SlackMsg::Silenced`]), which drops the waiting firing messages it matches.
+    Silenced(crate::domain::Silence),
     /// The retention actor, if `RETENTION_DAYS` is set (tests, debugging).
     Retention(RpcReplyPort<Option<ActorRef<RetentionMsg>>>),
     /// Graceful stop: close every socket with a normal closure, wait until every accepted
@@ -1325,7 +1328,8 @@ impl Actor for Supervisor {
                                 .into(),
                         ],
                     },
-                    Some(path) => match RuleSet::load(path) {
+                    // Checked against the same limits as the rules in force.
+                    Some(path) => match RuleSet::load_with(path, state.rules.limits()) {
                         Ok(rules) => {
                             let rules = Arc::new(rules);
                             for rule in rules.rules() {
@@ -1362,6 +1366,11 @@ impl Actor for Supervisor {
                     state.refresh_queue_topics();
                 }
                 let _ = reply.send(outcome);
+            }
+            SupervisorMsg::Silenced(silence) => {
+                if let Some(slack) = &state.slack {
+                    let _ = slack.cast(SlackMsg::Silenced(silence));
+                }
             }
             SupervisorMsg::Rules(reply) => {
                 let _ = reply.send(RulesInForce {
