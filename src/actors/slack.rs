@@ -215,6 +215,20 @@ impl Reporter {
         }
     }
 
+    /// `msg` will be tried again: its alerts stay `pending`, but the attempts made so far and
+    /// the last error are recorded now, so `/api/v1/alerts` shows a message being retried as
+    /// such rather than as never attempted.
+    fn retrying(&self, msg: &Message, error: &str) {
+        for alert in &msg.alerts {
+            self.outcome(
+                alert,
+                DeliveryStatus::Pending,
+                Some(error.to_string()),
+                msg.attempts,
+            );
+        }
+    }
+
     /// Every alert of `msg` failed for good: `Failed` outcomes and dead letters.
     fn fail(&self, destination: &str, msg: &Message, error: &str) {
         let now = Utc::now();
@@ -783,6 +797,7 @@ impl SlackState {
                     warn!(destination = %dest.name, wait_ms = wait.as_millis() as u64,
                           "rate limited (429): pausing this destination");
                     dest.paused_until = Some((now + wait, Utc::now() + wait));
+                    self.report.retrying(&msg, "rate_limited");
                     dest.queue.push_front(msg);
                 }
             }
@@ -800,6 +815,7 @@ impl SlackState {
                     warn!(destination = %dest.name, attempts = msg.attempts, error = %error,
                           delay_ms = delay.as_millis() as u64, "alert delivery failed: retrying");
                     msg.not_before = Some(now + delay);
+                    self.report.retrying(&msg, &error);
                     dest.queue.push_front(msg);
                 }
             }
@@ -807,6 +823,7 @@ impl SlackState {
                 warn!(destination = %dest.name, error = %error,
                       "Slack refused the blocks: retrying once as text only");
                 msg.text_only = true;
+                self.report.retrying(&msg, &error);
                 dest.queue.push_front(msg);
             }
             Answer::Payload(error) | Answer::Permanent(error) => {

@@ -1259,3 +1259,44 @@ routing_status = "NOT_RESPONDING"
     assert_eq!(records[0]["delivery_status"], "suppressed");
     h.app.shutdown().await;
 }
+
+/// A message being retried shows its real attempt count (and the last failure) in
+/// `/api/v1/alerts` while it is still pending, not `attempts: 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_being_retried_shows_its_attempts_in_the_alerts_api() {
+    let sim = busy_sim(1).await;
+    let rules = r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+severity = "critical"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+"#;
+    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "INTERACTING").await;
+    // The first POST is answered 429 with a 4 s pause: the message waits for its retry.
+    h.slack.script([crate::helpers::SlackReply {
+        status: 429,
+        retry_after: Some(4),
+        body: "rate_limited".into(),
+    }]);
+    h.sim
+        .set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    let waiting = wait_alert(&h, "rule=not-responding", |a| {
+        a["delivery_status"] == "pending" && a["attempts"] == 1
+    })
+    .await;
+    assert_eq!(waiting["delivery_error"], "rate_limited", "{waiting}");
+    assert_eq!(h.slack.received().len(), 1, "still waiting for its retry");
+    let delivered = wait_alert(&h, "rule=not-responding", |a| {
+        a["delivery_status"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivered["attempts"], 2, "{delivered}");
+    assert_eq!(delivered["delivery_error"], Value::Null, "{delivered}");
+    h.app.shutdown().await;
+}
