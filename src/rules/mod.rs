@@ -12,7 +12,7 @@
 //! ```toml
 //! [[rules]]
 //! name = "idle-too-long"            # unique
-//! threshold = "10m"                 # humantime, > 0
+//! threshold = "10m"                 # humantime, > 0, at most 7 days (MAX_THRESHOLD)
 //! repeat_interval = "30m"           # optional: none = fire once; at least 1m (MIN_REPEAT_INTERVAL)
 //! send_resolved = true              # default false
 //! flap_tolerance = "5s"             # default 5s
@@ -63,6 +63,12 @@ pub use quiet::{Minutes, QuietHours, parse_weekday, parse_window};
 /// load. (The Slack actor also coalesces a repeat with a message of its episode still waiting,
 /// so the queue cannot grow whatever the interval.)
 pub const MIN_REPEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The longest `threshold` a rule may give: 7 days, as for `IDLE_THRESHOLD`
+/// (`cli::MAX_IDLE_THRESHOLD`). No agent state worth an alert lasts a week (a shift is hours,
+/// and an agent logged on for a week is a state nobody watches by threshold), so a longer one
+/// is a typo (`10d` for `10m`) or a unit mistake that would silently never fire.
+pub const MAX_THRESHOLD: Duration = Duration::from_secs(7 * 86_400);
 
 /// Bounds a rules file is validated against. Production always uses the default
 /// ([`RuleLimits::default`]); tests that need a repeat within seconds lower the bound with
@@ -400,6 +406,15 @@ pub enum ProblemKind {
     ZeroDuration {
         /// The key.
         key: String,
+    },
+    /// A `threshold` above [`MAX_THRESHOLD`].
+    #[error(
+        "`threshold` = {value:?} is too long: at most 7 days (no agent state worth an alert \
+         lasts a week; this is most likely a typo such as \"10d\" for \"10m\")"
+    )]
+    ThresholdTooLong {
+        /// The value as written.
+        value: String,
     },
     /// A `repeat_interval` below [`RuleLimits::min_repeat_interval`].
     #[error(

@@ -455,6 +455,11 @@ impl Cx {
                 "threshold" => {
                     threshold_seen = true;
                     threshold = self.duration(v, k);
+                    if threshold.is_some_and(|d| d > super::MAX_THRESHOLD) {
+                        let value = self.string(v, k).unwrap_or_default();
+                        self.report(v.span(), ProblemKind::ThresholdTooLong { value });
+                        threshold = None;
+                    }
                 }
                 "repeat_interval" => {
                     repeat_interval = self.duration(v, k);

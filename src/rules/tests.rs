@@ -1493,3 +1493,21 @@ fn a_repeat_interval_under_a_minute_is_refused_with_the_rules_other_problems() {
     assert_eq!(set.rules()[0].repeat_interval, Some(Duration::from_secs(1)));
     assert_eq!(set.limits(), lowered);
 }
+
+#[test]
+fn a_threshold_over_seven_days_is_refused_with_the_rules_other_problems() {
+    let text = "[[rules]]\nname = \"typo\"\nthreshold = \"10d\"\nseverity = \"loud\"\n[rules.match]\nrouting_status = \"IDLE\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let long = found
+        .iter()
+        .find(|p| matches!(&p.kind, ProblemKind::ThresholdTooLong { value } if value == "10d"))
+        .unwrap_or_else(|| panic!("no threshold problem in {found:?}"));
+    assert_eq!(long.line, 3);
+    assert!(long.to_string().contains("at most 7 days"), "{long}");
+    // Exactly 7 days is accepted.
+    assert_eq!(
+        rule("threshold = \"7d\"\n[rules.match]\nrouting_status = \"IDLE\"\n").threshold,
+        MAX_THRESHOLD
+    );
+}
