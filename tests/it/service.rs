@@ -795,3 +795,50 @@ async fn unknown_paths_answer_404_with_an_error_body() {
     }
     h.app.shutdown().await;
 }
+
+/// 414 (a query string over the limit) and 405 (a known
+/// path with a method it does not have) answer in the API's error format, as 404 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_long_uris_and_wrong_methods_answer_with_an_error_body() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
+    let check = |what: String, resp: reqwest::Response, status: u16| async move {
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: content-type {content_type:?}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+    };
+    let url = format!("{}/api/v1/agents?user_id={}", h.base, "a".repeat(20_000));
+    let resp = h.http.get(url).send().await.unwrap();
+    check("a query of 20,000 bytes".into(), resp, 414).await;
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/v1/agents"),
+        (reqwest::Method::POST, "/api/v1/alerts"),
+        (reqwest::Method::PUT, "/api/v1/silences"),
+        (reqwest::Method::POST, "/healthz"),
+    ] {
+        let resp = h
+            .http
+            .request(method.clone(), format!("{}{path}", h.base))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        check(format!("{method} {path}"), resp, 405).await;
+    }
+    h.app.shutdown().await;
+}
