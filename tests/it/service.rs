@@ -842,3 +842,31 @@ async fn too_long_uris_and_wrong_methods_answer_with_an_error_body() {
     }
     h.app.shutdown().await;
 }
+
+/// A query parameter given twice is refused with 400 naming it, instead of the first value
+/// being used silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_parameter_given_twice_answers_400_naming_it() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
+    for (path, name) in [
+        ("/api/v1/alerts?limit=10&limit=100", "limit"),
+        (
+            "/api/v1/agent-status/history?kind=routing&limit=5&kind=presence",
+            "kind",
+        ),
+        ("/api/v1/agents?format=csv&f%6Frmat=json", "format"),
+    ] {
+        let (status, body) = h.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&format!("`{name}`")), "{path}: {body}");
+    }
+    // Each given once: fine.
+    let (status, body) = h.get("/api/v1/alerts?limit=10&offset=0").await;
+    assert_eq!(status, 200, "{body}");
+    h.app.shutdown().await;
+}
