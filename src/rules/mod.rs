@@ -11,7 +11,7 @@
 //! # The rules file
 //! ```toml
 //! [[rules]]
-//! name = "idle-too-long"            # unique
+//! name = "idle-too-long"            # unique, ignoring case
 //! threshold = "10m"                 # humantime, > 0, at most 7 days (MAX_THRESHOLD)
 //! repeat_interval = "30m"           # optional: none = fire once; at least 1m (MIN_REPEAT_INTERVAL)
 //! send_resolved = true              # default false
@@ -481,8 +481,11 @@ pub enum ProblemKind {
         /// Line of the first destination with that name.
         first_line: usize,
     },
-    /// Two rules with the same name.
-    #[error("duplicate rule name {name:?} (first defined on line {first_line})")]
+    /// Two rules with the same name, ignoring case.
+    #[error(
+        "duplicate rule name {name:?} (first defined on line {first_line}; names are compared \
+         ignoring case)"
+    )]
     DuplicateName {
         /// The name.
         name: String,

@@ -127,10 +127,12 @@ pub(super) fn parse(
         }
     }
 
-    let mut first_line: HashMap<&str, usize> = HashMap::new();
+    // Names are compared ignoring case: `Idle` and `idle` would be two rules that operators,
+    // silences (`rule=`) and Slack messages could not tell apart.
+    let mut first_line: HashMap<String, usize> = HashMap::new();
     let mut duplicates = Vec::new();
     for (name, line) in &names {
-        match first_line.get(name.as_str()) {
+        match first_line.get(&name.to_lowercase()) {
             Some(&first) => duplicates.push(Problem {
                 line: *line,
                 rule: Some(RuleLabel::Named(name.clone())),
@@ -140,7 +142,7 @@ pub(super) fn parse(
                 },
             }),
             None => {
-                first_line.insert(name, *line);
+                first_line.insert(name.to_lowercase(), *line);
             }
         }
     }

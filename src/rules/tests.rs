@@ -1511,3 +1511,24 @@ fn a_threshold_over_seven_days_is_refused_with_the_rules_other_problems() {
         MAX_THRESHOLD
     );
 }
+
+#[test]
+fn rule_names_differing_only_in_case_are_duplicates() {
+    let text = "[[rules]]\nname = \"Idle\"\nthreshold = \"1m\"\nmatch.routing_status = \"IDLE\"\n\n\
+                [[rules]]\nname = \"idle\"\nthreshold = \"2m\"\nmatch.routing_status = \"IDLE\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].line, 6);
+    assert_eq!(
+        found[0].kind,
+        ProblemKind::DuplicateName {
+            name: "idle".into(),
+            first_line: 1
+        }
+    );
+    assert!(
+        found[0].to_string().contains("ignoring case"),
+        "{}",
+        found[0]
+    );
+}
