@@ -46,6 +46,24 @@ pub enum AppError {
     /// A fatal error while running (e.g. `invalid_client`).
     #[error("{0}")]
     Fatal(String),
+    /// The stop could not confirm that every accepted transition was committed within the
+    /// shutdown grace (a locked or failing database): how many were not (`None`: the
+    /// supervisor did not answer, so the count is unknown). Exit status 1.
+    #[error("{}", unflushed_message(*.0))]
+    Unflushed(Option<usize>),
+}
+
+/// The one-line wording of [`AppError::Unflushed`].
+fn unflushed_message(count: Option<usize>) -> String {
+    match count {
+        Some(n) => format!(
+            "shutdown: {n} transitions were not committed: the database did not confirm the \
+             final flush within the shutdown grace (the log has the database error)"
+        ),
+        None => "shutdown: the final flush was not confirmed within the shutdown grace (the \
+                 supervisor did not answer); transitions may not have been committed"
+            .to_string(),
+    }
 }
 
 impl AppError {
@@ -179,6 +197,12 @@ impl App {
                             })
                         })
                     },
+                    silenced: {
+                        let sup = supervisor.clone();
+                        Arc::new(move |silence| {
+                            let _ = sup.cast(SupervisorMsg::Silenced(silence));
+                        })
+                    },
                 },
             },
             AccessPolicy::new(&config.access),
@@ -249,9 +273,20 @@ impl App {
 
     /// Graceful stop: stop taking events, close the sockets with a normal closure, commit every
     /// accepted transition, stop the actors and the API; bounded by the shutdown grace (10 s).
-    pub async fn shutdown(mut self) {
+    /// Whether everything was committed is logged; [`App::shutdown_checked`] also returns it.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_checked().await;
+    }
+
+    /// [`App::shutdown`], then [`AppError::Unflushed`] when the final flush did not confirm
+    /// every accepted transition within the grace (the exit status is then 1, not 0). Nothing
+    /// is committed after the flush deadline (2 s before the end of the grace), so the count
+    /// is final.
+    pub async fn shutdown_checked(mut self) -> Result<(), AppError> {
         let grace = self.grace;
         let flush_deadline = grace.saturating_sub(Duration::from_secs(2));
+        // The flush's verdict: `None` until the supervisor answers or fails to.
+        let mut verdict: Option<Option<Option<usize>>> = None;
         let stopping = async {
             let result = ractor::call_t!(
                 self.supervisor,
@@ -261,9 +296,14 @@ impl App {
                 },
                 flush_deadline.as_millis() as u64 + 1000
             );
-            if let Err(e) = result {
-                tracing::error!(error = %e, "the supervisor did not confirm the flush");
-            }
+            verdict = Some(match result {
+                Ok(0) => None,
+                Ok(n) => Some(Some(n)),
+                Err(e) => {
+                    tracing::error!(error = %e, "the supervisor did not confirm the flush");
+                    Some(None)
+                }
+            });
             self.supervisor.stop(Some("shutdown".into()));
             let _ = (&mut self.supervisor_done).await;
             if let Some(stop) = self.api_stop.take() {
@@ -276,6 +316,12 @@ impl App {
                 grace_secs = grace.as_secs(),
                 "shutdown did not finish in time"
             );
+        }
+        // The flush deadline is 2 s before the grace ends, so the supervisor has answered
+        // unless it is stuck; then nothing confirmed the flush.
+        match verdict.unwrap_or(Some(None)) {
+            None => Ok(()),
+            Some(count) => Err(AppError::Unflushed(count)),
         }
     }
 }
@@ -309,10 +355,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     tracing::info!("stopping");
-    app.shutdown().await;
+    let stopped = app.shutdown_checked().await;
     match fatal {
         Some(error) => Err(AppError::Fatal(error)),
-        None => Ok(()),
+        None => stopped,
     }
 }
 

@@ -20,7 +20,11 @@
 //! in [`DbHealth::last_error`], and the flush is retried on later ticks with a capped
 //! exponential backoff (100 ms doubling to 5 s). Nothing accepted is dropped, except what is
 //! still unwritten when the actor stops and the final flush (three attempts) fails; that loss is
-//! logged with counts. The final flush gets at most 5 s.
+//! logged with counts. The final flush gets at most 5 s, and never runs past the shutdown
+//! deadline ([`PersistMsg::StopBy`]): from that deadline on no write is attempted and a write
+//! still running is abandoned (its transaction rolls back), so the supervisor's count of
+//! uncommitted transitions is final and the process stops within its grace even when the
+//! database is locked.
 //!
 //! A batch counts as stored (credits released, metrics, logs) only after its `COMMIT`
 //! succeeded and, on SQLite, the database path still names the file identified at start
@@ -80,6 +84,10 @@ pub enum PersistMsg {
     Flush(RpcReplyPort<Result<(), String>>),
     /// Is the database writable? Replies with the last write error, if any.
     Health(RpcReplyPort<DbHealth>),
+    /// The service is stopping: no write may run past this instant. A write still running then
+    /// is abandoned (its transaction rolls back) and later flushes, the final one in
+    /// `post_stop` included, fail at once. Sent by the supervisor's `Shutdown`.
+    StopBy(tokio::time::Instant),
     /// Internal: the flush timer (every `flush_interval`): flushes buffered history rows, and
     /// the coalesced state when it is due.
     Tick,
@@ -118,8 +126,9 @@ pub const STATE_INTERVAL: Duration = Duration::from_secs(1);
 pub const STATE_INTERVAL_BUSY: Duration = Duration::from_secs(5);
 /// Flush attempts in `post_stop` before giving up on what is buffered.
 const FINAL_FLUSH_ATTEMPTS: u32 = 3;
-/// Longest `post_stop` spends on the final flush (stays inside the 10 s shutdown grace even
-/// when every attempt waits out SQLite's 5 s busy timeout).
+/// Longest `post_stop` spends on the final flush; while stopping it is further cut to what is
+/// left before the shutdown deadline ([`PersistMsg::StopBy`]), so a write waiting out SQLite's
+/// 5 s busy timeout cannot push the stop past its grace.
 const FINAL_FLUSH_BUDGET: Duration = Duration::from_secs(5);
 
 /// The persistence actor (stateless handler; see [`PersistenceState`]).
@@ -149,6 +158,8 @@ pub struct PersistenceState {
     file: Option<db::SqliteFile>,
     /// The file's loss has been logged as an error (once; later attempts log as warnings).
     file_alarm: bool,
+    /// The shutdown deadline ([`PersistMsg::StopBy`]), once the service is stopping.
+    stop_by: Option<tokio::time::Instant>,
 }
 
 /// Rows accepted and not yet committed.
@@ -243,6 +254,7 @@ impl Actor for PersistenceActor {
             failure: None,
             probe: None,
             timer: None,
+            stop_by: None,
         })
     }
 
@@ -330,6 +342,9 @@ impl Actor for PersistenceActor {
                 let health = state.health().await;
                 let _ = reply.send(health);
             }
+            PersistMsg::StopBy(deadline) => {
+                state.stop_by = Some(deadline);
+            }
             PersistMsg::Tick => {
                 if (!state.buffer.batch.is_empty()
                     || state.buffer.state_due(state.config.batch_rows.max(1)))
@@ -350,6 +365,10 @@ impl Actor for PersistenceActor {
         if let Some(timer) = state.timer.take() {
             timer.abort();
         }
+        let budget = state.stop_by.map_or(FINAL_FLUSH_BUDGET, |by| {
+            by.saturating_duration_since(tokio::time::Instant::now())
+                .min(FINAL_FLUSH_BUDGET)
+        });
         let final_flush = async {
             let mut delay = INITIAL_BACKOFF;
             for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
@@ -363,8 +382,9 @@ impl Actor for PersistenceActor {
             }
             false
         };
-        // An interrupted transaction rolls back, so the counts below stay right.
-        if let Ok(true) = tokio::time::timeout(FINAL_FLUSH_BUDGET, final_flush).await {
+        // An interrupted transaction rolls back, so the counts below stay right. Past the
+        // shutdown deadline every attempt fails at once (see `flush`).
+        if let Ok(true) = tokio::time::timeout(budget, final_flush).await {
             return Ok(());
         }
         let batch = &state.buffer.batch;
@@ -431,12 +451,26 @@ impl PersistenceState {
         let started = Instant::now();
         // Writing into a SQLite file deleted (or replaced) meanwhile would succeed and be lost
         // at restart: refuse before writing, and do not count a batch committed while it
-        // happened (kept and retried like any failed batch; duplicates insert nothing).
-        let result = match self.file_problem() {
-            Some(problem) => Err(problem),
-            None => db::write_batch(&self.db, &self.buffer.batch)
+        // happened (kept and retried like any failed batch; duplicates insert nothing). While
+        // stopping, a write may not outlive the shutdown deadline: abandoning it rolls its
+        // transaction back, so nothing is committed after the supervisor's count.
+        let result = match (self.file_problem(), self.stop_by) {
+            (Some(problem), _) => Err(problem),
+            (None, None) => db::write_batch(&self.db, &self.buffer.batch)
                 .await
                 .map_err(|e| db::describe(&e)),
+            (None, Some(by)) if tokio::time::Instant::now() >= by => {
+                Err("the shutdown deadline has passed; nothing more is written".to_owned())
+            }
+            (None, Some(by)) => {
+                let write = db::write_batch(&self.db, &self.buffer.batch);
+                match tokio::time::timeout_at(by, write).await {
+                    Ok(result) => result.map_err(|e| db::describe(&e)),
+                    Err(_) => {
+                        Err("the shutdown deadline passed before the write committed".to_owned())
+                    }
+                }
+            }
         };
         let result = match result {
             Ok(summary) => match self.file_problem() {

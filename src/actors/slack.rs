@@ -25,6 +25,14 @@
 //!   message.
 //! - **Silences and quiet hours**: an alert with `muted` set, or matching an active silence
 //!   (read from the database, cached for `silence_cache`), is recorded `suppressed`, not sent.
+//!   A silence created while firing messages it matches wait (group, queue, retry) is sent
+//!   here as [`SlackMsg::Silenced`]: those messages are dropped and recorded `suppressed` the
+//!   same way, and a message that was in flight is checked again before any retry.
+//! - **Repeats coalesce**: a firing alert of an episode that already has a firing message
+//!   waiting (grouped or queued, not in flight) takes that message's place; the older one is
+//!   recorded `dropped` (`superseded by a newer message of this episode`). However short the
+//!   repeat interval and however long the destination is paused, an episode has at most one
+//!   firing message waiting per destination.
 //!
 //! Webhook URLs are credentials: never logged, never in outcomes or dead letters.
 
@@ -58,6 +66,10 @@ pub enum SlackMsg {
         /// `<rule>:<user_id>:<episode start in ms>`.
         episode_key: String,
     },
+    /// A silence was just created (`POST /api/v1/silences`): firing alerts it matches that
+    /// are still waiting (grouped, queued or due for a retry) are dropped and recorded
+    /// `suppressed` (`silenced: <comment>`), and the silence applies to new alerts at once.
+    Silenced(Silence),
     /// The status of every destination, for `/readyz`.
     Status(ractor::RpcReplyPort<Vec<DestinationStatus>>),
     /// Internal: the `group_wait` of a group is over: queue its message.
@@ -203,6 +215,20 @@ impl Reporter {
         }
     }
 
+    /// `msg` will be tried again: its alerts stay `pending`, but the attempts made so far and
+    /// the last error are recorded now, so `/api/v1/alerts` shows a message being retried as
+    /// such rather than as never attempted.
+    fn retrying(&self, msg: &Message, error: &str) {
+        for alert in &msg.alerts {
+            self.outcome(
+                alert,
+                DeliveryStatus::Pending,
+                Some(error.to_string()),
+                msg.attempts,
+            );
+        }
+    }
+
     /// Every alert of `msg` failed for good: `Failed` outcomes and dead letters.
     fn fail(&self, destination: &str, msg: &Message, error: &str) {
         let now = Utc::now();
@@ -302,6 +328,7 @@ impl Actor for SlackActor {
         match message {
             SlackMsg::Alert(alert) => state.accept(&myself, alert).await,
             SlackMsg::EpisodeEnded { episode_key } => state.episode_ended(episode_key),
+            SlackMsg::Silenced(silence) => state.silenced(&myself, silence),
             SlackMsg::Status(reply) => {
                 let _ = reply.send(state.status());
             }
@@ -352,6 +379,17 @@ impl Actor for SlackActor {
 }
 
 impl Destination {
+    /// The firing alert of `episode_key` waiting in a group or the queue (not in flight: that
+    /// one is being sent), if any.
+    fn waiting_firing_mut(&mut self, episode_key: &str) -> Option<&mut Alert> {
+        let firing = |a: &&mut Alert| {
+            a.episode_key == episode_key && matches!(a.kind, AlertKind::Firing { .. })
+        };
+        let in_groups = self.groups.iter_mut().flat_map(|g| g.alerts.iter_mut());
+        let in_queue = self.queue.iter_mut().flat_map(|m| m.alerts.iter_mut());
+        in_groups.chain(in_queue).find(firing)
+    }
+
     /// Alerts waiting or in flight.
     fn depth(&self) -> usize {
         self.groups.iter().map(|g| g.alerts.len()).sum::<usize>()
@@ -431,6 +469,22 @@ impl SlackState {
                 .fail(&name, &msg, &format!("destination disabled: {reason}"));
             return;
         }
+        if matches!(alert.kind, AlertKind::Firing { .. }) && !alert.episode_key.is_empty() {
+            if let Some(slot) = dest.waiting_firing_mut(&alert.episode_key) {
+                let older = std::mem::replace(slot, alert);
+                info!(alert_key = %older.alert_key, newer = %slot.alert_key, destination = %name,
+                      "firing message superseded by a newer one of its episode before delivery");
+                // The newer alert took the older one's place in the queue depth.
+                self.report.outcome(
+                    &older,
+                    DeliveryStatus::Dropped,
+                    Some("superseded by a newer message of this episode".into()),
+                    0,
+                );
+                self.pump(myself, &name);
+                return;
+            }
+        }
         if self.config.group_wait.is_zero() {
             dest.queue.push_back(Message::new(vec![alert]));
             self.pump(myself, &name);
@@ -485,6 +539,64 @@ impl SlackState {
             .and_then(|(_, list)| list.iter().find(|s| s.matches(alert, now)).cloned())
     }
 
+    /// A new silence: from now on it applies to new alerts (added to the cached list) and to
+    /// the firing alerts already waiting, which are dropped here and recorded `suppressed`.
+    fn silenced(&mut self, myself: &ActorRef<SlackMsg>, silence: Silence) {
+        match &mut self.silences {
+            Some((_, list)) => {
+                list.retain(|s| s.id != silence.id);
+                list.push(silence.clone());
+            }
+            // Not read yet: hold this one, already stale, so the next alert reads them all.
+            None => {
+                let now = Instant::now();
+                let stale = now.checked_sub(self.config.silence_cache).unwrap_or(now);
+                self.silences = Some((stale, vec![silence.clone()]));
+            }
+        }
+        let now = Utc::now();
+        let matches =
+            |a: &Alert| matches!(a.kind, AlertKind::Firing { .. }) && silence.matches(a, now);
+        let names: Vec<String> = self.destinations.keys().cloned().collect();
+        for name in names {
+            let dest = self.destinations.get_mut(&name).expect("listed above");
+            let mut silenced: Vec<(Alert, u32)> = Vec::new();
+            for group in &mut dest.groups {
+                let (hit, kept): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut group.alerts)
+                    .into_iter()
+                    .partition(matches);
+                group.alerts = kept;
+                silenced.extend(hit.into_iter().map(|a| (a, 0)));
+            }
+            for msg in &mut dest.queue {
+                let (hit, kept): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut msg.alerts)
+                    .into_iter()
+                    .partition(matches);
+                if !hit.is_empty() {
+                    // The payload changes with the alerts: the text-only downgrade starts over.
+                    msg.text_only = false;
+                }
+                msg.alerts = kept;
+                silenced.extend(hit.into_iter().map(|a| (a, msg.attempts)));
+            }
+            dest.groups.retain(|g| !g.alerts.is_empty());
+            dest.queue.retain(|m| !m.alerts.is_empty());
+            for (alert, attempts) in &silenced {
+                info!(alert_key = %alert.alert_key, destination = %name, silence = silence.id,
+                      "alert silenced while waiting for delivery: recorded, not sent");
+                crate::metrics::delivery_dequeued(1);
+                self.report.outcome(
+                    alert,
+                    DeliveryStatus::Suppressed,
+                    Some(format!("silenced: {}", silence.comment)),
+                    *attempts,
+                );
+            }
+            // A message in flight is checked again before a retry (see `pump`).
+            self.pump(myself, &name);
+        }
+    }
+
     fn episode_ended(&mut self, episode_key: String) {
         let now = Instant::now();
         if self.ended.len() > 10_000 {
@@ -528,6 +640,39 @@ impl SlackState {
             let Some(head) = dest.queue.front_mut() else {
                 return;
             };
+            // A silence created since the message was queued (a retry of a message that was
+            // in flight when `Silenced` came): recorded suppressed, not sent.
+            if let Some((_, silences)) = &self.silences {
+                let now = Utc::now();
+                let (silenced, live): (Vec<Alert>, Vec<Alert>) =
+                    std::mem::take(&mut head.alerts).into_iter().partition(|a| {
+                        matches!(a.kind, AlertKind::Firing { .. })
+                            && silences.iter().any(|s| s.matches(a, now))
+                    });
+                head.alerts = live;
+                for alert in &silenced {
+                    let comment = silences
+                        .iter()
+                        .find(|s| s.matches(alert, now))
+                        .map_or("", |s| s.comment.as_str());
+                    info!(alert_key = %alert.alert_key, destination = %dest.name,
+                          "alert silenced while waiting for delivery: recorded, not sent");
+                    crate::metrics::delivery_dequeued(1);
+                    self.report.outcome(
+                        alert,
+                        DeliveryStatus::Suppressed,
+                        Some(format!("silenced: {comment}")),
+                        head.attempts,
+                    );
+                }
+                if !silenced.is_empty() {
+                    head.text_only = false;
+                    if head.alerts.is_empty() {
+                        dest.queue.pop_front();
+                        continue;
+                    }
+                }
+            }
             let (stale, live): (Vec<Alert>, Vec<Alert>) =
                 std::mem::take(&mut head.alerts).into_iter().partition(|a| {
                     matches!(a.kind, AlertKind::Firing { .. })
@@ -652,6 +797,7 @@ impl SlackState {
                     warn!(destination = %dest.name, wait_ms = wait.as_millis() as u64,
                           "rate limited (429): pausing this destination");
                     dest.paused_until = Some((now + wait, Utc::now() + wait));
+                    self.report.retrying(&msg, "rate_limited");
                     dest.queue.push_front(msg);
                 }
             }
@@ -669,6 +815,7 @@ impl SlackState {
                     warn!(destination = %dest.name, attempts = msg.attempts, error = %error,
                           delay_ms = delay.as_millis() as u64, "alert delivery failed: retrying");
                     msg.not_before = Some(now + delay);
+                    self.report.retrying(&msg, &error);
                     dest.queue.push_front(msg);
                 }
             }
@@ -676,6 +823,7 @@ impl SlackState {
                 warn!(destination = %dest.name, error = %error,
                       "Slack refused the blocks: retrying once as text only");
                 msg.text_only = true;
+                self.report.retrying(&msg, &error);
                 dest.queue.push_front(msg);
             }
             Answer::Payload(error) | Answer::Permanent(error) => {

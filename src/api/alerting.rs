@@ -4,7 +4,9 @@
 //! The API still knows nothing about actors: the rules in force and the reload come through
 //! [`AlertingControl`] closures that `app` wires to the supervisor. Silences are operator
 //! configuration written straight to the `silences` table (see `db::alerting`); the Slack
-//! actor reads them before every send.
+//! actor reads them before every send, and a new silence is also announced to it (through
+//! [`AlertingControl::silenced`]) so that the firing messages it matches, already waiting for
+//! delivery, are dropped instead of sent.
 
 use std::sync::Arc;
 
@@ -26,6 +28,8 @@ use crate::rules::Rule;
 pub type RulesFn = Arc<dyn Fn() -> BoxFuture<'static, Option<RulesInForce>> + Send + Sync>;
 /// Asks the supervisor to re-read `RULES_FILE` (`None`: it did not answer).
 pub type ReloadFn = Arc<dyn Fn() -> BoxFuture<'static, Option<ReloadOutcome>> + Send + Sync>;
+/// Tells the alerting side that a silence was just created (fire and forget).
+pub type SilencedFn = Arc<dyn Fn(Silence) + Send + Sync>;
 
 /// How the API reaches the alerting side of the service.
 #[derive(Clone)]
@@ -34,6 +38,9 @@ pub struct AlertingControl {
     pub rules: RulesFn,
     /// `POST /api/v1/rules/reload` (and SIGHUP, wired in `app`).
     pub reload: ReloadFn,
+    /// `POST /api/v1/silences`, after the silence is stored: drop the waiting messages it
+    /// matches.
+    pub silenced: SilencedFn,
 }
 
 impl Default for AlertingControl {
@@ -42,6 +49,7 @@ impl Default for AlertingControl {
         AlertingControl {
             rules: Arc::new(|| Box::pin(async { None })),
             reload: Arc::new(|| Box::pin(async { None })),
+            silenced: Arc::new(|_| {}),
         }
     }
 }
@@ -530,6 +538,7 @@ impl AlertingApi {
         {
             Ok(Ok(s)) => {
                 tracing::info!(id = s.id, rule = ?s.rule, user_id = ?s.user_id, until = %s.until, "silence created");
+                (self.state.alerting.silenced)(s.clone());
                 CreateSilenceResponse::Created(Json(silence_dto(s)))
             }
             Ok(Err(e)) => {

@@ -325,10 +325,11 @@ pub struct AlertDto {
     pub fired_at: Timestamp,
     /// How delivery ended so far.
     pub delivery_status: DeliveryStatusDto,
-    /// Slack's error or the transport error, when delivery failed.
+    /// Slack's error or the transport error, when delivery failed (or, while `pending`, the
+    /// last failure of a message being retried).
     #[oai(nullable)]
     pub delivery_error: Option<String>,
-    /// Delivery attempts made.
+    /// Delivery attempts (HTTP requests) made so far, also while the message is being retried.
     pub attempts: u32,
     /// When Slack accepted it, UTC.
     #[oai(nullable)]

@@ -2,6 +2,10 @@
 //!
 //! - Query strings longer than `max_query_bytes` (default 16 KiB) answer `414` with
 //!   `{"error"}`.
+//! - A query parameter given more than once on an `/api/` route answers `400` naming it: no
+//!   parameter of the API takes several values, and poem-openapi would silently use the
+//!   first (`limit=10&limit=100`). poem-openapi has no option to refuse it, so it is checked
+//!   here, before any handler.
 //! - Bodies: a `Content-Length` above `max_body_bytes` (default 64 KiB) answers `413`; a body
 //!   without `Content-Length` (chunked) answers `411`, so no request body is ever read without
 //!   a known, bounded size. (poem's own `SizeLimit` middleware demands `Content-Length` on
@@ -46,6 +50,17 @@ pub fn check(limits: &RequestLimits, req: &Request) -> Option<Response> {
             ),
         ));
     }
+    if req.uri().path().starts_with("/api/") {
+        if let Some(name) = req.uri().query().and_then(repeated_parameter) {
+            return Some(error_response(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "query parameter `{name}` is given more than once: give it once (no \
+                     parameter takes several values; lists are comma-separated)"
+                ),
+            ));
+        }
+    }
     let headers = req.headers();
     match headers.get(header::CONTENT_LENGTH) {
         Some(value) => {
@@ -74,6 +89,16 @@ pub fn check(limits: &RequestLimits, req: &Request) -> Option<Response> {
         )),
         None => None,
     }
+}
+
+/// The first query parameter name that occurs more than once in `query` (names decoded, so
+/// `limit` and `lim%69t` are the same), if any.
+fn repeated_parameter(query: &str) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| !seen.insert(name.clone()))
+        .map(|name| name.into_owned())
 }
 
 /// A JSON `{"error": message}` response with `status`.

@@ -104,6 +104,7 @@ pub fn routes_with_access(state: ApiState, access: AccessPolicy) -> impl Endpoin
         .at("/metrics", poem::get(metrics_endpoint))
         .nest("/", service)
         .catch_error(not_found)
+        .catch_error(method_not_allowed)
         .with(Guard(access))
         .with(poem::middleware::Tracing)
 }
@@ -113,6 +114,18 @@ async fn not_found(_: poem::error::NotFoundError) -> poem::Response {
     let body = serde_json::json!({ "error": "no such endpoint; see /docs for the API" });
     poem::Response::builder()
         .status(poem::http::StatusCode::NOT_FOUND)
+        .content_type("application/json; charset=utf-8")
+        .body(body.to_string())
+}
+
+/// A known path with a method it does not serve answers like every other error of the API:
+/// `405` with `{"error": "..."}` (poem's own answer is plain text).
+async fn method_not_allowed(_: poem::error::MethodNotAllowedError) -> poem::Response {
+    let body = serde_json::json!({
+        "error": "method not allowed on this path; see /docs for the methods of each endpoint"
+    });
+    poem::Response::builder()
+        .status(poem::http::StatusCode::METHOD_NOT_ALLOWED)
         .content_type("application/json; charset=utf-8")
         .body(body.to_string())
 }

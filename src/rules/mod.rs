@@ -11,9 +11,9 @@
 //! # The rules file
 //! ```toml
 //! [[rules]]
-//! name = "idle-too-long"            # unique
-//! threshold = "10m"                 # humantime, > 0
-//! repeat_interval = "30m"           # optional: none = fire once
+//! name = "idle-too-long"            # unique, ignoring case
+//! threshold = "10m"                 # humantime, > 0, at most 7 days (MAX_THRESHOLD)
+//! repeat_interval = "30m"           # optional: none = fire once; at least 1m (MIN_REPEAT_INTERVAL)
 //! send_resolved = true              # default false
 //! flap_tolerance = "5s"             # default 5s
 //! severity = "warning"              # info | warning (default) | critical
@@ -55,11 +55,44 @@ pub use model::{
 };
 pub use quiet::{Minutes, QuietHours, parse_weekday, parse_window};
 
+/// The shortest `repeat_interval` a rules file may give: 1 minute. A repeat is one more Slack
+/// message per firing agent, and a destination takes at most one message a second
+/// (`shared/alerting.md` §1, §4.9): with a few hundred agents firing, a repeat every few
+/// seconds would outrun delivery for as long as they fire. The recommended repeat for agents
+/// is 30-60 minutes (§4.5); a minute is far below any sensible value and still bounds the
+/// load. (The Slack actor also coalesces a repeat with a message of its episode still waiting,
+/// so the queue cannot grow whatever the interval.)
+pub const MIN_REPEAT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The longest `threshold` a rule may give: 7 days, as for `IDLE_THRESHOLD`
+/// (`cli::MAX_IDLE_THRESHOLD`). No agent state worth an alert lasts a week (a shift is hours,
+/// and an agent logged on for a week is a state nobody watches by threshold), so a longer one
+/// is a typo (`10d` for `10m`) or a unit mistake that would silently never fire.
+pub const MAX_THRESHOLD: Duration = Duration::from_secs(7 * 86_400);
+
+/// Bounds a rules file is validated against. Production always uses the default
+/// ([`RuleLimits::default`]); tests that need a repeat within seconds lower the bound with
+/// [`RuleSet::load_with`]. A rule set keeps its limits, so a reload is checked against the same.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleLimits {
+    /// The shortest `repeat_interval` accepted (default [`MIN_REPEAT_INTERVAL`]).
+    pub min_repeat_interval: Duration,
+}
+
+impl Default for RuleLimits {
+    fn default() -> Self {
+        RuleLimits {
+            min_repeat_interval: MIN_REPEAT_INTERVAL,
+        }
+    }
+}
+
 /// A validated set of alert rules with unique names, in file order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     destinations: Vec<DestinationSpec>,
+    limits: RuleLimits,
 }
 
 impl RuleSet {
@@ -67,22 +100,39 @@ impl RuleSet {
     /// (see [`RulesError::Invalid`]); a TOML syntax error stops validation after the syntax
     /// check (the syntax errors are all listed).
     pub fn parse(text: &str) -> Result<RuleSet, RulesError> {
-        parse::parse(text)
+        RuleSet::parse_with(text, RuleLimits::default())
+    }
+
+    /// [`RuleSet::parse`] against other [`RuleLimits`] (tests).
+    pub fn parse_with(text: &str, limits: RuleLimits) -> Result<RuleSet, RulesError> {
+        parse::parse(text, &limits)
             .map(|(rules, destinations)| RuleSet {
                 rules,
                 destinations,
+                limits,
             })
             .map_err(|problems| RulesError::Invalid { problems })
     }
 
     /// Reads the file at `path` and parses it with [`RuleSet::parse`].
     pub fn load(path: impl AsRef<Path>) -> Result<RuleSet, RulesError> {
+        RuleSet::load_with(path, RuleLimits::default())
+    }
+
+    /// [`RuleSet::load`] against other [`RuleLimits`] (tests; a reload reuses the limits of
+    /// the rule set in force).
+    pub fn load_with(path: impl AsRef<Path>, limits: RuleLimits) -> Result<RuleSet, RulesError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        RuleSet::parse(&text)
+        RuleSet::parse_with(&text, limits)
+    }
+
+    /// The limits this rule set was validated against.
+    pub fn limits(&self) -> RuleLimits {
+        self.limits
     }
 
     /// The rule set used when no rules file is configured: the single rule
@@ -120,6 +170,7 @@ impl RuleSet {
                 line: 0,
             }],
             destinations: Vec::new(),
+            limits: RuleLimits::default(),
         }
     }
 
@@ -356,6 +407,26 @@ pub enum ProblemKind {
         /// The key.
         key: String,
     },
+    /// A `threshold` above [`MAX_THRESHOLD`].
+    #[error(
+        "`threshold` = {value:?} is too long: at most 7 days (no agent state worth an alert \
+         lasts a week; this is most likely a typo such as \"10d\" for \"10m\")"
+    )]
+    ThresholdTooLong {
+        /// The value as written.
+        value: String,
+    },
+    /// A `repeat_interval` below [`RuleLimits::min_repeat_interval`].
+    #[error(
+        "`repeat_interval` = {value:?} is too short: at least {min} (each repeat is one more \
+         message per firing agent and a destination takes one a second; 30m-60m suits agents)"
+    )]
+    RepeatTooShort {
+        /// The value as written.
+        value: String,
+        /// The least accepted, humantime (`1m`).
+        min: String,
+    },
     /// Not an IANA time zone name.
     #[error("unknown time zone {value:?} (expected an IANA name like \"Europe/Paris\")")]
     BadTimeZone {
@@ -410,8 +481,11 @@ pub enum ProblemKind {
         /// Line of the first destination with that name.
         first_line: usize,
     },
-    /// Two rules with the same name.
-    #[error("duplicate rule name {name:?} (first defined on line {first_line})")]
+    /// Two rules with the same name, ignoring case.
+    #[error(
+        "duplicate rule name {name:?} (first defined on line {first_line}; names are compared \
+         ignoring case)"
+    )]
     DuplicateName {
         /// The name.
         name: String,

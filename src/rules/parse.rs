@@ -18,7 +18,7 @@ use super::model::{
     UrlSource,
 };
 use super::quiet::{QuietHours, parse_weekday, parse_window};
-use super::{Problem, ProblemKind, RuleLabel};
+use super::{Problem, ProblemKind, RuleLabel, RuleLimits};
 use crate::config::{DEFAULT_DESTINATION, DestinationKind};
 
 type Value<'a> = Spanned<DeValue<'a>>;
@@ -35,11 +35,15 @@ const SCOPE_KEYS: &str = "queue_ids, division_ids, user_ids, exclude_user_ids";
 const QUIET_KEYS: &str = "time_zone, days, windows";
 
 /// Parses and validates; `Err` holds every problem, sorted by line.
-pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec<Problem>> {
+pub(super) fn parse(
+    text: &str,
+    limits: &RuleLimits,
+) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec<Problem>> {
     let mut cx = Cx {
         lines: LineIndex::new(text),
         problems: Vec::new(),
         rule: None,
+        limits: *limits,
     };
     let (doc, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
@@ -123,10 +127,12 @@ pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec
         }
     }
 
-    let mut first_line: HashMap<&str, usize> = HashMap::new();
+    // Names are compared ignoring case: `Idle` and `idle` would be two rules that operators,
+    // silences (`rule=`) and Slack messages could not tell apart.
+    let mut first_line: HashMap<String, usize> = HashMap::new();
     let mut duplicates = Vec::new();
     for (name, line) in &names {
-        match first_line.get(name.as_str()) {
+        match first_line.get(&name.to_lowercase()) {
             Some(&first) => duplicates.push(Problem {
                 line: *line,
                 rule: Some(RuleLabel::Named(name.clone())),
@@ -136,7 +142,7 @@ pub(super) fn parse(text: &str) -> Result<(Vec<Rule>, Vec<DestinationSpec>), Vec
                 },
             }),
             None => {
-                first_line.insert(name, *line);
+                first_line.insert(name.to_lowercase(), *line);
             }
         }
     }
@@ -200,6 +206,7 @@ struct Cx {
     lines: LineIndex,
     problems: Vec<Problem>,
     rule: Option<RuleLabel>,
+    limits: RuleLimits,
 }
 
 impl Cx {
@@ -450,8 +457,27 @@ impl Cx {
                 "threshold" => {
                     threshold_seen = true;
                     threshold = self.duration(v, k);
+                    if threshold.is_some_and(|d| d > super::MAX_THRESHOLD) {
+                        let value = self.string(v, k).unwrap_or_default();
+                        self.report(v.span(), ProblemKind::ThresholdTooLong { value });
+                        threshold = None;
+                    }
                 }
-                "repeat_interval" => repeat_interval = self.duration(v, k),
+                "repeat_interval" => {
+                    repeat_interval = self.duration(v, k);
+                    let min = self.limits.min_repeat_interval;
+                    if repeat_interval.is_some_and(|d| d < min) {
+                        let value = self.string(v, k).unwrap_or_default();
+                        self.report(
+                            v.span(),
+                            ProblemKind::RepeatTooShort {
+                                value,
+                                min: humantime::format_duration(min).to_string(),
+                            },
+                        );
+                        repeat_interval = None;
+                    }
+                }
                 "send_resolved" => send_resolved = self.bool(v, k).unwrap_or_default(),
                 "flap_tolerance" => {
                     flap_tolerance = self.duration(v, k).unwrap_or(DEFAULT_FLAP_TOLERANCE)

@@ -1462,3 +1462,73 @@ fn a_threshold_without_a_unit_suggests_seconds_or_minutes() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_repeat_interval_under_a_minute_is_refused_with_the_rules_other_problems() {
+    let text = "[[rules]]\nname = \"fast\"\nthreshold = \"1m\"\nrepeat_interval = \"1s\"\nseverity = \"loud\"\n[rules.match]\nrouting_status = \"IDLE\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let repeat = found
+        .iter()
+        .find(|p| matches!(&p.kind, ProblemKind::RepeatTooShort { value, min } if value == "1s" && min == "1m"))
+        .unwrap_or_else(|| panic!("no repeat problem in {found:?}"));
+    assert_eq!(repeat.line, 4);
+    assert!(matches!(&repeat.rule, Some(RuleLabel::Named(n)) if n == "fast"));
+    assert!(repeat.to_string().contains("at least 1m"), "{repeat}");
+    assert!(
+        found
+            .iter()
+            .any(|p| matches!(&p.kind, ProblemKind::BadSeverity { .. }))
+    );
+    // The bound itself is accepted, and tests may lower it.
+    assert_eq!(
+        rule("threshold = \"1m\"\nrepeat_interval = \"1m\"\n[rules.match]\nrouting_status = \"IDLE\"\n")
+            .repeat_interval,
+        Some(MIN_REPEAT_INTERVAL)
+    );
+    let lowered = RuleLimits {
+        min_repeat_interval: Duration::from_secs(1),
+    };
+    let set = RuleSet::parse_with(text.replace("loud", "info").as_str(), lowered).unwrap();
+    assert_eq!(set.rules()[0].repeat_interval, Some(Duration::from_secs(1)));
+    assert_eq!(set.limits(), lowered);
+}
+
+#[test]
+fn a_threshold_over_seven_days_is_refused_with_the_rules_other_problems() {
+    let text = "[[rules]]\nname = \"typo\"\nthreshold = \"10d\"\nseverity = \"loud\"\n[rules.match]\nrouting_status = \"IDLE\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 2, "{found:?}");
+    let long = found
+        .iter()
+        .find(|p| matches!(&p.kind, ProblemKind::ThresholdTooLong { value } if value == "10d"))
+        .unwrap_or_else(|| panic!("no threshold problem in {found:?}"));
+    assert_eq!(long.line, 3);
+    assert!(long.to_string().contains("at most 7 days"), "{long}");
+    // Exactly 7 days is accepted.
+    assert_eq!(
+        rule("threshold = \"7d\"\n[rules.match]\nrouting_status = \"IDLE\"\n").threshold,
+        MAX_THRESHOLD
+    );
+}
+
+#[test]
+fn rule_names_differing_only_in_case_are_duplicates() {
+    let text = "[[rules]]\nname = \"Idle\"\nthreshold = \"1m\"\nmatch.routing_status = \"IDLE\"\n\n\
+                [[rules]]\nname = \"idle\"\nthreshold = \"2m\"\nmatch.routing_status = \"IDLE\"\n";
+    let found = problems(text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].line, 6);
+    assert_eq!(
+        found[0].kind,
+        ProblemKind::DuplicateName {
+            name: "idle".into(),
+            first_line: 1
+        }
+    );
+    assert!(
+        found[0].to_string().contains("ignoring case"),
+        "{}",
+        found[0]
+    );
+}

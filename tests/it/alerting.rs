@@ -9,7 +9,7 @@ use agent_monitor::actors::supervisor::SupervisorMsg;
 use agent_monitor::app::App;
 use agent_monitor::config::Config;
 use agent_monitor::domain::UserId;
-use agent_monitor::rules::RuleSet;
+use agent_monitor::rules::{RuleLimits, RuleSet};
 use agent_monitor::sim::{LUNCH_ID, Simulator};
 use serde_json::Value;
 
@@ -37,7 +37,11 @@ fn config_with_rules(
             ..Opts::default()
         },
     );
-    config.rules = Arc::new(RuleSet::load(rules_path).expect("valid rules file"));
+    // Repeats within seconds: these tests are about behaviour, not the production bound.
+    let limits = RuleLimits {
+        min_repeat_interval: Duration::from_secs(1),
+    };
+    config.rules = Arc::new(RuleSet::load_with(rules_path, limits).expect("valid rules file"));
     config.rules_path = Some(rules_path.to_path_buf());
     config.delivery.group_wait = group_wait;
     config
@@ -1200,5 +1204,99 @@ routing_status = "IDLE"
     assert_eq!(alert["muted"], "silenced: planned maintenance", "{alert}");
     assert_eq!(alert["destination"], "default", "{alert}");
     assert!(requests_for(&h.slack, &user).is_empty());
+    h.app.shutdown().await;
+}
+
+/// A silence created while a firing message waits for delivery (its destination paused by a
+/// 429) drops that message: recorded `suppressed` with the silence's comment, never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_silence_drops_the_matching_messages_already_waiting_for_delivery() {
+    let sim = busy_sim(1).await;
+    let rules = r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+severity = "critical"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+"#;
+    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "INTERACTING").await;
+    // The first POST is answered 429 with a 3 s pause: the message waits in the queue.
+    h.slack.script([crate::helpers::SlackReply {
+        status: 429,
+        retry_after: Some(3),
+        body: "rate_limited".into(),
+    }]);
+    h.sim
+        .set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    wait_for("the first (refused) POST", DEADLINE, || async {
+        (h.slack.received().len() == 1).then_some(())
+    })
+    .await;
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let response = h
+        .http
+        .post(format!("{}/api/v1/silences", h.base))
+        .json(&serde_json::json!({"rule": "not-responding", "until": until, "comment": "coaching"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let alert = wait_alert(&h, "rule=not-responding", |a| {
+        a["delivery_status"] == "suppressed"
+    })
+    .await;
+    assert_eq!(alert["muted"], "silenced: coaching", "{alert}");
+    // Past the pause: still only the refused POST.
+    crate::helpers::wait_a_while(Duration::from_secs(4)).await;
+    assert_eq!(h.slack.received().len(), 1);
+    let records = alerts(&h, "rule=not-responding").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["delivery_status"], "suppressed");
+    h.app.shutdown().await;
+}
+
+/// A message being retried shows its real attempt count (and the last failure) in
+/// `/api/v1/alerts` while it is still pending, not `attempts: 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_being_retried_shows_its_attempts_in_the_alerts_api() {
+    let sim = busy_sim(1).await;
+    let rules = r#"
+[[rules]]
+name = "not-responding"
+threshold = "1s"
+severity = "critical"
+[rules.match]
+routing_status = "NOT_RESPONDING"
+"#;
+    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
+    let user = h.ids[0].clone();
+    h.wait_state(&user, "routing", "INTERACTING").await;
+    // The first POST is answered 429 with a 4 s pause: the message waits for its retry.
+    h.slack.script([crate::helpers::SlackReply {
+        status: 429,
+        retry_after: Some(4),
+        body: "rate_limited".into(),
+    }]);
+    h.sim
+        .set_routing_status(&user, "NOT_RESPONDING")
+        .await
+        .unwrap();
+    let waiting = wait_alert(&h, "rule=not-responding", |a| {
+        a["delivery_status"] == "pending" && a["attempts"] == 1
+    })
+    .await;
+    assert_eq!(waiting["delivery_error"], "rate_limited", "{waiting}");
+    assert_eq!(h.slack.received().len(), 1, "still waiting for its retry");
+    let delivered = wait_alert(&h, "rule=not-responding", |a| {
+        a["delivery_status"] == "delivered"
+    })
+    .await;
+    assert_eq!(delivered["attempts"], 2, "{delivered}");
+    assert_eq!(delivered["delivery_error"], Value::Null, "{delivered}");
     h.app.shutdown().await;
 }

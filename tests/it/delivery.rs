@@ -524,3 +524,45 @@ async fn a_firing_message_pending_retry_becomes_the_resolved_message() {
     assert_eq!(rig.status().await[0].queue_depth, 0);
     assert_eq!(receiver.received().len(), 2);
 }
+
+/// Repeats of one episode while its firing message waits (the destination paused by a 429)
+/// do not queue up: each takes the waiting message's place, the older ones are recorded
+/// `dropped`, and one message (the newest repeat) is sent after the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_replaces_the_waiting_message_of_its_episode_instead_of_queuing() {
+    let receiver = SlackReceiver::start().await;
+    receiver.script([SlackReply {
+        status: 429,
+        retry_after: Some(2),
+        body: "rate_limited".into(),
+    }]);
+    let rig = rig(fast(vec![slack("default", &receiver)])).await;
+    let first = alert("not-responding", 1);
+    let repeat = |n: u32| Alert {
+        alert_key: Alert::message_key(&first.episode_key, AlertKind::Firing { repeat: n }),
+        kind: AlertKind::Firing { repeat: n },
+        ..first.clone()
+    };
+    rig.fire(first.clone());
+    wait_for("the refused first POST", DEADLINE, || async {
+        (receiver.received().len() == 1).then_some(())
+    })
+    .await;
+    for n in 1..=5 {
+        rig.fire(repeat(n));
+    }
+    rig.wait_status(&repeat(5).alert_key, "delivered").await;
+    for older in [first.clone(), repeat(1), repeat(2), repeat(3), repeat(4)] {
+        let row = rig.wait_status(&older.alert_key, "dropped").await;
+        assert_eq!(
+            row.delivery_error.as_deref(),
+            Some("superseded by a newer message of this episode")
+        );
+    }
+    crate::helpers::wait_a_while(Duration::from_secs(1)).await;
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "the refused POST and one message");
+    let status: Vec<DestinationStatus> =
+        ractor::call_t!(rig.slack, SlackMsg::Status, 5000).unwrap();
+    assert_eq!(status[0].queue_depth, 0);
+}

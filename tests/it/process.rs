@@ -306,6 +306,121 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
     );
 }
 
+/// Waits for `child` to exit, at most `limit`; kills it (and fails) past that. Returns the exit
+/// status and everything it wrote on stderr (read as it comes: a full pipe would block the
+/// child's logging, and with it the child).
+async fn wait_exit(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut stderr = String::new();
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+        stderr
+    });
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let stderr = reader.join().unwrap();
+        match status {
+            Some(status) => (status.code(), stderr),
+            None => panic!("still running {limit:?} after SIGTERM; stderr: {stderr}"),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// The final flush cannot commit (another process holds SQLite's write lock through the whole
+/// stop): the process still stops within the shutdown grace, exits 1 (not 0) and says in one
+/// line how many transitions were not committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_unconfirmed_final_flush_exits_1_within_the_grace_naming_the_count() {
+    const AGENTS: usize = 3;
+    const CHANGES: usize = 12;
+    let sim = start_sim(AGENTS).await;
+    let ids = sim.agent_ids().await.unwrap();
+    let db = temp_db_path();
+    let port = free_port();
+    let child = run_on_sim(&sim, &db, port)
+        .env("FLUSH_INTERVAL", "1h")
+        .env("BATCH_ROWS", "100000")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    wait_for(
+        "the binary to be ready",
+        Duration::from_secs(30),
+        || async {
+            let r = http.get(&readyz).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    // Nothing flushes before the stop (an hour's interval, a huge batch): the snapshot's rows
+    // (2 per agent) and the stream's stay buffered.
+    let statuses = ["INTERACTING", "IDLE", "NOT_RESPONDING", "OFF_QUEUE"];
+    for i in 0..CHANGES {
+        sim.set_routing_status(&ids[i % AGENTS], statuses[i % statuses.len()])
+            .await
+            .unwrap();
+        if i % AGENTS == AGENTS - 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    wait_for(
+        "every event routed to its agent",
+        Duration::from_secs(30),
+        || async {
+            let body: serde_json::Value = http.get(&readyz).send().await.ok()?.json().await.ok()?;
+            (body["connections"][0]["events"].as_u64() == Some(CHANGES as u64)).then_some(())
+        },
+    )
+    .await;
+
+    // Another process takes the write lock and keeps it until the service has exited.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let stopped = Instant::now();
+    sigterm(&child);
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30)).await;
+    let took = stopped.elapsed();
+    locker.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(code, Some(1), "exit status; stderr: {stderr}");
+    assert!(
+        took < Duration::from_secs(12),
+        "stopped within the grace, took {took:?}; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line; stderr: {stderr}");
+    assert!(
+        lines[0].contains(&format!(
+            "{} transitions were not committed",
+            CHANGES + 2 * AGENTS
+        )),
+        "the line gives the count: {}",
+        lines[0]
+    );
+}
+
 /// Parses the Prometheus text format strictly enough to catch malformed output: every line is
 /// `# HELP`, `# TYPE`, or `name{label="value",…} number`. Returns `(series, value)` pairs with
 /// the series as printed (`name{labels}`).

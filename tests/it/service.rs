@@ -795,3 +795,78 @@ async fn unknown_paths_answer_404_with_an_error_body() {
     }
     h.app.shutdown().await;
 }
+
+/// 414 (a query string over the limit) and 405 (a known
+/// path with a method it does not have) answer in the API's error format, as 404 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_long_uris_and_wrong_methods_answer_with_an_error_body() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
+    let check = |what: String, resp: reqwest::Response, status: u16| async move {
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{what}: content-type {content_type:?}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+    };
+    let url = format!("{}/api/v1/agents?user_id={}", h.base, "a".repeat(20_000));
+    let resp = h.http.get(url).send().await.unwrap();
+    check("a query of 20,000 bytes".into(), resp, 414).await;
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/v1/agents"),
+        (reqwest::Method::POST, "/api/v1/alerts"),
+        (reqwest::Method::PUT, "/api/v1/silences"),
+        (reqwest::Method::POST, "/healthz"),
+    ] {
+        let resp = h
+            .http
+            .request(method.clone(), format!("{}{path}", h.base))
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        check(format!("{method} {path}"), resp, 405).await;
+    }
+    h.app.shutdown().await;
+}
+
+/// A query parameter given twice is refused with 400 naming it, instead of the first value
+/// being used silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_parameter_given_twice_answers_400_naming_it() {
+    let h = Harness::start(Opts {
+        agents: 1,
+        ..Opts::default()
+    })
+    .await;
+    for (path, name) in [
+        ("/api/v1/alerts?limit=10&limit=100", "limit"),
+        (
+            "/api/v1/agent-status/history?kind=routing&limit=5&kind=presence",
+            "kind",
+        ),
+        ("/api/v1/agents?format=csv&f%6Frmat=json", "format"),
+    ] {
+        let (status, body) = h.get(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&format!("`{name}`")), "{path}: {body}");
+    }
+    // Each given once: fine.
+    let (status, body) = h.get("/api/v1/alerts?limit=10&offset=0").await;
+    assert_eq!(status, 200, "{body}");
+    h.app.shutdown().await;
+}

@@ -114,13 +114,19 @@ pub enum SupervisorMsg {
     ReloadRules(RpcReplyPort<ReloadOutcome>),
     /// The rules in force, where they came from and the last reload.
     Rules(RpcReplyPort<RulesInForce>),
+    /// A silence was created (`POST /api/v1/silences`): passed on to the Slack actor
+    /// ([`SlackMsg::Silenced`]), which drops the waiting firing messages it matches.
+    Silenced(crate::domain::Silence),
     /// The retention actor, if `RETENTION_DAYS` is set (tests, debugging).
     Retention(RpcReplyPort<Option<ActorRef<RetentionMsg>>>),
     /// Graceful stop: close every socket with a normal closure, wait until every accepted
-    /// transition is committed (bounded by `deadline`), then reply.
+    /// transition is committed (bounded by `deadline`), then reply with the number of accepted
+    /// transitions that are **not** committed (0: everything is). The persistence actor is told
+    /// the same deadline ([`PersistMsg::StopBy`]), so nothing is committed after it and the
+    /// count stays true.
     Shutdown {
         deadline: Duration,
-        reply: RpcReplyPort<()>,
+        reply: RpcReplyPort<usize>,
     },
 }
 
@@ -1322,7 +1328,8 @@ impl Actor for Supervisor {
                                 .into(),
                         ],
                     },
-                    Some(path) => match RuleSet::load(path) {
+                    // Checked against the same limits as the rules in force.
+                    Some(path) => match RuleSet::load_with(path, state.rules.limits()) {
                         Ok(rules) => {
                             let rules = Arc::new(rules);
                             for rule in rules.rules() {
@@ -1360,6 +1367,11 @@ impl Actor for Supervisor {
                 }
                 let _ = reply.send(outcome);
             }
+            SupervisorMsg::Silenced(silence) => {
+                if let Some(slack) = &state.slack {
+                    let _ = slack.cast(SlackMsg::Silenced(silence));
+                }
+            }
             SupervisorMsg::Rules(reply) => {
                 let _ = reply.send(RulesInForce {
                     rules: state.rules.clone(),
@@ -1380,22 +1392,43 @@ impl Actor for Supervisor {
                 }
                 state.shutting_down = true;
                 let until = tokio::time::Instant::now() + deadline;
+                // No write may outlive the deadline (a locked database would hold one for the
+                // busy timeout, 5 s, per attempt), and none is attempted after it: what is
+                // not committed by then never is, so the count replied below is final.
+                if let Some(persistence) = &state.persistence {
+                    let _ = persistence.cast(PersistMsg::StopBy(until));
+                }
                 for conn in state.connections.iter().flatten() {
-                    if let Err(e) = ractor::call_t!(conn, ConnectionMsg::Close, 3000) {
+                    let left = until.saturating_duration_since(tokio::time::Instant::now());
+                    let wait = left.min(Duration::from_secs(3)).as_millis() as u64;
+                    if let Err(e) = ractor::call_t!(conn, ConnectionMsg::Close, wait.max(1)) {
                         tracing::warn!(error = %e, "a connection did not close in time");
                     }
                 }
                 // Every accepted transition holds a credit until it is committed.
                 let total = state.args.persistence.max_in_flight.max(1);
                 if let Some(persistence) = state.persistence.clone() {
+                    // A failing flush is retried with a short backoff (not a 50-per-second
+                    // log flood) until the deadline.
+                    let mut pause = Duration::from_millis(20);
                     loop {
-                        let _ = ractor::call_t!(persistence, PersistMsg::Flush, 5000);
+                        let left = until.saturating_duration_since(tokio::time::Instant::now());
+                        let flushed = ractor::call_t!(
+                            persistence,
+                            PersistMsg::Flush,
+                            (left.as_millis() as u64).max(1)
+                        );
                         if state.credits.available_permits() >= total
                             || tokio::time::Instant::now() >= until
                         {
                             break;
                         }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        let left = until.saturating_duration_since(tokio::time::Instant::now());
+                        tokio::time::sleep(pause.min(left)).await;
+                        pause = match flushed {
+                            Ok(Ok(())) => Duration::from_millis(20),
+                            _ => (pause * 2).min(Duration::from_millis(500)),
+                        };
                     }
                 }
                 let outstanding = total.saturating_sub(state.credits.available_permits());
@@ -1407,7 +1440,7 @@ impl Actor for Supervisor {
                 } else {
                     tracing::info!("every accepted transition is committed");
                 }
-                let _ = reply.send(());
+                let _ = reply.send(outstanding);
             }
         }
         Ok(())
