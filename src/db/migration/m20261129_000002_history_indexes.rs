@@ -5,7 +5,8 @@
 //! index range read in order (no sort, no full scan), at any depth:
 //!
 //! - no equality filter: `ix_agent_status_ts` (`event_timestamp`, `id`);
-//! - `user_id` (alone or with `state`/`source`): `ix_agent_status_user_ts`;
+//! - `user_id` (alone or with `state`/`source`): `ix_agent_status_user_ts` (on SQLite replaced by
+//!   the covering `ix_agent_status_user_cover` since `m20261130_000030`);
 //! - `user_id` + `kind`: the unique `ux_agent_status_user_kind_ts` (also used by the timeline and
 //!   time-in-state queries, one user and one dimension at a time);
 //! - `state`, `kind`, `source`: `ix_agent_status_state_ts`, `ix_agent_status_kind_ts` and the new

@@ -8,6 +8,7 @@ mod m20261129_000002_history_indexes;
 mod m20261129_000010_alerting;
 mod m20261129_000020_stream_state;
 mod m20261129_000021_presence_definition_id;
+mod m20261130_000030_user_history_covering_index;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000010_alerting::Migration),
             Box::new(m20261129_000020_stream_state::Migration),
             Box::new(m20261129_000021_presence_definition_id::Migration),
+            Box::new(m20261130_000030_user_history_covering_index::Migration),
         ]
     }
 }
