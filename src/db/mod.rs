@@ -267,7 +267,10 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
 fn sqlite_connection_reusable(conn: &mut sea_orm::sqlx::sqlite::SqliteConnection) -> bool {
     use sea_orm::sqlx::Connection;
     if conn.is_in_transaction() {
+        // A root event: the pool runs this inside whichever span asks for a connection (an
+        // agent's, say), which has nothing to do with the connection.
         tracing::warn!(
+            parent: None,
             "discarding a pooled SQLite connection left inside a transaction (after a failed \
              COMMIT or ROLLBACK); the next write uses a fresh connection"
         );
