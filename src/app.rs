@@ -285,8 +285,9 @@ impl App {
     pub async fn shutdown_checked(mut self) -> Result<(), AppError> {
         let grace = self.grace;
         let flush_deadline = grace.saturating_sub(Duration::from_secs(2));
-        // The flush's verdict: `None` until the supervisor answers or fails to.
-        let mut verdict: Option<Option<Option<usize>>> = None;
+        // Not confirmed until the supervisor answers that every transition was committed (the
+        // flush deadline is 2 s before the grace ends, so it answers unless it is stuck).
+        let mut verdict: Result<(), AppError> = Err(AppError::Unflushed(None));
         let stopping = async {
             let result = ractor::call_t!(
                 self.supervisor,
@@ -296,14 +297,14 @@ impl App {
                 },
                 flush_deadline.as_millis() as u64 + 1000
             );
-            verdict = Some(match result {
-                Ok(0) => None,
-                Ok(n) => Some(Some(n)),
+            verdict = match result {
+                Ok(0) => Ok(()),
+                Ok(n) => Err(AppError::Unflushed(Some(n))),
                 Err(e) => {
                     tracing::error!(error = %e, "the supervisor did not confirm the flush");
-                    Some(None)
+                    Err(AppError::Unflushed(None))
                 }
-            });
+            };
             self.supervisor.stop(Some("shutdown".into()));
             let _ = (&mut self.supervisor_done).await;
             if let Some(stop) = self.api_stop.take() {
@@ -317,12 +318,7 @@ impl App {
                 "shutdown did not finish in time"
             );
         }
-        // The flush deadline is 2 s before the grace ends, so the supervisor has answered
-        // unless it is stuck; then nothing confirmed the flush.
-        match verdict.unwrap_or(Some(None)) {
-            None => Ok(()),
-            Some(count) => Err(AppError::Unflushed(count)),
-        }
+        verdict
     }
 }
 
