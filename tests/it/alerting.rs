@@ -1207,10 +1207,10 @@ routing_status = "IDLE"
     h.app.shutdown().await;
 }
 
-/// A silence created while a firing message waits for delivery (its destination paused by a
-/// 429) drops that message: recorded `suppressed` with the silence's comment, never sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_silence_drops_the_matching_messages_already_waiting_for_delivery() {
+/// One agent, a one-second `not-responding` rule, and a Slack receiver that answers the first
+/// POST 429 with `Retry-After: retry_after` seconds; the agent is then made NOT_RESPONDING, so
+/// its firing message is refused once and waits. The harness and the agent's user id.
+async fn not_responding_behind_a_429(retry_after: u64) -> (Harness, String) {
     let sim = busy_sim(1).await;
     let rules = r#"
 [[rules]]
@@ -1223,16 +1223,24 @@ routing_status = "NOT_RESPONDING"
     let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
     let user = h.ids[0].clone();
     h.wait_state(&user, "routing", "INTERACTING").await;
-    // The first POST is answered 429 with a 3 s pause: the message waits in the queue.
     h.slack.script([crate::helpers::SlackReply {
         status: 429,
-        retry_after: Some(3),
+        retry_after: Some(retry_after),
         body: "rate_limited".into(),
     }]);
     h.sim
         .set_routing_status(&user, "NOT_RESPONDING")
         .await
         .unwrap();
+    (h, user)
+}
+
+/// A silence created while a firing message waits for delivery (its destination paused by a
+/// 429) drops that message: recorded `suppressed` with the silence's comment, never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_silence_drops_the_matching_messages_already_waiting_for_delivery() {
+    // The first POST is answered 429 with a 3 s pause: the message waits in the queue.
+    let (h, user) = not_responding_behind_a_429(3).await;
     wait_for("the first (refused) POST", DEADLINE, || async {
         (h.slack.received().len() == 1).then_some(())
     })
@@ -1264,28 +1272,8 @@ routing_status = "NOT_RESPONDING"
 /// `/api/v1/alerts` while it is still pending, not `attempts: 0`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_being_retried_shows_its_attempts_in_the_alerts_api() {
-    let sim = busy_sim(1).await;
-    let rules = r#"
-[[rules]]
-name = "not-responding"
-threshold = "1s"
-severity = "critical"
-[rules.match]
-routing_status = "NOT_RESPONDING"
-"#;
-    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
-    let user = h.ids[0].clone();
-    h.wait_state(&user, "routing", "INTERACTING").await;
     // The first POST is answered 429 with a 4 s pause: the message waits for its retry.
-    h.slack.script([crate::helpers::SlackReply {
-        status: 429,
-        retry_after: Some(4),
-        body: "rate_limited".into(),
-    }]);
-    h.sim
-        .set_routing_status(&user, "NOT_RESPONDING")
-        .await
-        .unwrap();
+    let (h, user) = not_responding_behind_a_429(4).await;
     let waiting = wait_alert(&h, "rule=not-responding", |a| {
         a["delivery_status"] == "pending" && a["attempts"] == 1
     })
