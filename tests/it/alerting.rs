@@ -1209,8 +1209,8 @@ routing_status = "IDLE"
 
 /// One agent, a one-second `not-responding` rule, and a Slack receiver that answers the first
 /// POST 429 with `Retry-After: retry_after` seconds; the agent is then made NOT_RESPONDING, so
-/// its firing message is refused once and waits. The harness and the agent's user id.
-async fn not_responding_behind_a_429(retry_after: u64) -> (Harness, String) {
+/// its firing message is refused once and waits.
+async fn not_responding_behind_a_429(retry_after: u64) -> Harness {
     let sim = busy_sim(1).await;
     let rules = r#"
 [[rules]]
@@ -1232,7 +1232,7 @@ routing_status = "NOT_RESPONDING"
         .set_routing_status(&user, "NOT_RESPONDING")
         .await
         .unwrap();
-    (h, user)
+    h
 }
 
 /// A silence created while a firing message waits for delivery (its destination paused by a
@@ -1240,7 +1240,7 @@ routing_status = "NOT_RESPONDING"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_silence_drops_the_matching_messages_already_waiting_for_delivery() {
     // The first POST is answered 429 with a 3 s pause: the message waits in the queue.
-    let (h, user) = not_responding_behind_a_429(3).await;
+    let h = not_responding_behind_a_429(3).await;
     wait_for("the first (refused) POST", DEADLINE, || async {
         (h.slack.received().len() == 1).then_some(())
     })
@@ -1273,7 +1273,7 @@ async fn a_new_silence_drops_the_matching_messages_already_waiting_for_delivery(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_being_retried_shows_its_attempts_in_the_alerts_api() {
     // The first POST is answered 429 with a 4 s pause: the message waits for its retry.
-    let (h, user) = not_responding_behind_a_429(4).await;
+    let h = not_responding_behind_a_429(4).await;
     let waiting = wait_alert(&h, "rule=not-responding", |a| {
         a["delivery_status"] == "pending" && a["attempts"] == 1
     })

@@ -1,9 +1,11 @@
 //! The `agent-monitor` binary as an operator runs it: exit statuses, one-line configuration
 //! errors without secrets, and a SIGTERM that commits everything accepted.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent_monitor::sim::Simulator;
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 use crate::helpers::wait_for;
@@ -203,16 +205,16 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
-    const AGENTS: usize = 5;
-    const CHANGES: usize = 40;
-    let sim = start_sim(AGENTS).await;
+/// The binary on a simulator of `agents` agents with nothing flushed before the stop (an hour's
+/// flush interval, a huge batch), after `changes` routing changes have reached their agents:
+/// the snapshot's rows (2 per agent) and the stream's stay buffered. The simulator (keep it
+/// alive), the child (stderr piped) and its SQLite file.
+async fn buffered_service(agents: usize, changes: usize) -> (Simulator, Child, PathBuf) {
+    let sim = start_sim(agents).await;
     let ids = sim.agent_ids().await.unwrap();
     let db = temp_db_path();
     let port = free_port();
-    // Rows stay in the persistence actor's buffer until something forces a flush.
-    let mut child = run_on_sim(&sim, &db, port)
+    let child = run_on_sim(&sim, &db, port)
         .env("FLUSH_INTERVAL", "1h")
         .env("BATCH_ROWS", "100000")
         .env("RUST_LOG", "warn")
@@ -233,12 +235,12 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
     )
     .await;
     let statuses = ["INTERACTING", "IDLE", "NOT_RESPONDING", "OFF_QUEUE"];
-    for i in 0..CHANGES {
-        sim.set_routing_status(&ids[i % AGENTS], statuses[i % statuses.len()])
+    for i in 0..changes {
+        sim.set_routing_status(&ids[i % agents], statuses[i % statuses.len()])
             .await
             .unwrap();
         // Distinct Genesys timestamps for the same user.
-        if i % AGENTS == AGENTS - 1 {
+        if i % agents == agents - 1 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -247,33 +249,23 @@ async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
         Duration::from_secs(30),
         || async {
             let body: serde_json::Value = http.get(&readyz).send().await.ok()?.json().await.ok()?;
-            (body["connections"][0]["events"].as_u64() == Some(CHANGES as u64)).then_some(())
+            (body["connections"][0]["events"].as_u64() == Some(changes as u64)).then_some(())
         },
     )
     .await;
+    (sim, child, db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_commits_everything_accepted_and_exits_0_within_10s() {
+    const AGENTS: usize = 5;
+    const CHANGES: usize = 40;
+    let (_sim, child, db) = buffered_service(AGENTS, CHANGES).await;
 
     let stopped = Instant::now();
     sigterm(&child);
-    let status = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut stderr = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (status, stderr)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        status.0.code(),
-        Some(0),
-        "exit status; stderr: {}",
-        status.1
-    );
+    let (code, stderr) = wait_exit(child, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(0), "exit status; stderr: {stderr}");
     assert!(
         stopped.elapsed() < Duration::from_secs(10),
         "stopped within 10 s"
@@ -347,50 +339,7 @@ async fn wait_exit(mut child: Child, limit: Duration) -> (Option<i32>, String) {
 async fn sigterm_with_an_unconfirmed_final_flush_exits_1_within_the_grace_naming_the_count() {
     const AGENTS: usize = 3;
     const CHANGES: usize = 12;
-    let sim = start_sim(AGENTS).await;
-    let ids = sim.agent_ids().await.unwrap();
-    let db = temp_db_path();
-    let port = free_port();
-    let child = run_on_sim(&sim, &db, port)
-        .env("FLUSH_INTERVAL", "1h")
-        .env("BATCH_ROWS", "100000")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    wait_for(
-        "the binary to be ready",
-        Duration::from_secs(30),
-        || async {
-            let r = http.get(&readyz).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        },
-    )
-    .await;
-    // Nothing flushes before the stop (an hour's interval, a huge batch): the snapshot's rows
-    // (2 per agent) and the stream's stay buffered.
-    let statuses = ["INTERACTING", "IDLE", "NOT_RESPONDING", "OFF_QUEUE"];
-    for i in 0..CHANGES {
-        sim.set_routing_status(&ids[i % AGENTS], statuses[i % statuses.len()])
-            .await
-            .unwrap();
-        if i % AGENTS == AGENTS - 1 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-    wait_for(
-        "every event routed to its agent",
-        Duration::from_secs(30),
-        || async {
-            let body: serde_json::Value = http.get(&readyz).send().await.ok()?.json().await.ok()?;
-            (body["connections"][0]["events"].as_u64() == Some(CHANGES as u64)).then_some(())
-        },
-    )
-    .await;
+    let (_sim, child, db) = buffered_service(AGENTS, CHANGES).await;
 
     // Another process takes the write lock and keeps it until the service has exited.
     let locker = rusqlite::Connection::open(&db).unwrap();
