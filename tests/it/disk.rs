@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use agent_monitor::app::App;
 use agent_monitor::db::entity::agent_status;
-use agent_monitor::sim::{GroundTruthTransition, ShiftConfig, TransitionKind};
+use agent_monitor::sim::{GroundTruthTransition, ShiftConfig, Simulator, TransitionKind};
 use chrono::{DateTime, Utc};
 use sea_orm::EntityTrait;
 use serde_json::Value;
@@ -138,23 +138,17 @@ fn kind_name(kind: TransitionKind) -> &'static str {
 /// were lost at stop). Here the disk fills during a shift and is freed again; then every
 /// transition must be stored exactly once, as read by a connection of its own, and `/readyz`
 /// must be 200 again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_loses_nothing_once_space_is_freed() {
-    let Some(tmpfs) = Tmpfs::mount(8 * 1024) else {
-        println!("skipped: needs root to mount tmpfs");
-        return;
-    };
-    let sim = start_sim(AGENTS).await;
-    for id in sim.agent_ids().await.unwrap() {
-        sim.set_routing_status(&id, "INTERACTING").await.unwrap();
-    }
-    let service_start = sim.now().await.unwrap();
+/// The service on `sim` with its SQLite file at `db_path`, once `/readyz` says ready: the app,
+/// the Slack receiver (keep it alive), an HTTP client and the API's base URL.
+async fn ready_service(
+    sim: &Simulator,
+    db_path: &Path,
+) -> (App, SlackReceiver, reqwest::Client, String) {
     let slack = SlackReceiver::start().await;
-    let db_path = tmpfs.dir.join("db.sqlite");
     let app = App::start(config_for(
-        &sim,
+        sim,
         &slack,
-        &db_path,
+        db_path,
         &Opts {
             agents: AGENTS,
             ..Opts::default()
@@ -168,6 +162,22 @@ async fn a_full_disk_loses_nothing_once_space_is_freed() {
         readyz(&http, &base).await.filter(|(ok, _)| *ok).map(|_| ())
     })
     .await;
+    (app, slack, http, base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_once_space_is_freed() {
+    let Some(tmpfs) = Tmpfs::mount(8 * 1024) else {
+        println!("skipped: needs root to mount tmpfs");
+        return;
+    };
+    let sim = start_sim(AGENTS).await;
+    for id in sim.agent_ids().await.unwrap() {
+        sim.set_routing_status(&id, "INTERACTING").await.unwrap();
+    }
+    let service_start = sim.now().await.unwrap();
+    let db_path = tmpfs.dir.join("db.sqlite");
+    let (app, _slack, http, base) = ready_service(&sim, &db_path).await;
 
     let shift = sim
         .start_shift(ShiftConfig {
@@ -259,25 +269,8 @@ async fn a_full_disk_loses_nothing_once_space_is_freed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_file_deleted_under_steady_writes_is_reported_by_name() {
     let sim = start_sim(AGENTS).await;
-    let slack = SlackReceiver::start().await;
     let db_path = temp_db_path();
-    let app = App::start(config_for(
-        &sim,
-        &slack,
-        &db_path,
-        &Opts {
-            agents: AGENTS,
-            ..Opts::default()
-        },
-    ))
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.api_addr());
-    let http = reqwest::Client::new();
-    wait_for("the service ready", DEADLINE, || async {
-        readyz(&http, &base).await.filter(|(ok, _)| *ok).map(|_| ())
-    })
-    .await;
+    let (app, _slack, http, base) = ready_service(&sim, &db_path).await;
     let shift = sim
         .start_shift(ShiftConfig {
             seed: 4,
