@@ -165,14 +165,20 @@ async fn demo(args: DemoArgs) -> i32 {
         _ = app::shutdown_signal() => None,
         fatal = app.fatal_error() => fatal,
     };
-    app.shutdown().await;
+    // As `run` does: a final flush the database did not confirm is exit 1 with its count (the
+    // demo's own database is thrown away, but one given by --database-url is not).
+    let stopped = app.shutdown_checked().await;
     sim.shutdown().await;
-    match fatal {
-        Some(e) => {
+    match (fatal, stopped) {
+        (Some(e), _) => {
             complain!("error: {e}");
             1
         }
-        None => 0,
+        (None, Err(e)) => {
+            complain!("error: {e}");
+            e.exit_code()
+        }
+        (None, Ok(())) => 0,
     }
 }
 
