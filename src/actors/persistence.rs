@@ -156,7 +156,8 @@ pub struct PersistenceState {
     /// The SQLite file as identified at start (`None`: PostgreSQL, in memory): checked before
     /// and after every write and in every health check (see [`db::SqliteFile`]).
     file: Option<db::SqliteFile>,
-    /// The file's loss has been logged as an error (once; later attempts log as warnings).
+    /// The file's loss has been logged as an error and the pool closed (once; later attempts
+    /// log as warnings).
     file_alarm: bool,
     /// The shutdown deadline ([`PersistMsg::StopBy`]), once the service is stopping.
     stop_by: Option<tokio::time::Instant>,
@@ -346,6 +347,11 @@ impl Actor for PersistenceActor {
                 state.stop_by = Some(deadline);
             }
             PersistMsg::Tick => {
+                // One `stat(2)` a tick: a deleted or replaced file is noticed within a flush
+                // interval even while nothing is written.
+                if let Some(problem) = state.file_problem() {
+                    state.file_lost(&problem);
+                }
                 if (!state.buffer.batch.is_empty()
                     || state.buffer.state_due(state.config.batch_rows.max(1)))
                     && state.may_retry()
@@ -538,13 +544,8 @@ impl PersistenceState {
                 crate::metrics::write_error();
                 let consecutive = self.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
                 let backoff = backoff(consecutive);
-                if !self.file_alarm && self.file_problem().is_some() {
-                    self.file_alarm = true;
-                    tracing::error!(
-                        error = %error,
-                        buffered = self.buffer.len(),
-                        "database file lost; keeping the batch in memory and refusing to write"
-                    );
+                if let Some(problem) = self.file_problem() {
+                    self.file_lost(&problem);
                 }
                 tracing::warn!(
                     error = %error,
@@ -568,19 +569,53 @@ impl PersistenceState {
         self.file.as_ref().and_then(|file| file.check().err())
     }
 
+    /// The SQLite file was deleted or replaced (`problem` says which): the first time, log it,
+    /// carry the old database's `-wal` into the old file, and close the connection pool (shared
+    /// with the API) so that nothing opens the path again.
+    ///
+    /// Why: the old database's `-wal` file stays at `<path>-wal`. A connection opened on the
+    /// path now would take it for the new file's and "recover" the old pages into it,
+    /// corrupting a replacement (or, on a deleted path, create an empty database); so would the
+    /// next start, or any other program opening the path. A checkpoint in `TRUNCATE` mode
+    /// through a connection that still has the old file open writes those pages into the old
+    /// file (the deleted inode, or the file where it was moved) and empties the `-wal`. From
+    /// then on every write fails (the batch stays in memory, the stop reports it uncommitted)
+    /// and the API answers 503; a restart opens the file anew.
+    fn file_lost(&mut self, problem: &str) {
+        if self.file_alarm {
+            return;
+        }
+        self.file_alarm = true;
+        tracing::error!(
+            error = %problem,
+            buffered = self.buffer.len(),
+            "database file lost; keeping what is buffered in memory, closing the database \
+             connections and refusing to write"
+        );
+        let pool = self.db.get_sqlite_connection_pool().clone();
+        // An idle connection (never a new one: that would open the path), taken before the
+        // pool is closed; `close` marks it closed at once, so no acquire succeeds from here on.
+        let held = pool.try_acquire();
+        drop(pool.close());
+        tokio::spawn(async move {
+            match held {
+                Some(mut conn) => checkpoint_old_wal(&mut conn).await,
+                None => tracing::warn!(
+                    "no idle database connection to checkpoint the lost file's -wal: remove the \
+                     -wal and -shm files beside the database path before anything opens it"
+                ),
+            }
+            // Waits for the connections in use (an API export, say) to come back.
+            pool.close().await;
+        });
+    }
+
     /// Health from the SQLite file's check, the flush state and a write check at most every
     /// [`HEALTH_CACHE`].
     async fn health(&mut self) -> DbHealth {
         let buffered = self.buffer.len();
         if let Some(problem) = self.file_problem() {
-            if !self.file_alarm {
-                self.file_alarm = true;
-                tracing::error!(
-                    error = %problem,
-                    buffered,
-                    "database file lost; refusing to write"
-                );
-            }
+            self.file_lost(&problem);
             return DbHealth {
                 writable: false,
                 last_error: Some(problem),
@@ -615,6 +650,38 @@ impl PersistenceState {
             buffered,
         }
     }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` on `conn` (a connection that still has the lost SQLite
+/// file open): the old `-wal`'s pages go into the old file and the `-wal` is emptied, so
+/// nothing that opens the path later can take them for its own. Retried for up to a second
+/// while readers hold the old `-wal` (`busy`); the outcome is logged.
+async fn checkpoint_old_wal(conn: &mut sea_orm::sqlx::sqlite::SqliteConnection) {
+    for _ in 0..20 {
+        let result: Result<(i64, i64, i64), _> =
+            sea_orm::sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *conn)
+                .await;
+        match result {
+            Ok((0, _, _)) => {
+                tracing::info!(
+                    "the lost database file's -wal was checkpointed into it and emptied"
+                );
+                return;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpointing the lost database file's -wal failed: \
+                    remove the -wal and -shm files beside the database path before anything \
+                    opens it");
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        "the lost database file's -wal stays busy (readers): remove the -wal and -shm files \
+         beside the database path before anything opens it"
+    );
 }
 
 /// Delay before retry number `consecutive` (1-based): 100 ms, 200 ms, … capped at 5 s.

@@ -449,6 +449,10 @@ impl AlertingApi {
             Ok(Ok(rows)) => SilencesResponse::Ok(Json(SilenceList {
                 data: rows.into_iter().map(silence_dto).collect(),
             })),
+            Ok(Err(e)) if super::no_connection(&e) => {
+                tracing::error!(error = %e, "listing silences failed: no database connection");
+                SilencesResponse::Unavailable(error(super::NO_CONNECTION))
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "listing silences failed");
                 SilencesResponse::Internal(error(
@@ -541,6 +545,10 @@ impl AlertingApi {
                 (self.state.alerting.silenced)(s.clone());
                 CreateSilenceResponse::Created(Json(silence_dto(s)))
             }
+            Ok(Err(e)) if super::no_connection(&e) => {
+                tracing::error!(error = %e, "creating a silence failed: no database connection");
+                CreateSilenceResponse::Unavailable(error(super::NO_CONNECTION))
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "creating a silence failed");
                 CreateSilenceResponse::Internal(error(
@@ -565,6 +573,10 @@ impl AlertingApi {
             Ok(Ok(true)) => DeleteSilenceResponse::Deleted,
             Ok(Ok(false)) => {
                 DeleteSilenceResponse::NotFound(error(format!("no silence has id {}", id.0)))
+            }
+            Ok(Err(e)) if super::no_connection(&e) => {
+                tracing::error!(error = %e, "deleting a silence failed: no database connection");
+                DeleteSilenceResponse::Unavailable(error(super::NO_CONNECTION))
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "deleting a silence failed");

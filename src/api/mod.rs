@@ -216,18 +216,26 @@ enum ApiError {
     Timeout(#[from] limits::QueryTimeout),
 }
 
+/// The answer (503) when no database connection can be had.
+const NO_CONNECTION: &str = "the database cannot be opened; see /readyz and the service log";
+
+/// Whether `e` means no database connection could be had (a SQLite file deleted or replaced
+/// while the service runs: the pool is closed, `/readyz` names the problem), answered 503
+/// rather than 500.
+fn no_connection(e: &sea_orm::DbErr) -> bool {
+    matches!(
+        e,
+        sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)
+    )
+}
+
 impl ApiError {
     /// Answered 503 rather than 500: the database did not answer in time, or no connection to
     /// it could be had (a SQLite file deleted while the service runs cannot be opened again:
     /// `/readyz` names the problem).
     fn unavailable(&self) -> bool {
-        matches!(
-            self,
-            ApiError::Timeout(_)
-                | ApiError::Database(
-                    sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)
-                )
-        )
+        matches!(self, ApiError::Timeout(_))
+            || matches!(self, ApiError::Database(e) if no_connection(e))
     }
 
     fn body(&self) -> Json<ErrorBody> {
@@ -239,7 +247,7 @@ impl ApiError {
             }
             ApiError::Database(_) if self.unavailable() => {
                 tracing::error!(error = %self, "API request failed: no database connection");
-                "the database cannot be opened; see /readyz and the service log".to_owned()
+                NO_CONNECTION.to_owned()
             }
             ApiError::Database(_) | ApiError::CorruptRow(_) => {
                 tracing::error!(error = %self, "API request failed");

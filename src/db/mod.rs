@@ -184,8 +184,13 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
         if !in_memory {
             create_parent_dir(parsed.get_filename())?;
             create_sqlite_file(&parsed).await?;
+            // Connections are kept, never closed for idleness or age: each one opened later
+            // opens the path anew, and a path whose file was replaced meanwhile would be
+            // opened beside the old file's `-wal` (see the persistence actor's `file_lost`).
             connect_options
                 .max_connections(options.max_connections)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .map_sqlx_sqlite_before_acquire(|conn, _meta| {
                     Box::pin(async move { Ok(sqlite_connection_reusable(conn)) })
                 });

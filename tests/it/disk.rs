@@ -337,3 +337,101 @@ async fn a_database_file_deleted_under_steady_writes_is_reported_by_name() {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// The SQLite file replaced by another database while the service runs (a restore from a
+/// backup over the live file, say). The old database's `-wal` file stays beside the new one:
+/// a connection the pool opened on the path then "recovered" the old pages into the new file
+/// and corrupted it (one report request was enough). Now the service reports the replacement,
+/// closes its connections, answers 503, and leaves the new file exactly as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_file_replaced_under_the_service_is_left_intact() {
+    let sim = start_sim(AGENTS).await;
+    let db_path = temp_db_path();
+    let (app, _slack, http, base) = ready_service(&sim, &db_path).await;
+    let shift = sim
+        .start_shift(ShiftConfig {
+            seed: 5,
+            duration: Duration::from_secs(6),
+            idle_threshold: Duration::from_secs(2),
+            margin: Duration::from_millis(500),
+            mean_hold: Duration::from_millis(200),
+            ..ShiftConfig::default()
+        })
+        .await
+        .unwrap();
+    wait_a_while(Duration::from_secs(1)).await;
+
+    // Another database, made beside it and renamed over it.
+    let replacement = db_path.with_extension("replacement");
+    {
+        let other = rusqlite::Connection::open(&replacement).unwrap();
+        other
+            .execute_batch("CREATE TABLE kept (v INTEGER); INSERT INTO kept VALUES (42);")
+            .unwrap();
+    }
+    let original = std::fs::read(&replacement).unwrap();
+    std::fs::rename(&replacement, &db_path).unwrap();
+
+    let body = wait_for(
+        "/readyz 503 naming the replaced file",
+        Duration::from_secs(5),
+        || async {
+            let (ok, body) = readyz(&http, &base).await?;
+            let error = body["database"]["error"].as_str().unwrap_or_default();
+            (!ok && error.contains("replaced")).then_some(body)
+        },
+    )
+    .await;
+    assert_eq!(body["database"]["writable"], false, "{body}");
+    // Every kind of read and write the API makes: each answers, none is a 500.
+    let now = chrono::Utc::now();
+    let window = format!(
+        "from={}&to={}",
+        (now - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    for path in [
+        "/api/v1/agent-status/history?limit=100".to_owned(),
+        format!("/api/v1/reports/time-in-state?{window}"),
+        "/api/v1/agents".to_owned(),
+        "/api/v1/alerts".to_owned(),
+        "/api/v1/silences".to_owned(),
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            status == 200 || (status == 503 && text.contains("cannot be opened")),
+            "{path}: {status} {text}"
+        );
+    }
+    let r = http
+        .post(format!("{base}/api/v1/silences"))
+        .json(&serde_json::json!({
+            "rule": "idle",
+            "until": (now + chrono::Duration::hours(1)).to_rfc3339(),
+            "comment": "after the replacement"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503, "{}", r.text().await.unwrap());
+    shift.finished().await.unwrap();
+    app.shutdown().await;
+
+    // The replacement is untouched: same bytes, its table and row intact.
+    assert_eq!(
+        std::fs::read(&db_path).unwrap(),
+        original,
+        "the replacement file was written to"
+    );
+    let other = rusqlite::Connection::open(&db_path).unwrap();
+    let check: String = other
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let v: i64 = other
+        .query_row("SELECT v FROM kept", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 42);
+}
