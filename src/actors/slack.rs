@@ -25,9 +25,10 @@
 //!   message.
 //! - **Silences and quiet hours**: an alert with `muted` set, or matching an active silence
 //!   (read from the database, cached for `silence_cache`), is recorded `suppressed`, not sent.
-//!   A silence created while firing messages it matches wait (group, queue, retry) is sent
-//!   here as [`SlackMsg::Silenced`]: those messages are dropped and recorded `suppressed` the
-//!   same way, and a message that was in flight is checked again before any retry.
+//!   A silence created while messages it matches wait (group, queue, retry; firing and
+//!   resolved) is sent here as [`SlackMsg::Silenced`]: those messages are dropped and recorded
+//!   `suppressed` the same way, and a message that was in flight is checked again before any
+//!   retry.
 //! - **Repeats coalesce**: a firing alert of an episode that already has a firing message
 //!   waiting (grouped or queued, not in flight) takes that message's place; the older one is
 //!   recorded `dropped` (`superseded by a newer message of this episode`). However short the
@@ -66,9 +67,10 @@ pub enum SlackMsg {
         /// `<rule>:<user_id>:<episode start in ms>`.
         episode_key: String,
     },
-    /// A silence was just created (`POST /api/v1/silences`): firing alerts it matches that
-    /// are still waiting (grouped, queued or due for a retry) are dropped and recorded
-    /// `suppressed` (`silenced: <comment>`), and the silence applies to new alerts at once.
+    /// A silence was just created (`POST /api/v1/silences`): alerts it matches that are still
+    /// waiting (grouped, queued or due for a retry; firing and resolved) are dropped and
+    /// recorded `suppressed` (`silenced: <comment>`), and the silence applies to new alerts at
+    /// once.
     Silenced(Silence),
     /// The status of every destination, for `/readyz`.
     Status(ractor::RpcReplyPort<Vec<DestinationStatus>>),
@@ -540,7 +542,8 @@ impl SlackState {
     }
 
     /// A new silence: from now on it applies to new alerts (added to the cached list) and to
-    /// the firing alerts already waiting, which are dropped here and recorded `suppressed`.
+    /// the alerts already waiting, firing and resolved, which are dropped here and recorded
+    /// `suppressed`.
     fn silenced(&mut self, myself: &ActorRef<SlackMsg>, silence: Silence) {
         match &mut self.silences {
             Some((_, list)) => {
@@ -555,8 +558,9 @@ impl SlackState {
             }
         }
         let now = Utc::now();
-        let matches =
-            |a: &Alert| matches!(a.kind, AlertKind::Firing { .. }) && silence.matches(a, now);
+        // Resolved messages too: one queued behind a firing message the silence drops would
+        // otherwise announce the end of an episode nobody was told about.
+        let matches = |a: &Alert| silence.matches(a, now);
         let names: Vec<String> = self.destinations.keys().cloned().collect();
         for name in names {
             let dest = self.destinations.get_mut(&name).expect("listed above");
@@ -644,11 +648,9 @@ impl SlackState {
             // in flight when `Silenced` came): recorded suppressed, not sent.
             if let Some((_, silences)) = &self.silences {
                 let now = Utc::now();
-                let (silenced, live): (Vec<Alert>, Vec<Alert>) =
-                    std::mem::take(&mut head.alerts).into_iter().partition(|a| {
-                        matches!(a.kind, AlertKind::Firing { .. })
-                            && silences.iter().any(|s| s.matches(a, now))
-                    });
+                let (silenced, live): (Vec<Alert>, Vec<Alert>) = std::mem::take(&mut head.alerts)
+                    .into_iter()
+                    .partition(|a| silences.iter().any(|s| s.matches(a, now)));
                 head.alerts = live;
                 for alert in &silenced {
                     let comment = silences

@@ -1211,16 +1211,26 @@ routing_status = "IDLE"
 /// POST 429 with `Retry-After: retry_after` seconds; the agent is then made NOT_RESPONDING, so
 /// its firing message is refused once and waits.
 async fn not_responding_behind_a_429(retry_after: u64) -> Harness {
+    not_responding_behind_a_429_with(retry_after, false).await
+}
+
+/// [`not_responding_behind_a_429`], the rule sending resolved messages when `send_resolved`
+/// (an episode ends 1 s after the agent leaves NOT_RESPONDING: `flap_tolerance`).
+async fn not_responding_behind_a_429_with(retry_after: u64, send_resolved: bool) -> Harness {
     let sim = busy_sim(1).await;
-    let rules = r#"
+    let rules = format!(
+        r#"
 [[rules]]
 name = "not-responding"
 threshold = "1s"
 severity = "critical"
+send_resolved = {send_resolved}
+flap_tolerance = "1s"
 [rules.match]
 routing_status = "NOT_RESPONDING"
-"#;
-    let (h, _) = start_with_rules(sim, rules, Duration::ZERO).await;
+"#
+    );
+    let (h, _) = start_with_rules(sim, &rules, Duration::ZERO).await;
     let user = h.ids[0].clone();
     h.wait_state(&user, "routing", "INTERACTING").await;
     h.slack.script([crate::helpers::SlackReply {
@@ -1265,6 +1275,51 @@ async fn a_new_silence_drops_the_matching_messages_already_waiting_for_delivery(
     let records = alerts(&h, "rule=not-responding").await;
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["delivery_status"], "suppressed");
+    h.app.shutdown().await;
+}
+
+/// A silence created while both messages of an episode wait behind a 429 (the firing one, and
+/// the resolved one queued after it because the firing one was not delivered yet) drops both:
+/// Slack is never told of the end of an episode it was never told of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_silence_drops_the_waiting_resolved_message_too() {
+    let h = not_responding_behind_a_429_with(6, true).await;
+    let user = h.ids[0].clone();
+    wait_for("the first (refused) POST", DEADLINE, || async {
+        (h.slack.received().len() == 1).then_some(())
+    })
+    .await;
+    h.sim
+        .set_routing_status(&user, "INTERACTING")
+        .await
+        .unwrap();
+    wait_alert(&h, "rule=not-responding", |a| {
+        a["kind"] == "resolved" && a["delivery_status"] == "pending"
+    })
+    .await;
+    let until = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let response = h
+        .http
+        .post(format!("{}/api/v1/silences", h.base))
+        .json(&serde_json::json!({"rule": "not-responding", "until": until, "comment": "coaching"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    // The resolved message is silenced; the firing one had already given way to it when the
+    // episode ended (dropped: "episode ended before delivery").
+    wait_alert(&h, "rule=not-responding", |a| {
+        a["kind"] == "resolved" && a["delivery_status"] == "suppressed"
+    })
+    .await;
+    let firing = wait_alert(&h, "rule=not-responding", |a| a["kind"] == "firing").await;
+    assert!(
+        firing["delivery_status"] == "dropped" || firing["delivery_status"] == "suppressed",
+        "{firing}"
+    );
+    // Past the pause: still only the refused POST.
+    crate::helpers::wait_a_while(Duration::from_secs(7)).await;
+    assert_eq!(h.slack.received().len(), 1, "{:?}", h.slack.received());
     h.app.shutdown().await;
 }
 
