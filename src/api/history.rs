@@ -193,7 +193,7 @@ async fn json_page(
     db: &sea_orm::DatabaseConnection,
     filter: &HistoryFilter,
 ) -> Result<HistoryPage, ApiError> {
-    let page = db::history(db, filter).await?;
+    let page = super::limits::query_timeout(db::history(db, filter)).await??;
     let next_cursor = match (page.has_more, page.rows.last()) {
         (true, Some(last)) => Some(encode_cursor(Keyset::of(last), filter)),
         _ => None,

@@ -12,6 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
 
 use super::dto::{ErrorBody, KindDto, KindParam, Timestamp};
 use super::export::{self, Format, StreamEnd, csv_chunk, opt};
+use super::limits::query_timeout;
 use super::{ApiError, ApiState, ApiTags, parse_error_body, parse_kind, parse_user_id};
 use crate::db::{self, UserIntervals};
 use crate::domain::{Kind, format_timestamp, truncate_to_millis};
@@ -241,7 +242,9 @@ impl ReportsApi {
             let content: Result<TimelineContent, ApiError> = match format {
                 Format::Json => {
                     let mut data = Vec::new();
-                    while let Some(batch) = intervals.next_batch(&self.state.db).await? {
+                    while let Some(batch) =
+                        query_timeout(intervals.next_batch(&self.state.db)).await??
+                    {
                         data.extend(batch.iter().map(interval_dto));
                     }
                     Ok(TimelineContent::Json(Json(TimelineDto {
@@ -332,18 +335,18 @@ impl ReportsApi {
             let db = &self.state.db;
             let mut next = match &user {
                 Some(user) => Some(user.as_str().to_owned()),
-                None => db::next_user(db, None).await?,
+                None => query_timeout(db::next_user(db, None)).await??,
             };
             while let Some(user_id) = next {
                 let mut intervals = UserIntervals::new(&user_id, &kinds, window, now);
-                while let Some(batch) = intervals.next_batch(db).await? {
+                while let Some(batch) = query_timeout(intervals.next_batch(db)).await?? {
                     for interval in &batch {
                         totals.add(&user_id, interval);
                     }
                 }
                 next = match user {
                     Some(_) => None,
-                    None => db::next_user(db, Some(&user_id)).await?,
+                    None => query_timeout(db::next_user(db, Some(&user_id))).await??,
                 };
             }
             let data: Vec<TimeInStateRow> = totals
