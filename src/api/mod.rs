@@ -97,14 +97,16 @@ pub fn routes_with_access(state: ApiState, access: AccessPolicy) -> impl Endpoin
     let docs = service.swagger_ui();
     let spec_json = service.spec_endpoint();
     let spec_yaml = service.spec_endpoint_yaml();
+    // The docs and the spec are read-only: other methods get 405 like the API's paths.
     Route::new()
-        .nest("/docs", docs)
-        .at("/openapi.json", spec_json)
-        .at("/openapi.yaml", spec_yaml)
+        .nest("/docs", poem::get(docs))
+        .at("/openapi.json", poem::get(spec_json))
+        .at("/openapi.yaml", poem::get(spec_yaml))
         .at("/metrics", poem::get(metrics_endpoint))
         .nest("/", service)
         .catch_error(not_found)
         .catch_error(method_not_allowed)
+        .catch_error(bad_path)
         .with(Guard(access))
         .with(poem::middleware::Tracing)
 }
@@ -114,6 +116,19 @@ async fn not_found(_: poem::error::NotFoundError) -> poem::Response {
     let body = serde_json::json!({ "error": "no such endpoint; see /docs for the API" });
     poem::Response::builder()
         .status(poem::http::StatusCode::NOT_FOUND)
+        .content_type("application/json; charset=utf-8")
+        .body(body.to_string())
+}
+
+/// A path segment that is not valid UTF-8 once percent-decoded (`/api/v1/silences/%C3`)
+/// answers like every other error of the API: `400` with `{"error": "..."}` (poem's own answer
+/// is plain text).
+async fn bad_path(_: poem::error::ParsePathError) -> poem::Response {
+    let body = serde_json::json!({
+        "error": "a path parameter is not valid UTF-8 once percent-decoded"
+    });
+    poem::Response::builder()
+        .status(poem::http::StatusCode::BAD_REQUEST)
         .content_type("application/json; charset=utf-8")
         .body(body.to_string())
 }

@@ -830,6 +830,9 @@ async fn too_long_uris_and_wrong_methods_answer_with_an_error_body() {
         (reqwest::Method::POST, "/api/v1/alerts"),
         (reqwest::Method::PUT, "/api/v1/silences"),
         (reqwest::Method::POST, "/healthz"),
+        (reqwest::Method::POST, "/docs"),
+        (reqwest::Method::DELETE, "/openapi.json"),
+        (reqwest::Method::PUT, "/openapi.yaml"),
     ] {
         let resp = h
             .http
@@ -839,6 +842,18 @@ async fn too_long_uris_and_wrong_methods_answer_with_an_error_body() {
             .await
             .unwrap();
         check(format!("{method} {path}"), resp, 405).await;
+    }
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/api/v1/silences/%C3"),
+        (reqwest::Method::GET, "/api/v1/agents/%C3/timeline"),
+    ] {
+        let resp = h
+            .http
+            .request(method.clone(), format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
+        check(format!("{method} {path} (not UTF-8)"), resp, 400).await;
     }
     h.app.shutdown().await;
 }
