@@ -138,6 +138,26 @@ fn kind_name(kind: TransitionKind) -> &'static str {
 /// were lost at stop). Here the disk fills during a shift and is freed again; then every
 /// transition must be stored exactly once, as read by a connection of its own, and `/readyz`
 /// must be 200 again.
+/// A shift of `duration` on `sim` with agents changing state every `mean_hold` on average
+/// (idle threshold 2 s, so alerts come and go too): steady writes for the disk tests.
+async fn busy_shift(
+    sim: &Simulator,
+    seed: u64,
+    duration: Duration,
+    mean_hold: Duration,
+) -> agent_monitor::sim::ShiftHandle {
+    sim.start_shift(ShiftConfig {
+        seed,
+        duration,
+        idle_threshold: Duration::from_secs(2),
+        margin: Duration::from_millis(500),
+        mean_hold,
+        ..ShiftConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// The service on `sim` with its SQLite file at `db_path`, once `/readyz` says ready: the app,
 /// the Slack receiver (keep it alive), an HTTP client and the API's base URL.
 async fn ready_service(
@@ -179,17 +199,7 @@ async fn a_full_disk_loses_nothing_once_space_is_freed() {
     let db_path = tmpfs.dir.join("db.sqlite");
     let (app, _slack, http, base) = ready_service(&sim, &db_path).await;
 
-    let shift = sim
-        .start_shift(ShiftConfig {
-            seed: 3,
-            duration: Duration::from_secs(12),
-            idle_threshold: Duration::from_secs(2),
-            margin: Duration::from_millis(500),
-            mean_hold: Duration::from_millis(300),
-            ..ShiftConfig::default()
-        })
-        .await
-        .unwrap();
+    let shift = busy_shift(&sim, 3, Duration::from_secs(12), Duration::from_millis(300)).await;
 
     // Fill the disk while the shift runs: the commits now fail with SQLITE_FULL.
     wait_a_while(Duration::from_secs(2)).await;
@@ -271,17 +281,7 @@ async fn a_database_file_deleted_under_steady_writes_is_reported_by_name() {
     let sim = start_sim(AGENTS).await;
     let db_path = temp_db_path();
     let (app, _slack, http, base) = ready_service(&sim, &db_path).await;
-    let shift = sim
-        .start_shift(ShiftConfig {
-            seed: 4,
-            duration: Duration::from_secs(8),
-            idle_threshold: Duration::from_secs(2),
-            margin: Duration::from_millis(500),
-            mean_hold: Duration::from_millis(200),
-            ..ShiftConfig::default()
-        })
-        .await
-        .unwrap();
+    let shift = busy_shift(&sim, 4, Duration::from_secs(8), Duration::from_millis(200)).await;
     wait_a_while(Duration::from_secs(1)).await;
 
     std::fs::remove_file(&db_path).unwrap();
@@ -348,17 +348,7 @@ async fn a_database_file_replaced_under_the_service_is_left_intact() {
     let sim = start_sim(AGENTS).await;
     let db_path = temp_db_path();
     let (app, _slack, http, base) = ready_service(&sim, &db_path).await;
-    let shift = sim
-        .start_shift(ShiftConfig {
-            seed: 5,
-            duration: Duration::from_secs(6),
-            idle_threshold: Duration::from_secs(2),
-            margin: Duration::from_millis(500),
-            mean_hold: Duration::from_millis(200),
-            ..ShiftConfig::default()
-        })
-        .await
-        .unwrap();
+    let shift = busy_shift(&sim, 5, Duration::from_secs(6), Duration::from_millis(200)).await;
     wait_a_while(Duration::from_secs(1)).await;
 
     // Another database, made beside it and renamed over it.
