@@ -115,7 +115,8 @@ pub enum SupervisorMsg {
     /// The rules in force, where they came from and the last reload.
     Rules(RpcReplyPort<RulesInForce>),
     /// A silence was created (`POST /api/v1/silences`): passed on to the Slack actor
-    /// ([`SlackMsg::Silenced`]), which drops the waiting firing messages it matches.
+    /// ([`SlackMsg::Silenced`]), which drops the waiting messages it matches, firing and
+    /// resolved.
     Silenced(crate::domain::Silence),
     /// The retention actor, if `RETENTION_DAYS` is set (tests, debugging).
     Retention(RpcReplyPort<Option<ActorRef<RetentionMsg>>>),
