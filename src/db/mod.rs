@@ -721,6 +721,114 @@ mod tests {
             .exec(db)
             .await
             .unwrap();
+        same_state_storage_as_sea_orm(db).await;
+    }
+
+    /// The same for the `agents` and `episodes` upserts, which `write_batch` binds itself too:
+    /// the stored rows (timestamps as stored text on SQLite) equal sea-orm's, and a second
+    /// write of a user replaces every column.
+    async fn same_state_storage_as_sea_orm(db: &DatabaseConnection) {
+        use crate::domain::{AgentCurrent, UserId, parse_timestamp};
+        use entity::{agent, episode};
+        use sea_orm::{
+            ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+            QueryFilter, QueryOrder,
+        };
+        let at = parse_timestamp("2024-05-02T08:07:06.054Z").unwrap();
+        let later = parse_timestamp("2024-05-02T09:00:00.001Z").unwrap();
+        agent::Entity::insert(agent::ActiveModel {
+            user_id: Set("orm".into()),
+            user_name: Set(Some("Ann".into())),
+            presence: Set(Some("AVAILABLE".into())),
+            org_presence: Set(Some("Available".into())),
+            presence_since: Set(Some(at)),
+            routing_status: Set(Some("IDLE".into())),
+            routing_since: Set(Some(at)),
+            active_conversations: Set(2),
+            idle_since: Set(None),
+            updated_at: Set(at),
+        })
+        .exec_without_returning(db)
+        .await
+        .unwrap();
+        let ours = |user: &str, status: &str, when| AgentCurrent {
+            user_id: UserId::parse(user).unwrap(),
+            user_name: Some("Ann".into()),
+            presence: Some("AVAILABLE".into()),
+            org_presence: Some("Available".into()),
+            presence_since: Some(when),
+            routing_status: Some(status.into()),
+            routing_since: Some(when),
+            active_conversations: 2,
+            idle_since: None,
+            updated_at: when,
+        };
+        // First a different row for "ours", then the one to compare: the upsert must replace
+        // every column of it.
+        for agent in [
+            AgentCurrent {
+                user_name: Some("Bob".into()),
+                presence: None,
+                org_presence: None,
+                active_conversations: 0,
+                idle_since: Some(later),
+                ..ours("ours", "INTERACTING", later)
+            },
+            ours("ours", "IDLE", at),
+        ] {
+            let batch = Batch {
+                agents: vec![agent],
+                episodes: vec![(UserId::parse("ours").unwrap(), "{\"v\":1}".into())],
+                ..Default::default()
+            };
+            assert_eq!(write_batch(db, &batch).await.unwrap().agents_upserted, 1);
+        }
+        let rows = agent::Entity::find()
+            .filter(agent::Column::UserId.is_in(["orm", "ours"]))
+            .order_by_asc(agent::Column::UserId)
+            .all(db)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        let strip = |r: &agent::Model| agent::Model {
+            user_id: String::new(),
+            ..r.clone()
+        };
+        assert_eq!(strip(&rows[0]), strip(&rows[1]));
+        let found = agent::Entity::find()
+            .filter(agent::Column::RoutingSince.eq(at))
+            .filter(agent::Column::UserId.is_in(["orm", "ours"]))
+            .count(db)
+            .await
+            .unwrap();
+        assert_eq!(found, 2, "both found by the bound instant");
+        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+            let stored = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    "SELECT presence_since || '|' || routing_since || '|' || updated_at \
+                     FROM agents WHERE user_id IN ('orm', 'ours') ORDER BY user_id",
+                ))
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap())
+                .collect::<Vec<_>>();
+            assert_eq!(stored[0], stored[1], "the same stored text");
+        }
+        let log = episode::Entity::find_by_id("ours".to_owned())
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(log.state, "{\"v\":1}");
+        for table in ["agents", "episodes"] {
+            db.execute_unprepared(&format!(
+                "DELETE FROM {table} WHERE user_id IN ('orm', 'ours')"
+            ))
+            .await
+            .unwrap();
+        }
     }
 
     /// Runs the same checks on PostgreSQL when `AGENT_MONITOR_TEST_POSTGRES_URL` names a

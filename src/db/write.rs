@@ -18,25 +18,60 @@ use crate::domain::{
 /// Bind parameters per statement we allow ourselves: well under SQLite's limit (32,766 since
 /// 3.32; bundled SQLite is newer) and PostgreSQL's (65,535).
 const MAX_BIND_PARAMS: usize = 10_000;
-/// Columns bound per `agent_status` row (all but `id`), in [`AGENT_STATUS_INSERT`]'s order.
-const AGENT_STATUS_COLUMNS: usize = 10;
-/// The `agent_status` columns a transition fills, in bind order.
-const AGENT_STATUS_INSERT: &str = "\"user_id\", \"user_name\", \"kind\", \"state\", \
-     \"previous_state\", \"org_presence\", \"presence_definition_id\", \"event_timestamp\", \
-     \"ingested_at\", \"source\"";
-/// Rows per multi-row `agent_status` INSERT. A batch goes in chunks of this many rows and a
+/// Rows per multi-row statement ([`RowsSql`]). A batch goes in chunks of this many rows and a
 /// shorter tail in chunks of the powers of two it is made of, so every statement has one of
 /// eight shapes and is prepared once per connection (sqlx caches prepared statements by their
 /// SQL text), never once per batch. `BENCHMARKS.md`, figure 1.
-const TRANSITION_CHUNK: usize = 128;
-/// Columns bound per `agents` row.
-const AGENT_COLUMNS: usize = 10;
+const ROW_CHUNK: usize = 128;
 /// Columns bound per `alerts` row (all but `id`).
 const ALERT_COLUMNS: usize = 19;
 /// Columns bound per `dead_letters` row (all but `id`).
 const DEAD_LETTER_COLUMNS: usize = 7;
-/// Columns bound per `episodes` row.
-const EPISODE_COLUMNS: usize = 3;
+
+/// A multi-row `INSERT` of one table, written once for every row count: `head` (`INSERT INTO
+/// … (columns) VALUES `), then one `(?, …)` group of `columns` placeholders per row, then
+/// `tail` (the `ON CONFLICT` clause). Its rows are bound straight from our types, with no
+/// `ActiveModel` and no statement text built by sea-query for every batch; values are bound as
+/// sea-orm binds them, so the stored text is the same (a test pins it for every table).
+struct RowsSql {
+    head: &'static str,
+    columns: usize,
+    tail: &'static str,
+}
+
+/// `agent_status`: every column but `id`, in [`bind_transition`]'s order; a transition already
+/// stored (same user, kind and Genesys timestamp) is skipped.
+const TRANSITIONS_SQL: RowsSql = RowsSql {
+    head: "INSERT INTO \"agent_status\" (\"user_id\", \"user_name\", \"kind\", \"state\", \
+           \"previous_state\", \"org_presence\", \"presence_definition_id\", \"event_timestamp\", \
+           \"ingested_at\", \"source\") VALUES ",
+    columns: 10,
+    tail: " ON CONFLICT (\"user_id\", \"kind\", \"event_timestamp\") DO NOTHING",
+};
+
+/// `agents`: every column, in [`bind_agent`]'s order; an existing row of the user is replaced.
+const AGENTS_SQL: RowsSql = RowsSql {
+    head: "INSERT INTO \"agents\" (\"user_id\", \"user_name\", \"presence\", \"org_presence\", \
+           \"presence_since\", \"routing_status\", \"routing_since\", \"active_conversations\", \
+           \"idle_since\", \"updated_at\") VALUES ",
+    columns: 10,
+    tail: " ON CONFLICT (\"user_id\") DO UPDATE SET \"user_name\" = excluded.\"user_name\", \
+           \"presence\" = excluded.\"presence\", \"org_presence\" = excluded.\"org_presence\", \
+           \"presence_since\" = excluded.\"presence_since\", \
+           \"routing_status\" = excluded.\"routing_status\", \
+           \"routing_since\" = excluded.\"routing_since\", \
+           \"active_conversations\" = excluded.\"active_conversations\", \
+           \"idle_since\" = excluded.\"idle_since\", \"updated_at\" = excluded.\"updated_at\"",
+};
+
+/// `episodes`: every column, in [`bind_episode`]'s order; an existing row of the user is
+/// replaced.
+const EPISODES_SQL: RowsSql = RowsSql {
+    head: "INSERT INTO \"episodes\" (\"user_id\", \"state\", \"updated_at\") VALUES ",
+    columns: 3,
+    tail: " ON CONFLICT (\"user_id\") DO UPDATE SET \"state\" = excluded.\"state\", \
+           \"updated_at\" = excluded.\"updated_at\"",
+};
 
 /// An alert waiting to be inserted, with its delivery outcome if that arrived before the
 /// insert was committed.
@@ -129,33 +164,19 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
     summary.agents_deleted = delete_unmonitored(&txn, batch).await?;
 
     let backend = txn.get_database_backend();
-    for (start, len) in transition_chunks(batch.transitions.len()) {
-        let inserted =
-            insert_transitions(&txn, backend, &batch.transitions[start..start + len]).await?;
-        summary.transitions_inserted += inserted;
-        summary.transitions_duplicate += len as u64 - inserted;
-    }
+    let inserted = insert_rows(
+        &txn,
+        backend,
+        &TRANSITIONS_SQL,
+        &batch.transitions,
+        bind_transition,
+    )
+    .await?;
+    summary.transitions_inserted = inserted;
+    summary.transitions_duplicate = batch.transitions.len() as u64 - inserted;
 
-    for chunk in batch.agents.chunks(MAX_BIND_PARAMS / AGENT_COLUMNS) {
-        summary.agents_upserted += agent::Entity::insert_many(chunk.iter().map(agent_row))
-            .on_conflict(
-                OnConflict::column(agent::Column::UserId)
-                    .update_columns([
-                        agent::Column::UserName,
-                        agent::Column::Presence,
-                        agent::Column::OrgPresence,
-                        agent::Column::PresenceSince,
-                        agent::Column::RoutingStatus,
-                        agent::Column::RoutingSince,
-                        agent::Column::ActiveConversations,
-                        agent::Column::IdleSince,
-                        agent::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-    }
+    summary.agents_upserted =
+        insert_rows(&txn, backend, &AGENTS_SQL, &batch.agents, bind_agent).await?;
 
     for chunk in batch.alerts.chunks(MAX_BIND_PARAMS / ALERT_COLUMNS) {
         let inserted = alert::Entity::insert_many(chunk.iter().map(alert_row))
@@ -165,16 +186,15 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
         summary.alerts_inserted += inserted_rows(inserted);
     }
 
-    for chunk in batch.episodes.chunks(MAX_BIND_PARAMS / EPISODE_COLUMNS) {
-        episode::Entity::insert_many(chunk.iter().map(episode_row))
-            .on_conflict(
-                OnConflict::column(episode::Column::UserId)
-                    .update_columns([episode::Column::State, episode::Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&txn)
-            .await?;
-    }
+    let now = ms(Utc::now());
+    insert_rows(
+        &txn,
+        backend,
+        &EPISODES_SQL,
+        &batch.episodes,
+        |episode, values| bind_episode(episode, now, values),
+    )
+    .await?;
 
     for chunk in batch
         .dead_letters
@@ -279,17 +299,16 @@ pub async fn probe_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// `(start, len)` of each multi-row INSERT for `n` transitions: [`TRANSITION_CHUNK`]-row
-/// chunks, then the tail by its binary digits, largest first (so `n = 300` gives 128, 128,
-/// 32, 8, 4).
-fn transition_chunks(n: usize) -> Vec<(usize, usize)> {
-    let mut chunks = Vec::with_capacity(n / TRANSITION_CHUNK + 8);
+/// `(start, len)` of each multi-row statement for `n` rows: [`ROW_CHUNK`]-row chunks, then
+/// the tail by its binary digits, largest first (so `n = 300` gives 128, 128, 32, 8, 4).
+fn row_chunks(n: usize) -> Vec<(usize, usize)> {
+    let mut chunks = Vec::with_capacity(n / ROW_CHUNK + 8);
     let mut start = 0;
-    while n - start >= TRANSITION_CHUNK {
-        chunks.push((start, TRANSITION_CHUNK));
-        start += TRANSITION_CHUNK;
+    while n - start >= ROW_CHUNK {
+        chunks.push((start, ROW_CHUNK));
+        start += ROW_CHUNK;
     }
-    let mut size = TRANSITION_CHUNK / 2;
+    let mut size = ROW_CHUNK / 2;
     while size > 0 {
         if (n - start) & size != 0 {
             chunks.push((start, size));
@@ -300,69 +319,105 @@ fn transition_chunks(n: usize) -> Vec<(usize, usize)> {
     chunks
 }
 
-/// The `INSERT … ON CONFLICT ("user_id", "kind", "event_timestamp") DO NOTHING` of `rows`
-/// `agent_status` rows, with the backend's placeholders (`?` for SQLite, `$n` for PostgreSQL).
-fn insert_transitions_sql(backend: DbBackend, rows: usize) -> String {
-    let mut sql = String::with_capacity(160 + rows * AGENT_STATUS_COLUMNS * 5);
-    sql.push_str("INSERT INTO \"agent_status\" (");
-    sql.push_str(AGENT_STATUS_INSERT);
-    sql.push_str(") VALUES ");
-    let mut n = 0;
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..AGENT_STATUS_COLUMNS {
-            if column > 0 {
+impl RowsSql {
+    /// The statement for `rows` rows, with the backend's placeholders (`?` for SQLite, `$n`
+    /// for PostgreSQL).
+    fn text(&self, backend: DbBackend, rows: usize) -> String {
+        let mut sql =
+            String::with_capacity(self.head.len() + self.tail.len() + rows * self.columns * 6);
+        sql.push_str(self.head);
+        let mut n = 0;
+        for row in 0..rows {
+            if row > 0 {
                 sql.push_str(", ");
             }
-            n += 1;
-            match backend {
-                DbBackend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&n.to_string());
+            sql.push('(');
+            for column in 0..self.columns {
+                if column > 0 {
+                    sql.push_str(", ");
                 }
-                _ => sql.push('?'),
+                n += 1;
+                match backend {
+                    DbBackend::Postgres => {
+                        sql.push('$');
+                        sql.push_str(&n.to_string());
+                    }
+                    _ => sql.push('?'),
+                }
             }
+            sql.push(')');
         }
-        sql.push(')');
+        sql.push_str(self.tail);
+        sql
     }
-    sql.push_str(" ON CONFLICT (\"user_id\", \"kind\", \"event_timestamp\") DO NOTHING");
-    sql
 }
 
-/// Inserts `rows` into `agent_status` in one statement of a fixed shape (see
-/// [`TRANSITION_CHUNK`]), skipping rows already stored; returns how many were new. Bound
-/// straight from the [`Transition`]s: no `ActiveModel`s and no statement text built by sea-query
-/// for every batch (`BENCHMARKS.md` figure 1's `writer_only` line measures this path alone).
-/// Values are bound as sea-orm binds them, so the stored text is the same (a test pins it).
-async fn insert_transitions<C: ConnectionTrait>(
+/// Writes `rows` with `sql`, in statements of a fixed shape (see [`ROW_CHUNK`]), each row's
+/// values pushed by `bind` (exactly `sql.columns` of them, in its column order). Returns the
+/// rows the database reports affected: inserted ones for `DO NOTHING`, inserted or updated
+/// ones for `DO UPDATE`.
+async fn insert_rows<C: ConnectionTrait, T>(
     db: &C,
     backend: DbBackend,
-    rows: &[Transition],
+    sql: &RowsSql,
+    rows: &[T],
+    bind: impl Fn(&T, &mut Vec<Value>),
 ) -> Result<u64, DbErr> {
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len() * AGENT_STATUS_COLUMNS);
-    for t in rows {
-        values.extend([
-            Value::String(Some(t.user_id.as_str().to_owned())),
-            Value::String(t.user_name.clone()),
-            Value::String(Some(t.kind.as_str().to_owned())),
-            Value::String(Some(t.state.clone())),
-            Value::String(t.previous_state.clone()),
-            Value::String(t.org_presence.clone()),
-            Value::String(t.presence_definition_id.clone()),
-            Value::ChronoDateTimeUtc(Some(ms(t.event_timestamp))),
-            Value::ChronoDateTimeUtc(Some(ms(t.ingested_at))),
-            Value::String(Some(t.source.as_str().to_owned())),
-        ]);
+    let mut affected = 0;
+    for (start, len) in row_chunks(rows.len()) {
+        let mut values: Vec<Value> = Vec::with_capacity(len * sql.columns);
+        for row in &rows[start..start + len] {
+            bind(row, &mut values);
+        }
+        debug_assert_eq!(values.len(), len * sql.columns);
+        let statement = Statement::from_sql_and_values(backend, sql.text(backend, len), values);
+        affected += db.execute_raw(statement).await?.rows_affected();
     }
-    let statement = Statement::from_sql_and_values(
-        backend,
-        insert_transitions_sql(backend, rows.len()),
-        values,
-    );
-    Ok(db.execute_raw(statement).await?.rows_affected())
+    Ok(affected)
+}
+
+/// One `agent_status` row, in [`TRANSITIONS_SQL`]'s column order.
+fn bind_transition(t: &Transition, values: &mut Vec<Value>) {
+    values.extend([
+        Value::String(Some(t.user_id.as_str().to_owned())),
+        Value::String(t.user_name.clone()),
+        Value::String(Some(t.kind.as_str().to_owned())),
+        Value::String(Some(t.state.clone())),
+        Value::String(t.previous_state.clone()),
+        Value::String(t.org_presence.clone()),
+        Value::String(t.presence_definition_id.clone()),
+        Value::ChronoDateTimeUtc(Some(ms(t.event_timestamp))),
+        Value::ChronoDateTimeUtc(Some(ms(t.ingested_at))),
+        Value::String(Some(t.source.as_str().to_owned())),
+    ]);
+}
+
+/// One `agents` row, in [`AGENTS_SQL`]'s column order (timestamps to the millisecond, UTC).
+fn bind_agent(a: &AgentCurrent, values: &mut Vec<Value>) {
+    values.extend([
+        Value::String(Some(a.user_id.as_str().to_owned())),
+        Value::String(a.user_name.clone()),
+        Value::String(a.presence.clone()),
+        Value::String(a.org_presence.clone()),
+        Value::ChronoDateTimeUtc(a.presence_since.map(ms)),
+        Value::String(a.routing_status.clone()),
+        Value::ChronoDateTimeUtc(a.routing_since.map(ms)),
+        Value::Int(Some(
+            i32::try_from(a.active_conversations).unwrap_or(i32::MAX),
+        )),
+        Value::ChronoDateTimeUtc(a.idle_since.map(ms)),
+        Value::ChronoDateTimeUtc(Some(ms(a.updated_at))),
+    ]);
+}
+
+/// One `episodes` row (the user's episode log, JSON), in [`EPISODES_SQL`]'s column order,
+/// stamped `now` (UTC, to the millisecond).
+fn bind_episode((user, state): &(UserId, String), now: DateTime<Utc>, values: &mut Vec<Value>) {
+    values.extend([
+        Value::String(Some(user.as_str().to_owned())),
+        Value::String(Some(state.clone())),
+        Value::ChronoDateTimeUtc(Some(now)),
+    ]);
 }
 
 fn inserted_rows(result: sea_orm::TryInsertResult<u64>) -> u64 {
@@ -374,21 +429,6 @@ fn inserted_rows(result: sea_orm::TryInsertResult<u64>) -> u64 {
 
 fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
     truncate_to_millis(t)
-}
-
-fn agent_row(a: &AgentCurrent) -> agent::ActiveModel {
-    agent::ActiveModel {
-        user_id: Set(a.user_id.as_str().to_owned()),
-        user_name: Set(a.user_name.clone()),
-        presence: Set(a.presence.clone()),
-        org_presence: Set(a.org_presence.clone()),
-        presence_since: Set(a.presence_since.map(ms)),
-        routing_status: Set(a.routing_status.clone()),
-        routing_since: Set(a.routing_since.map(ms)),
-        active_conversations: Set(i32::try_from(a.active_conversations).unwrap_or(i32::MAX)),
-        idle_since: Set(a.idle_since.map(ms)),
-        updated_at: Set(ms(a.updated_at)),
-    }
 }
 
 fn alert_row(pending: &PendingAlert) -> alert::ActiveModel {
@@ -429,14 +469,6 @@ fn alert_row(pending: &PendingAlert) -> alert::ActiveModel {
     }
 }
 
-fn episode_row((user, state): &(UserId, String)) -> episode::ActiveModel {
-    episode::ActiveModel {
-        user_id: Set(user.as_str().to_owned()),
-        state: Set(state.clone()),
-        updated_at: Set(ms(Utc::now())),
-    }
-}
-
 fn dead_letter_row(d: &DeadLetter) -> dead_letter::ActiveModel {
     dead_letter::ActiveModel {
         id: NotSet,
@@ -472,42 +504,88 @@ mod tests {
     #[test]
     fn a_batch_splits_into_chunks_of_eight_shapes() {
         for n in [0, 1, 7, 127, 128, 129, 300, 500, 1000] {
-            let chunks = transition_chunks(n);
+            let chunks = row_chunks(n);
             let mut next = 0;
             for &(start, len) in &chunks {
                 assert_eq!(start, next, "contiguous");
-                assert!(len.is_power_of_two() && len <= TRANSITION_CHUNK, "{len}");
+                assert!(len.is_power_of_two() && len <= ROW_CHUNK, "{len}");
                 next += len;
             }
             assert_eq!(next, n, "every row of {n}");
         }
-        let lens = |n| transition_chunks(n).iter().map(|c| c.1).collect::<Vec<_>>();
+        let lens = |n| row_chunks(n).iter().map(|c| c.1).collect::<Vec<_>>();
         assert_eq!(lens(300), [128, 128, 32, 8, 4]);
         assert_eq!(lens(500), [128, 128, 128, 64, 32, 16, 4]);
     }
 
+    /// The quoted column names of `sql`'s `INSERT` list.
+    fn inserted_columns(sql: &RowsSql) -> Vec<String> {
+        let list = sql
+            .head
+            .split_once('(')
+            .unwrap()
+            .1
+            .split_once(')')
+            .unwrap()
+            .0;
+        list.split(", ").map(str::to_owned).collect()
+    }
+
+    fn quoted<C: IdenStatic>(columns: impl Iterator<Item = C>) -> Vec<String> {
+        columns.map(|c| format!("\"{}\"", c.as_str())).collect()
+    }
+
     #[test]
-    fn the_insert_names_every_agent_status_column_but_id() {
-        let columns: Vec<String> = agent_status::Column::iter()
-            .filter(|c| !matches!(c, agent_status::Column::Id))
-            .map(|c| format!("\"{}\"", c.as_str()))
-            .collect();
-        assert_eq!(columns.join(", "), AGENT_STATUS_INSERT);
-        assert_eq!(columns.len(), AGENT_STATUS_COLUMNS);
-        assert_eq!(agent_status::Entity.table_name(), "agent_status");
+    fn each_insert_names_every_column_of_its_table() {
+        let status =
+            quoted(agent_status::Column::iter().filter(|c| !matches!(c, agent_status::Column::Id)));
+        assert_eq!(inserted_columns(&TRANSITIONS_SQL), status);
+        assert_eq!(TRANSITIONS_SQL.columns, status.len());
+        assert!(
+            TRANSITIONS_SQL
+                .head
+                .contains(&format!("\"{}\"", agent_status::Entity.table_name()))
+        );
+
+        for (sql, table, columns) in [
+            (
+                &AGENTS_SQL,
+                agent::Entity.table_name(),
+                quoted(agent::Column::iter()),
+            ),
+            (
+                &EPISODES_SQL,
+                episode::Entity.table_name(),
+                quoted(episode::Column::iter()),
+            ),
+        ] {
+            assert!(sql.head.contains(&format!("\"{table}\"")), "{table}");
+            assert_eq!(inserted_columns(sql), columns, "{table}");
+            assert_eq!(sql.columns, columns.len(), "{table}");
+            // The upsert replaces every column but the key.
+            assert_eq!(columns[0], "\"user_id\"");
+            for column in &columns[1..] {
+                assert!(
+                    sql.tail.contains(&format!("{column} = excluded.{column}")),
+                    "{table}.{column} not updated"
+                );
+            }
+        }
     }
 
     #[test]
     fn placeholders_follow_the_backend() {
-        let sqlite = insert_transitions_sql(DbBackend::Sqlite, 2);
-        assert_eq!(sqlite.matches('?').count(), 2 * AGENT_STATUS_COLUMNS);
+        let sqlite = TRANSITIONS_SQL.text(DbBackend::Sqlite, 2);
+        assert_eq!(sqlite.matches('?').count(), 2 * TRANSITIONS_SQL.columns);
         assert!(sqlite.ends_with(
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (\"user_id\", \"kind\", \
              \"event_timestamp\") DO NOTHING"
         ));
-        let postgres = insert_transitions_sql(DbBackend::Postgres, 2);
+        let postgres = TRANSITIONS_SQL.text(DbBackend::Postgres, 2);
         assert!(postgres.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), ($11, "));
         assert!(postgres.contains("$20)"));
         assert!(!postgres.contains('?'));
+        let episodes = EPISODES_SQL.text(DbBackend::Postgres, 2);
+        assert!(episodes.contains("VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT"));
     }
 }
