@@ -6,13 +6,18 @@
 //! `chrono::Duration` and say which.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 /// A Genesys user id: a GUID, compared case-insensitively and stored in lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct UserId(String);
+///
+/// Shared, not copied: a clone is a reference count, because every transition, current-state
+/// row and episode log of the agent carries its id (`BENCHMARKS.md`, figures 1 and 4).
+/// Serialized as a plain string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<str>);
 
 impl UserId {
     /// Lowercases and trims; an empty id is refused.
@@ -21,7 +26,7 @@ impl UserId {
         if trimmed.is_empty() {
             return Err(MalformedError::new("user id is empty"));
         }
-        Ok(UserId(trimmed.to_ascii_lowercase()))
+        Ok(UserId(trimmed.to_ascii_lowercase().into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -32,6 +37,20 @@ impl UserId {
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+impl Serialize for UserId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+/// Takes the string as it is (as the derived implementation on the former `String` did): ids
+/// read back from our own JSON were normalized when first parsed.
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|s| UserId(s.into()))
     }
 }
 
