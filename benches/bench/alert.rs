@@ -176,7 +176,7 @@ pub fn run(ctx: &Ctx) {
                 timestamp: since,
             };
             agent
-                .cast(AgentMsg::Presence(presence, Source::Stream, None))
+                .cast(AgentMsg::Presence(Box::new(presence), Source::Stream, None))
                 .unwrap();
             agent
                 .cast(AgentMsg::Routing(routing, Source::Stream, None))

@@ -218,7 +218,11 @@ pub fn child(args: &[String]) {
                         timestamp: now - TimeDelta::seconds(1),
                     };
                     agent
-                        .cast(AgentMsg::Presence(presence, Source::Bootstrap, None))
+                        .cast(AgentMsg::Presence(
+                            Box::new(presence),
+                            Source::Bootstrap,
+                            None,
+                        ))
                         .unwrap();
                     agent
                         .cast(AgentMsg::Routing(routing, Source::Bootstrap, None))

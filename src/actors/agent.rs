@@ -59,8 +59,10 @@ pub const IDLE_RULE: &str = crate::rules::BUILTIN_IDLE_RULE;
 #[derive(Debug)]
 pub enum AgentMsg {
     /// A presence change (from the stream or the snapshot). The credit is released once the
-    /// transition is committed (or at once if nothing is stored).
-    Presence(PresenceUpdate, Source, Option<Credit>),
+    /// transition is committed (or at once if nothing is stored). Boxed: it is the largest
+    /// payload by far (88 bytes), and every agent's message loop holds a message-sized slot
+    /// twice for its whole life (`BENCHMARKS.md`, figure 4); a test pins the size.
+    Presence(Box<PresenceUpdate>, Source, Option<Credit>),
     /// A routing-status change.
     Routing(RoutingUpdate, Source, Option<Credit>),
     /// The stream of this agent's channel has a gap (its socket was lost, or the service
@@ -819,7 +821,7 @@ impl AgentState {
     fn handle(&mut self, myself: &ActorRef<AgentMsg>, message: AgentMsg) {
         match message {
             AgentMsg::Presence(update, source, credit) => {
-                self.on_presence(myself, update, source, credit, true);
+                self.on_presence(myself, *update, source, credit, true);
             }
             AgentMsg::Routing(update, source, credit) => {
                 self.on_routing(myself, update, source, credit, true);
@@ -1009,6 +1011,17 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         crate::domain::parse_timestamp(s).unwrap()
+    }
+
+    /// Every agent's message loop holds two message-sized slots for its life (ractor's frame
+    /// and ours): a large variant costs every agent twice (`BENCHMARKS.md`, figure 4).
+    #[test]
+    fn an_agent_message_stays_small() {
+        assert!(
+            std::mem::size_of::<AgentMsg>() <= 64,
+            "AgentMsg grew to {} bytes: box the new large variant's payload",
+            std::mem::size_of::<AgentMsg>()
+        );
     }
 
     #[test]

@@ -416,7 +416,8 @@ impl ConnectionState {
                         .catalog
                         .label(update.definition_id.as_deref(), &update.system),
                 );
-                let msg = AgentMsg::Presence(update, crate::domain::Source::Stream, credit);
+                let msg =
+                    AgentMsg::Presence(Box::new(update), crate::domain::Source::Stream, credit);
                 (user, msg)
             }
             Frame::Routing(user, update) => (

@@ -869,7 +869,11 @@ async fn feed_snapshot(
             Ok(mut update) => {
                 update.label = Some(catalog.label(update.definition_id.as_deref(), &update.system));
                 let credit = credits.clone().acquire_owned().await.ok().map(Credit::new);
-                let _ = agent.cast(AgentMsg::Presence(update, Source::Bootstrap, credit));
+                let _ = agent.cast(AgentMsg::Presence(
+                    Box::new(update),
+                    Source::Bootstrap,
+                    credit,
+                ));
             }
             Err(e) => tracing::warn!(user_id = %id, error = %e, "snapshot: presence unusable"),
         }
