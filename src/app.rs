@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::actors::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::api::alerting::AlertingControl;
 use crate::api::auth::AccessPolicy;
+use crate::api::serve::serve;
 use crate::api::timeout_io::IdleTimeoutAcceptor;
 use crate::api::{ApiState, ReadinessFn};
 use crate::config::Config;
@@ -212,17 +213,13 @@ impl App {
         let api_done = tokio::spawn(async move {
             // poem 3 has no header-read timeout and its idle timeout waits for a half-sent
             // request; `IdleTimeoutAcceptor` aborts silent connections (see its docs).
+            // `api::serve` rather than `poem::Server`: a CSV export failing part-way must end
+            // its connection without the closing chunk (see its docs).
             let acceptor = IdleTimeoutAcceptor::new(acceptor, idle_timeout);
-            let server = poem::Server::new_with_acceptor(acceptor);
             let signal = async {
                 let _ = stop_rx.await;
             };
-            if let Err(e) = server
-                .run_with_graceful_shutdown(routes, signal, Some(Duration::from_secs(2)))
-                .await
-            {
-                tracing::error!(error = %e, "REST API stopped with an error");
-            }
+            serve(acceptor, routes, signal, Duration::from_secs(2)).await;
         });
         if config.access.tokens.is_empty() && !api_addr.ip().is_loopback() {
             tracing::warn!(%api_addr, "ALLOW_UNAUTHENTICATED=true: the REST API is open to anyone who can reach this address");

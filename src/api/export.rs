@@ -163,8 +163,9 @@ impl From<sea_orm::DbErr> for StreamEnd {
 }
 
 /// A body fed by `produce` running as its own task, chunk by chunk with backpressure. A
-/// database error after the headers went out aborts the body (the client sees a truncated
-/// chunked response, never a silently short file); it is logged.
+/// database error after the headers went out ends the body with an error, and the server
+/// ([`super::serve`]) closes the connection without the closing chunk: the client sees a
+/// truncated chunked response, never a silently short file. The error is logged.
 pub(crate) fn streamed_body<F, Fut>(produce: F) -> Body
 where
     F: FnOnce(ChunkSender) -> Fut,

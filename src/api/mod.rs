@@ -36,6 +36,7 @@ mod export;
 pub mod history;
 pub mod limits;
 pub mod reports;
+pub mod serve;
 pub mod timeout_io;
 
 use auth::{AccessPolicy, ApiAuth, Guard};
@@ -86,7 +87,7 @@ impl Default for ReportLimits {
 }
 
 /// The whole HTTP surface: `/api/v1/…`, `/healthz`, `/readyz`, `/docs`, `/openapi.json`,
-/// `/openapi.yaml`, without tokens ([`AccessPolicy::open`]). Serve it with `poem::Server`.
+/// `/openapi.yaml`, without tokens ([`AccessPolicy::open`]). Serve it with [`serve::serve`].
 pub fn routes(state: ApiState) -> impl Endpoint {
     routes_with_access(state, AccessPolicy::open())
 }

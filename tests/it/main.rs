@@ -10,6 +10,7 @@ mod backfill;
 mod chaos;
 mod delivery;
 mod disk;
+mod export;
 mod fixtures;
 mod helpers;
 mod lifecycle;
