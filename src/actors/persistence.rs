@@ -6,15 +6,15 @@
 //! their batch commits: a slow or failing database therefore stops the WebSocket readers instead
 //! of growing a queue without bound.
 //!
-//! **Current state is coalesced.** The agents' current state (`agents`, [`PersistMsg::Agent`])
-//! and episode logs (`episodes`, [`PersistMsg::Episodes`]) change with nearly every transition,
-//! but only the latest of each matters. They are kept in maps keyed by user (the latest wins)
-//! and written at most once per [`STATE_INTERVAL`] (1 s; [`STATE_INTERVAL_BUSY`], 5 s, while the
+//! **Current state is coalesced.** The agents' current state ([`PersistMsg::Agent`]) and
+//! episode logs ([`PersistMsg::Episodes`]) change with nearly every transition, but only the
+//! latest of each matters. Both live in the agent's one `agents` row: they are kept in a map
+//! keyed by user (the latest of each wins, [`db::AgentRow`]) and written at most once per
+//! [`STATE_INTERVAL`] (1 s; [`STATE_INTERVAL_BUSY`], 5 s, while the
 //! history arrives at a batch a second or more), riding in the same transaction as the
 //! history rows buffered at that moment, and also on every `Flush`, with every
 //! `StreamComplete` checkpoint and at stop. A firehose of N transitions per agent per second
-//! therefore writes N history rows but one `agents` row and one `episodes` row per agent per
-//! second. What a crash (not a graceful stop) can lose is described in `actors.md`.
+//! therefore writes N history rows but one `agents` row per agent per second. What a crash (not a graceful stop) can lose is described in `actors.md`.
 //!
 //! A database error never fails the actor (a restart would lose the buffer): it is logged, kept
 //! in [`DbHealth::last_error`], and the flush is retried on later ticks with a capped
@@ -45,7 +45,7 @@ use tokio::task::JoinHandle;
 
 use crate::actors::Credit;
 use crate::config::PersistenceConfig;
-use crate::db::{self, Batch, PendingAlert};
+use crate::db::{self, AgentRow, Batch, PendingAlert};
 use crate::domain::{AgentCurrent, Alert, AlertOutcome, DeadLetter, Transition, UserId};
 
 /// Messages of the persistence actor.
@@ -53,7 +53,7 @@ use crate::domain::{AgentCurrent, Alert, AlertOutcome, DeadLetter, Transition, U
 pub enum PersistMsg {
     /// Store one transition; the credit is released when its batch commits.
     Transition(Transition, Option<Credit>),
-    /// Upsert the current state of one agent (`agents` table). Coalesced: the latest per user
+    /// Upsert the current state of one agent (its `agents` row). Coalesced: the latest per user
     /// wins and is written at most every [`STATE_INTERVAL`] (and on `Flush`, with a checkpoint,
     /// at stop); it does not count towards the batch size.
     Agent(AgentCurrent),
@@ -65,19 +65,19 @@ pub enum PersistMsg {
     /// after the rows buffered before it, coalesced state included (the latest wins). A
     /// restart backfills from there.
     StreamComplete(chrono::DateTime<chrono::Utc>),
-    /// Upsert one agent's episode log (JSON of `rules::AgentEpisodes`). Coalesced like
-    /// [`PersistMsg::Agent`]: the latest per user wins, written on the state cadence.
+    /// Upsert one agent's episode log (JSON of `rules::AgentEpisodes`, the `episodes` column of
+    /// its `agents` row). Coalesced like [`PersistMsg::Agent`], into the same row: the latest
+    /// per user wins, written on the state cadence.
     Episodes(UserId, String),
     /// Insert a dead-letter record.
     DeadLetter(DeadLetter),
     /// These users are no longer monitored (their agent actors have stopped): drop their
-    /// buffered `agents`/`episodes` upserts and delete their `agents` and `episodes` rows with
-    /// the next flush. History rows and alerts are kept. A later `Agent`/`Episodes` for the
+    /// buffered upserts and delete their `agents` rows (state and episode log) with the next
+    /// flush. History rows and alerts are kept. A later `Agent`/`Episodes` for the
     /// same user (monitored again) is written after the delete, so it wins.
     Forget(Vec<UserId>),
     /// The complete set of monitored users (after the first user listing): drop buffered
-    /// upserts of every other user and delete their `agents` and `episodes` rows with the next
-    /// flush (rows left by earlier runs with other users). History and alerts are kept.
+    /// upserts of every other user and delete their `agents` rows with the next flush (rows left by earlier runs with other users). History and alerts are kept.
     KeepOnly(Vec<UserId>),
     /// Commit everything buffered, coalesced state included, then reply (used at shutdown and
     /// by tests).
@@ -101,7 +101,7 @@ pub struct DbHealth {
     /// Last write error (never contains the database URL's password).
     pub last_error: Option<String>,
     /// Rows buffered and not yet committed: history rows (and a held checkpoint) plus the
-    /// coalesced `agents` and `episodes` rows (one per user at most).
+    /// coalesced `agents` rows (one per user at most).
     pub buffered: usize,
 }
 
@@ -111,7 +111,7 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a successful write check answers `Health` without writing again.
 const HEALTH_CACHE: Duration = Duration::from_secs(2);
-/// How often, at most, the coalesced current state (`agents` and `episodes` rows) is written
+/// How often, at most, the coalesced current state (`agents` rows) is written
 /// while history rows keep flowing at less than one batch ([`PersistenceConfig::batch_rows`]) a
 /// second; `Flush`, a `StreamComplete` checkpoint and stopping write it at once. Bounds how
 /// stale `GET /api/v1/agents` can be (plus the flush tick) and how much current state a crash
@@ -119,8 +119,8 @@ const HEALTH_CACHE: Duration = Duration::from_secs(2);
 pub const STATE_INTERVAL: Duration = Duration::from_secs(1);
 /// The same bound while the history arrives at a batch a second or more (a shift start, a
 /// backlog after an outage): the one writer is then the pipeline's limit, and with thousands of
-/// agents each changing about once a second, a state written every second would cost two more
-/// rows per transition (`BENCHMARKS.md`, figure 1). Equal to the supervisor's checkpoint
+/// agents each changing about once a second, a state written every second would cost one more
+/// row per transition (`BENCHMARKS.md`, figure 1). Equal to the supervisor's checkpoint
 /// interval, which forces the state anyway, so a crash cannot lose more than the backfill from
 /// the last checkpoint replays.
 pub const STATE_INTERVAL_BUSY: Duration = Duration::from_secs(5);
@@ -166,17 +166,16 @@ pub struct PersistenceState {
 /// Rows accepted and not yet committed.
 struct Buffer {
     /// History rows (transitions, alerts, outcomes, dead letters) and the checkpoint, in the
-    /// shape [`db::write_batch`] takes. `batch.agents` and `batch.episodes` are empty except
-    /// while a flush that writes the coalesced state runs (see [`PersistenceState::flush`]).
+    /// shape [`db::write_batch`] takes. `batch.agents` is empty except while a flush that writes
+    /// the coalesced state runs (see [`PersistenceState::flush`]).
     batch: Batch,
     /// Credits of the buffered transitions, dropped after the commit.
     credits: Vec<Credit>,
     /// `alert_key` → index in `batch.alerts`, so an outcome can be folded into its alert.
     alert_index: HashMap<String, usize>,
-    /// Coalesced current state per user, not yet committed (the latest wins).
-    agents: HashMap<UserId, AgentCurrent>,
-    /// Coalesced episode log (JSON) per user, not yet committed (the latest wins).
-    episodes: HashMap<UserId, String>,
+    /// Coalesced `agents` row per user (current state, episode log), not yet committed (the
+    /// latest of each wins).
+    agents: HashMap<UserId, AgentRow>,
     /// When the coalesced state was last committed (or the actor started).
     state_written: Instant,
     /// History rows committed since then: the load that picks [`STATE_INTERVAL`] or
@@ -191,7 +190,6 @@ impl Buffer {
             credits: Vec::new(),
             alert_index: HashMap::new(),
             agents: HashMap::new(),
-            episodes: HashMap::new(),
             state_written: Instant::now(),
             history_since_state: 0,
         }
@@ -199,14 +197,14 @@ impl Buffer {
 
     /// Rows of every kind accepted and not yet committed.
     fn len(&self) -> usize {
-        self.batch.len() + self.agents.len() + self.episodes.len()
+        self.batch.len() + self.agents.len()
     }
 
     /// Coalesced state is waiting and its interval has passed since it was last written:
     /// [`STATE_INTERVAL`] while fewer than `batch_rows` history rows a second were committed
     /// since, [`STATE_INTERVAL_BUSY`] otherwise.
     fn state_due(&self, batch_rows: usize) -> bool {
-        if self.agents.is_empty() && self.episodes.is_empty() {
+        if self.agents.is_empty() {
             return false;
         }
         let elapsed = self.state_written.elapsed();
@@ -283,10 +281,21 @@ impl Actor for PersistenceActor {
             }
             // Coalesced: written on the state cadence, not counted towards `batch_rows`.
             PersistMsg::Agent(agent) => {
-                state.buffer.agents.insert(agent.user_id.clone(), agent);
+                let user = agent.user_id.clone();
+                state
+                    .buffer
+                    .agents
+                    .entry(user)
+                    .or_insert_with_key(|user| AgentRow::new(user.clone()))
+                    .current = Some(agent);
             }
             PersistMsg::Episodes(user, json) => {
-                state.buffer.episodes.insert(user, json);
+                state
+                    .buffer
+                    .agents
+                    .entry(user)
+                    .or_insert_with_key(|user| AgentRow::new(user.clone()))
+                    .episodes = Some(json);
             }
             PersistMsg::StreamComplete(until) => {
                 // The flush that commits this checkpoint also commits the coalesced state (see
@@ -303,14 +312,12 @@ impl Actor for PersistenceActor {
             PersistMsg::Forget(users) => {
                 for user in &users {
                     state.buffer.agents.remove(user);
-                    state.buffer.episodes.remove(user);
                 }
                 state.buffer.batch.forget.extend(users);
             }
             PersistMsg::KeepOnly(users) => {
                 let keep: std::collections::HashSet<&UserId> = users.iter().collect();
                 state.buffer.agents.retain(|user, _| keep.contains(user));
-                state.buffer.episodes.retain(|user, _| keep.contains(user));
                 state.buffer.batch.keep_only = Some(users);
             }
             PersistMsg::AlertFired(alert) => {
@@ -396,9 +403,8 @@ impl Actor for PersistenceActor {
         let batch = &state.buffer.batch;
         tracing::error!(
             transitions = batch.transitions.len(),
-            // An interrupted flush leaves the coalesced state in the batch, not in the maps.
+            // An interrupted flush leaves the coalesced state in the batch, not in the map.
             agents = state.buffer.agents.len() + batch.agents.len(),
-            episodes = state.buffer.episodes.len() + batch.episodes.len(),
             alerts = batch.alerts.len(),
             outcomes = batch.outcomes.len(),
             dead_letters = batch.dead_letters.len(),
@@ -446,10 +452,9 @@ impl PersistenceState {
             || self.buffer.batch.complete_until.is_some()
             || self.buffer.state_due(self.config.batch_rows.max(1));
         if with_state {
-            // No message is handled while the write runs, so the maps stay empty until the
-            // outcome is known; on failure they are put back.
-            self.buffer.batch.agents = self.buffer.agents.drain().map(|(_, a)| a).collect();
-            self.buffer.batch.episodes = self.buffer.episodes.drain().collect();
+            // No message is handled while the write runs, so the map stays empty until the
+            // outcome is known; on failure it is put back.
+            self.buffer.batch.agents = self.buffer.agents.drain().map(|(_, row)| row).collect();
         }
         if self.buffer.batch.is_empty() {
             return Ok(());
@@ -486,14 +491,18 @@ impl PersistenceState {
             Err(error) => Err(error),
         };
         if with_state && result.is_err() {
-            for agent in self.buffer.batch.agents.drain(..) {
-                self.buffer
-                    .agents
-                    .entry(agent.user_id.clone())
-                    .or_insert(agent);
-            }
-            for (user, json) in self.buffer.batch.episodes.drain(..) {
-                self.buffer.episodes.entry(user).or_insert(json);
+            // The map is empty (see above): each row goes back as it was.
+            for row in self.buffer.batch.agents.drain(..) {
+                match self.buffer.agents.entry(row.user_id.clone()) {
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(row);
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut slot) => {
+                        // Not reached today; newer parts would win over the unwritten ones.
+                        let newer = std::mem::replace(slot.get_mut(), row);
+                        slot.get_mut().update(newer);
+                    }
+                }
             }
         }
         match result {

@@ -11,17 +11,25 @@ use sea_orm::{
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
-use super::entity::{alert, dead_letter, episode, silence};
+use super::entity::{agent, alert, dead_letter, silence};
 use crate::domain::{Silence, UserId, truncate_to_millis};
 
-/// Every agent's persisted episode log (JSON of `rules::AgentEpisodes`), by user.
+/// Every agent's persisted episode log (JSON of `rules::AgentEpisodes`, the `episodes` column
+/// of its `agents` row), by user; agents with none are left out. Errors: the database's.
 pub async fn load_episodes(
     db: &impl sea_orm::ConnectionTrait,
 ) -> Result<HashMap<UserId, String>, DbErr> {
-    let rows = episode::Entity::find().all(db).await?;
+    let rows: Vec<(String, Option<String>)> = agent::Entity::find()
+        .select_only()
+        .column(agent::Column::UserId)
+        .column(agent::Column::Episodes)
+        .filter(agent::Column::Episodes.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|row| Some((UserId::parse(&row.user_id).ok()?, row.state)))
+        .filter_map(|(user, log)| Some((UserId::parse(&user).ok()?, log?)))
         .collect())
 }
 

@@ -37,7 +37,7 @@ pub use report::{
     state_before_select, transitions_page, transitions_select,
 };
 pub use retention::{purge_alerts_batch, purge_history_batch};
-pub use write::{Batch, BatchSummary, PendingAlert, probe_write, write_batch};
+pub use write::{AgentRow, Batch, BatchSummary, PendingAlert, probe_write, write_batch};
 
 /// The `stream_state` row of the whole notification stream.
 pub const STREAM_ALL: &str = "all";
@@ -501,12 +501,15 @@ mod tests {
                 ),
                 t("u1", Kind::Routing, "OFF_QUEUE", "2024-05-01T09:00:00Z"),
             ],
-            agents: vec![agent.clone()],
+            agents: vec![AgentRow {
+                user_id: agent.user_id.clone(),
+                current: Some(agent.clone()),
+                episodes: None,
+            }],
             alerts: vec![PendingAlert {
                 alert,
                 outcome: None,
             }],
-            episodes: vec![],
             dead_letters: vec![],
             outcomes: vec![],
             complete_until: Some(ts("2024-05-01T10:02:00.123Z")),
@@ -524,12 +527,15 @@ mod tests {
         );
         let second = Batch {
             transitions: vec![t("u1", Kind::Routing, "IDLE", "2024-05-01T10:00:00.5Z")],
-            agents: vec![AgentCurrent {
-                routing_status: Some("IDLE".into()),
-                ..agent
+            agents: vec![AgentRow {
+                user_id: agent.user_id.clone(),
+                current: Some(AgentCurrent {
+                    routing_status: Some("IDLE".into()),
+                    ..agent
+                }),
+                episodes: None,
             }],
             alerts: vec![],
-            episodes: vec![],
             dead_letters: vec![],
             complete_until: Some(ts("2024-05-01T10:03:00Z")),
             forget: vec![],
@@ -724,18 +730,20 @@ mod tests {
         same_state_storage_as_sea_orm(db).await;
     }
 
-    /// The same for the `agents` and `episodes` upserts, which `write_batch` binds itself too:
-    /// the stored rows (timestamps as stored text on SQLite) equal sea-orm's, and a second
-    /// write of a user replaces every column.
+    /// The same for the `agents` upserts, which `write_batch` binds itself too: the stored row
+    /// (timestamps as stored text on SQLite) equals sea-orm's; a second write of a user
+    /// replaces every column of its state and keeps its episode log when none is bound; an
+    /// episode log alone replaces only the log, or makes a row with no state for a new user.
     async fn same_state_storage_as_sea_orm(db: &DatabaseConnection) {
         use crate::domain::{AgentCurrent, UserId, parse_timestamp};
-        use entity::{agent, episode};
+        use entity::agent;
         use sea_orm::{
             ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
             QueryFilter, QueryOrder,
         };
         let at = parse_timestamp("2024-05-02T08:07:06.054Z").unwrap();
         let later = parse_timestamp("2024-05-02T09:00:00.001Z").unwrap();
+        let log = |v: u32| format!("{{\"v\":{v}}}");
         agent::Entity::insert(agent::ActiveModel {
             user_id: Set("orm".into()),
             user_name: Set(Some("Ann".into())),
@@ -747,12 +755,13 @@ mod tests {
             active_conversations: Set(2),
             idle_since: Set(None),
             updated_at: Set(at),
+            episodes: Set(Some(log(1))),
         })
         .exec_without_returning(db)
         .await
         .unwrap();
-        let ours = |user: &str, status: &str, when| AgentCurrent {
-            user_id: UserId::parse(user).unwrap(),
+        let ours = |status: &str, when| AgentCurrent {
+            user_id: UserId::parse("ours").unwrap(),
             user_name: Some("Ann".into()),
             presence: Some("AVAILABLE".into()),
             org_presence: Some("Available".into()),
@@ -763,37 +772,44 @@ mod tests {
             idle_since: None,
             updated_at: when,
         };
-        // First a different row for "ours", then the one to compare: the upsert must replace
-        // every column of it.
-        for agent in [
-            AgentCurrent {
-                user_name: Some("Bob".into()),
-                presence: None,
-                org_presence: None,
-                active_conversations: 0,
-                idle_since: Some(later),
-                ..ours("ours", "INTERACTING", later)
-            },
-            ours("ours", "IDLE", at),
+        let row = |user: &str, current: Option<AgentCurrent>, episodes: Option<String>| AgentRow {
+            user_id: UserId::parse(user).unwrap(),
+            current,
+            episodes,
+        };
+        // First a different state with the log, then the state to compare without one.
+        let other = AgentCurrent {
+            user_name: Some("Bob".into()),
+            presence: None,
+            org_presence: None,
+            active_conversations: 0,
+            idle_since: Some(later),
+            ..ours("INTERACTING", later)
+        };
+        for agents in [
+            vec![row("ours", Some(other), Some(log(1)))],
+            vec![row("ours", Some(ours("IDLE", at)), None)],
         ] {
             let batch = Batch {
-                agents: vec![agent],
-                episodes: vec![(UserId::parse("ours").unwrap(), "{\"v\":1}".into())],
+                agents,
                 ..Default::default()
             };
             assert_eq!(write_batch(db, &batch).await.unwrap().agents_upserted, 1);
         }
-        let rows = agent::Entity::find()
-            .filter(agent::Column::UserId.is_in(["orm", "ours"]))
-            .order_by_asc(agent::Column::UserId)
-            .all(db)
-            .await
-            .unwrap();
-        assert_eq!(rows.len(), 2);
+        let read = || async {
+            agent::Entity::find()
+                .filter(agent::Column::UserId.is_in(["orm", "ours", "fresh"]))
+                .order_by_asc(agent::Column::UserId)
+                .all(db)
+                .await
+                .unwrap()
+        };
+        let rows = read().await;
         let strip = |r: &agent::Model| agent::Model {
             user_id: String::new(),
             ..r.clone()
         };
+        assert_eq!(rows.len(), 2);
         assert_eq!(strip(&rows[0]), strip(&rows[1]));
         let found = agent::Entity::find()
             .filter(agent::Column::RoutingSince.eq(at))
@@ -816,19 +832,44 @@ mod tests {
                 .collect::<Vec<_>>();
             assert_eq!(stored[0], stored[1], "the same stored text");
         }
-        let log = episode::Entity::find_by_id("ours".to_owned())
-            .one(db)
+
+        // An episode log alone: the state stays; a new user gets a row with no state.
+        let batch = Batch {
+            agents: vec![
+                row("ours", None, Some(log(2))),
+                row("fresh", None, Some(log(3))),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(write_batch(db, &batch).await.unwrap().agents_upserted, 2);
+        let rows = read().await;
+        let by = |user: &str| rows.iter().find(|r| r.user_id == user).unwrap().clone();
+        assert_eq!(
+            by("ours"),
+            agent::Model {
+                user_id: "ours".into(),
+                episodes: Some(log(2)),
+                ..by("orm")
+            }
+        );
+        let fresh = by("fresh");
+        assert_eq!(
+            (
+                fresh.routing_status,
+                fresh.presence,
+                fresh.active_conversations,
+                fresh.episodes
+            ),
+            (None, None, 0, Some(log(3)))
+        );
+        let logs = alerting::load_episodes(db).await.unwrap();
+        assert_eq!(logs[&UserId::parse("ours").unwrap()], log(2));
+        assert_eq!(logs[&UserId::parse("fresh").unwrap()], log(3));
+        agent::Entity::delete_many()
+            .filter(agent::Column::UserId.is_in(["orm", "ours", "fresh"]))
+            .exec(db)
             .await
-            .unwrap()
             .unwrap();
-        assert_eq!(log.state, "{\"v\":1}");
-        for table in ["agents", "episodes"] {
-            db.execute_unprepared(&format!(
-                "DELETE FROM {table} WHERE user_id IN ('orm', 'ours')"
-            ))
-            .await
-            .unwrap();
-        }
     }
 
     /// Runs the same checks on PostgreSQL when `AGENT_MONITOR_TEST_POSTGRES_URL` names a

@@ -6,10 +6,10 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Statement, TransactionTrait, Value,
+    QuerySelect, Statement, TransactionTrait, Value,
 };
 
-use super::entity::{agent, alert, dead_letter, episode, health_probe, stream_state};
+use super::entity::{agent, alert, dead_letter, health_probe, stream_state};
 use crate::domain::{
     AgentCurrent, Alert, AlertKind, AlertOutcome, DeadLetter, DeliveryStatus, Transition, UserId,
     truncate_to_millis,
@@ -49,29 +49,67 @@ const TRANSITIONS_SQL: RowsSql = RowsSql {
     tail: " ON CONFLICT (\"user_id\", \"kind\", \"event_timestamp\") DO NOTHING",
 };
 
-/// `agents`: every column, in [`bind_agent`]'s order; an existing row of the user is replaced.
+/// `agents`: every column, in [`bind_agent`]'s order; an existing row of the user is replaced,
+/// except that an episode log bound as NULL (unchanged since last written) keeps the stored one.
 const AGENTS_SQL: RowsSql = RowsSql {
     head: "INSERT INTO \"agents\" (\"user_id\", \"user_name\", \"presence\", \"org_presence\", \
            \"presence_since\", \"routing_status\", \"routing_since\", \"active_conversations\", \
-           \"idle_since\", \"updated_at\") VALUES ",
-    columns: 10,
+           \"idle_since\", \"updated_at\", \"episodes\") VALUES ",
+    columns: 11,
     tail: " ON CONFLICT (\"user_id\") DO UPDATE SET \"user_name\" = excluded.\"user_name\", \
            \"presence\" = excluded.\"presence\", \"org_presence\" = excluded.\"org_presence\", \
            \"presence_since\" = excluded.\"presence_since\", \
            \"routing_status\" = excluded.\"routing_status\", \
            \"routing_since\" = excluded.\"routing_since\", \
            \"active_conversations\" = excluded.\"active_conversations\", \
-           \"idle_since\" = excluded.\"idle_since\", \"updated_at\" = excluded.\"updated_at\"",
+           \"idle_since\" = excluded.\"idle_since\", \"updated_at\" = excluded.\"updated_at\", \
+           \"episodes\" = COALESCE(excluded.\"episodes\", \"agents\".\"episodes\")",
 };
 
-/// `episodes`: every column, in [`bind_episode`]'s order; an existing row of the user is
-/// replaced.
-const EPISODES_SQL: RowsSql = RowsSql {
-    head: "INSERT INTO \"episodes\" (\"user_id\", \"state\", \"updated_at\") VALUES ",
-    columns: 3,
-    tail: " ON CONFLICT (\"user_id\") DO UPDATE SET \"state\" = excluded.\"state\", \
-           \"updated_at\" = excluded.\"updated_at\"",
+/// `agents`, episode log only (the current state unchanged since last written), in
+/// [`bind_episodes_only`]'s order: an existing row gets the new log and keeps its state; a user
+/// with no row yet gets one with no state, `active_conversations` 0 and `updated_at` now.
+const EPISODES_ONLY_SQL: RowsSql = RowsSql {
+    head: "INSERT INTO \"agents\" (\"user_id\", \"active_conversations\", \"updated_at\", \
+           \"episodes\") VALUES ",
+    columns: 4,
+    tail: " ON CONFLICT (\"user_id\") DO UPDATE SET \"episodes\" = excluded.\"episodes\"",
 };
+
+/// One agent's `agents` row as the persistence actor coalesced it: the latest current state
+/// and the latest episode log (JSON of `rules::AgentEpisodes`) received since the row was last
+/// written. A part left `None` is unchanged and keeps what is stored; at least one is `Some`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    /// The agent.
+    pub user_id: UserId,
+    /// Its current state, if it changed.
+    pub current: Option<AgentCurrent>,
+    /// Its episode log, if it changed.
+    pub episodes: Option<String>,
+}
+
+impl AgentRow {
+    /// A row with nothing changed yet.
+    pub fn new(user_id: UserId) -> AgentRow {
+        AgentRow {
+            user_id,
+            current: None,
+            episodes: None,
+        }
+    }
+
+    /// Takes the parts `newer` holds, keeping ours where it holds none (`newer` was received
+    /// later).
+    pub fn update(&mut self, newer: AgentRow) {
+        if newer.current.is_some() {
+            self.current = newer.current;
+        }
+        if newer.episodes.is_some() {
+            self.episodes = newer.episodes;
+        }
+    }
+}
 
 /// An alert waiting to be inserted, with its delivery outcome if that arrived before the
 /// insert was committed.
@@ -86,26 +124,25 @@ pub struct PendingAlert {
 /// Everything one flush writes, in one transaction.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Batch {
-    /// Users no longer monitored: their `agents` and `episodes` rows are deleted **before** the
+    /// Users no longer monitored: their `agents` rows are deleted **before** the
     /// upserts of this batch (an upsert in the same batch is newer, so it wins). History
     /// (`agent_status`) and alerts are kept.
     pub forget: Vec<UserId>,
     /// The complete set of monitored users (taken after the first user listing): the `agents`
-    /// and `episodes` rows of every other user are deleted, before the upserts and after
+    /// rows of every other user are deleted, before the upserts and after
     /// `forget`. `None`: no such clean-up.
     pub keep_only: Option<Vec<UserId>>,
     /// Inserted with ON CONFLICT (`user_id`, `kind`, `event_timestamp`) DO NOTHING.
     pub transitions: Vec<Transition>,
-    /// Upserted by `user_id`; must hold at most one row per user (PostgreSQL refuses to update
-    /// a row twice in one statement).
-    pub agents: Vec<AgentCurrent>,
+    /// Upserted by `user_id` (current state and episode log, each only if it changed); must
+    /// hold at most one row per user (PostgreSQL refuses to update a row twice in one
+    /// statement).
+    pub agents: Vec<AgentRow>,
     /// Inserted with ON CONFLICT (`alert_key`) DO NOTHING, status `pending` unless an outcome
     /// is attached.
     pub alerts: Vec<PendingAlert>,
     /// Applied as updates by `alert_key` after the inserts, in order.
     pub outcomes: Vec<AlertOutcome>,
-    /// Episode logs upserted by `user_id` (JSON); at most one per user.
-    pub episodes: Vec<(UserId, String)>,
     /// Dead-letter records, inserted.
     pub dead_letters: Vec<DeadLetter>,
     /// The stream is complete up to this Genesys instant (UTC): upserted into `stream_state`
@@ -122,7 +159,6 @@ impl Batch {
             + self.agents.len()
             + self.alerts.len()
             + self.outcomes.len()
-            + self.episodes.len()
             + self.dead_letters.len()
             + usize::from(self.complete_until.is_some())
     }
@@ -175,8 +211,18 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
     summary.transitions_inserted = inserted;
     summary.transitions_duplicate = batch.transitions.len() as u64 - inserted;
 
-    summary.agents_upserted =
-        insert_rows(&txn, backend, &AGENTS_SQL, &batch.agents, bind_agent).await?;
+    let now = ms(Utc::now());
+    let (full, episodes_only): (Vec<&AgentRow>, Vec<&AgentRow>) =
+        batch.agents.iter().partition(|row| row.current.is_some());
+    summary.agents_upserted = insert_rows(&txn, backend, &AGENTS_SQL, &full, bind_agent).await?
+        + insert_rows(
+            &txn,
+            backend,
+            &EPISODES_ONLY_SQL,
+            &episodes_only,
+            |row, values| bind_episodes_only(row, now, values),
+        )
+        .await?;
 
     for chunk in batch.alerts.chunks(MAX_BIND_PARAMS / ALERT_COLUMNS) {
         let inserted = alert::Entity::insert_many(chunk.iter().map(alert_row))
@@ -185,16 +231,6 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
             .await?;
         summary.alerts_inserted += inserted_rows(inserted);
     }
-
-    let now = ms(Utc::now());
-    insert_rows(
-        &txn,
-        backend,
-        &EPISODES_SQL,
-        &batch.episodes,
-        |episode, values| bind_episode(episode, now, values),
-    )
-    .await?;
 
     for chunk in batch
         .dead_letters
@@ -244,26 +280,19 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
     Ok(summary)
 }
 
-/// Deletes the `agents` and `episodes` rows of `batch.forget` and, with `batch.keep_only`, of
-/// every user not in it. Returns the `agents` rows deleted.
+/// Deletes the `agents` rows of `batch.forget` and, with `batch.keep_only`, of every user not
+/// in it. Returns the rows deleted.
 async fn delete_unmonitored<C: ConnectionTrait>(txn: &C, batch: &Batch) -> Result<u64, DbErr> {
     let mut gone: Vec<String> = batch.forget.iter().map(|u| u.to_string()).collect();
     if let Some(keep) = &batch.keep_only {
-        let keep: std::collections::HashSet<String> = keep.iter().map(|u| u.to_string()).collect();
-        let mut stored: std::collections::BTreeSet<String> = agent::Entity::find()
+        let keep: std::collections::HashSet<&str> = keep.iter().map(UserId::as_str).collect();
+        let stored: Vec<String> = agent::Entity::find()
+            .select_only()
+            .column(agent::Column::UserId)
+            .into_tuple()
             .all(txn)
-            .await?
-            .into_iter()
-            .map(|row| row.user_id)
-            .collect();
-        stored.extend(
-            episode::Entity::find()
-                .all(txn)
-                .await?
-                .into_iter()
-                .map(|row| row.user_id),
-        );
-        gone.extend(stored.into_iter().filter(|u| !keep.contains(u)));
+            .await?;
+        gone.extend(stored.into_iter().filter(|u| !keep.contains(u.as_str())));
     }
     let mut deleted = 0;
     for chunk in gone.chunks(MAX_BIND_PARAMS) {
@@ -272,10 +301,6 @@ async fn delete_unmonitored<C: ConnectionTrait>(txn: &C, batch: &Batch) -> Resul
             .exec(txn)
             .await?
             .rows_affected;
-        episode::Entity::delete_many()
-            .filter(episode::Column::UserId.is_in(chunk.iter().cloned()))
-            .exec(txn)
-            .await?;
     }
     Ok(deleted)
 }
@@ -392,10 +417,14 @@ fn bind_transition(t: &Transition, values: &mut Vec<Value>) {
     ]);
 }
 
-/// One `agents` row, in [`AGENTS_SQL`]'s column order (timestamps to the millisecond, UTC).
-fn bind_agent(a: &AgentCurrent, values: &mut Vec<Value>) {
+/// One `agents` row with its current state, in [`AGENTS_SQL`]'s column order (timestamps to
+/// the millisecond, UTC); the episode log NULL when unchanged.
+fn bind_agent(row: &&AgentRow, values: &mut Vec<Value>) {
+    let Some(a) = &row.current else {
+        unreachable!("partitioned: rows with a current state only")
+    };
     values.extend([
-        Value::String(Some(a.user_id.as_str().to_owned())),
+        Value::String(Some(row.user_id.as_str().to_owned())),
         Value::String(a.user_name.clone()),
         Value::String(a.presence.clone()),
         Value::String(a.org_presence.clone()),
@@ -407,16 +436,18 @@ fn bind_agent(a: &AgentCurrent, values: &mut Vec<Value>) {
         )),
         Value::ChronoDateTimeUtc(a.idle_since.map(ms)),
         Value::ChronoDateTimeUtc(Some(ms(a.updated_at))),
+        Value::String(row.episodes.clone()),
     ]);
 }
 
-/// One `episodes` row (the user's episode log, JSON), in [`EPISODES_SQL`]'s column order,
-/// stamped `now` (UTC, to the millisecond).
-fn bind_episode((user, state): &(UserId, String), now: DateTime<Utc>, values: &mut Vec<Value>) {
+/// One `agents` row with only its episode log, in [`EPISODES_ONLY_SQL`]'s column order,
+/// stamped `now` (UTC, to the millisecond) should it be new.
+fn bind_episodes_only(row: &&AgentRow, now: DateTime<Utc>, values: &mut Vec<Value>) {
     values.extend([
-        Value::String(Some(user.as_str().to_owned())),
-        Value::String(Some(state.clone())),
+        Value::String(Some(row.user_id.as_str().to_owned())),
+        Value::Int(Some(0)),
         Value::ChronoDateTimeUtc(Some(now)),
+        Value::String(row.episodes.clone()),
     ]);
 }
 
@@ -547,30 +578,40 @@ mod tests {
                 .contains(&format!("\"{}\"", agent_status::Entity.table_name()))
         );
 
-        for (sql, table, columns) in [
-            (
-                &AGENTS_SQL,
-                agent::Entity.table_name(),
-                quoted(agent::Column::iter()),
-            ),
-            (
-                &EPISODES_SQL,
-                episode::Entity.table_name(),
-                quoted(episode::Column::iter()),
-            ),
-        ] {
-            assert!(sql.head.contains(&format!("\"{table}\"")), "{table}");
-            assert_eq!(inserted_columns(sql), columns, "{table}");
-            assert_eq!(sql.columns, columns.len(), "{table}");
-            // The upsert replaces every column but the key.
-            assert_eq!(columns[0], "\"user_id\"");
-            for column in &columns[1..] {
-                assert!(
-                    sql.tail.contains(&format!("{column} = excluded.{column}")),
-                    "{table}.{column} not updated"
-                );
-            }
+        let columns = quoted(agent::Column::iter());
+        assert!(
+            AGENTS_SQL
+                .head
+                .contains(&format!("\"{}\"", agent::Entity.table_name()))
+        );
+        assert_eq!(inserted_columns(&AGENTS_SQL), columns);
+        assert_eq!(AGENTS_SQL.columns, columns.len());
+        // The upsert replaces every column but the key; the episode log only when one is bound.
+        assert_eq!(columns[0], "\"user_id\"");
+        for column in &columns[1..] {
+            let set = if column == "\"episodes\"" {
+                format!("{column} = COALESCE(excluded.{column}, \"agents\".{column})")
+            } else {
+                format!("{column} = excluded.{column}")
+            };
+            assert!(AGENTS_SQL.tail.contains(&set), "{column} not updated");
         }
+        // The episode-only upsert fills what `agents` requires and updates the log alone.
+        assert_eq!(
+            inserted_columns(&EPISODES_ONLY_SQL),
+            [
+                "\"user_id\"",
+                "\"active_conversations\"",
+                "\"updated_at\"",
+                "\"episodes\""
+            ]
+        );
+        assert_eq!(EPISODES_ONLY_SQL.columns, 4);
+        assert!(
+            EPISODES_ONLY_SQL
+                .tail
+                .ends_with("DO UPDATE SET \"episodes\" = excluded.\"episodes\"")
+        );
     }
 
     #[test]
@@ -585,7 +626,7 @@ mod tests {
         assert!(postgres.contains("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10), ($11, "));
         assert!(postgres.contains("$20)"));
         assert!(!postgres.contains('?'));
-        let episodes = EPISODES_SQL.text(DbBackend::Postgres, 2);
-        assert!(episodes.contains("VALUES ($1, $2, $3), ($4, $5, $6) ON CONFLICT"));
+        let episodes = EPISODES_ONLY_SQL.text(DbBackend::Postgres, 2);
+        assert!(episodes.contains("VALUES ($1, $2, $3, $4), ($5, $6, $7, $8) ON CONFLICT"));
     }
 }

@@ -63,7 +63,7 @@ async fn a_user_who_leaves_the_monitored_set_leaves_the_current_state() {
     assert!(!h.history(&gone, "routing").await.is_empty());
     assert_eq!(
         h.sql_count(&format!(
-            "SELECT COUNT(*) FROM episodes WHERE user_id = '{gone}'"
+            "SELECT COUNT(*) FROM agents WHERE user_id = '{gone}'"
         ))
         .await,
         0

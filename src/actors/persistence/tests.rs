@@ -338,8 +338,8 @@ async fn current_state_and_episode_logs_are_coalesced_per_user() {
         .unwrap();
     }
     cast!(actor, PersistMsg::Agent(current("u2", "IDLE", 4))).unwrap();
-    // One `agents` row per user and one episode log: nothing written yet.
-    assert_eq!(health(&actor).await.buffered, 3);
+    // One `agents` row per user, u1's with its episode log: nothing written yet.
+    assert_eq!(health(&actor).await.buffered, 2);
     assert!(db::agents(&db).await.unwrap().is_empty());
 
     flush(&actor).await.unwrap();
@@ -370,7 +370,8 @@ async fn a_checkpoint_commits_the_state_buffered_before_it() {
     cast!(actor, PersistMsg::Episodes(u1.clone(), "{}".into())).unwrap();
     cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
     cast!(actor, PersistMsg::StreamComplete(at(5))).unwrap();
-    assert_eq!(health(&actor).await.buffered, 3);
+    // u1's row (state and log) and the checkpoint.
+    assert_eq!(health(&actor).await.buffered, 2);
     // The checkpoint and this row fill the batch of two.
     cast!(
         actor,
@@ -416,7 +417,8 @@ async fn stopping_writes_the_coalesced_state() {
     let u1 = UserId::parse("u1").unwrap();
     cast!(actor, PersistMsg::Episodes(u1.clone(), "[1]".into())).unwrap();
     cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
-    assert_eq!(health(&actor).await.buffered, 2);
+    // One row: the state and the log.
+    assert_eq!(health(&actor).await.buffered, 1);
     actor.stop_and_wait(None, None).await.unwrap();
     assert_eq!(episode_logs(&db).await[&u1], "[1]");
     assert_eq!(db::agents(&db).await.unwrap().len(), 1);
@@ -531,9 +533,14 @@ fn the_state_interval_stretches_under_load() {
     let ago = |d: Duration| Instant::now().checked_sub(d).unwrap();
     buffer.state_written = ago(STATE_INTERVAL * 2);
     assert!(!buffer.state_due(500), "nothing coalesced, nothing due");
-    buffer
-        .agents
-        .insert(UserId::parse("u1").unwrap(), current("u1", "IDLE", 1));
+    buffer.agents.insert(
+        UserId::parse("u1").unwrap(),
+        AgentRow {
+            user_id: UserId::parse("u1").unwrap(),
+            current: Some(current("u1", "IDLE", 1)),
+            episodes: None,
+        },
+    );
     buffer.history_since_state = 900;
     assert!(buffer.state_due(500), "under a batch a second: 1 s");
     buffer.history_since_state = 1_200;
@@ -548,7 +555,7 @@ fn the_state_interval_stretches_under_load() {
     assert!(!buffer.state_due(500), "never sooner than 1 s");
 }
 
-/// `Forget` deletes a user's `agents` and `episodes` rows and drops the upserts buffered
+/// `Forget` deletes a user's `agents` row (state and episode log) and drops the upserts buffered
 /// before it, in order: an upsert sent after it (the user monitored again) is written.
 /// `KeepOnly` deletes every other user's rows, committed or buffered. History stays.
 #[tokio::test]

@@ -350,7 +350,7 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Hands a clean-up of the `agents`/`episodes` rows (`Forget`, `KeepOnly`) to the
+    /// Hands a clean-up of the `agents` rows (`Forget`, `KeepOnly`) to the
     /// persistence actor, or keeps it until the actor is back if it is restarting.
     fn cleanup(&mut self, message: PersistMsg) {
         let message = match &self.persistence {

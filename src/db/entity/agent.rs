@@ -1,4 +1,4 @@
-//! `agents`: the current state of each monitored agent, one row per user.
+//! `agents`: the current state and the episode log of each monitored agent, one row per user.
 
 use sea_orm::entity::prelude::*;
 
@@ -25,8 +25,11 @@ pub struct Model {
     pub active_conversations: i32,
     /// Start of the current idle episode, when idle, UTC.
     pub idle_since: Option<DateTimeUtc>,
-    /// When this row last changed, UTC.
+    /// When the current state last changed, UTC.
     pub updated_at: DateTimeUtc,
+    /// The agent's episode log, JSON of `rules::AgentEpisodes` (the rules' memory, resumed at
+    /// start); `None` until the agent first wrote one.
+    pub episodes: Option<String>,
 }
 
 /// No relations: rows refer to users by `user_id` only, without foreign keys.

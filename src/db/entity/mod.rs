@@ -8,7 +8,6 @@ pub mod agent;
 pub mod agent_status;
 pub mod alert;
 pub mod dead_letter;
-pub mod episode;
 pub mod health_probe;
 pub mod silence;
 pub mod stream_state;

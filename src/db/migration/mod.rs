@@ -9,6 +9,7 @@ mod m20261129_000010_alerting;
 mod m20261129_000020_stream_state;
 mod m20261129_000021_presence_definition_id;
 mod m20261130_000030_user_history_covering_index;
+mod m20261130_000040_episode_log_in_agents;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000020_stream_state::Migration),
             Box::new(m20261129_000021_presence_definition_id::Migration),
             Box::new(m20261130_000030_user_history_covering_index::Migration),
+            Box::new(m20261130_000040_episode_log_in_agents::Migration),
         ]
     }
 }
