@@ -87,13 +87,13 @@ impl MigrationTrait for Migration {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+    use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
     use sea_orm_migration::MigratorTrait;
 
     use super::super::Migrator;
 
-    async fn strings(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<String> {
-        db.query_all_raw(Statement::from_string(DbBackend::Sqlite, sql))
+    async fn strings(db: &DatabaseConnection, sql: &str) -> Vec<String> {
+        db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
             .await
             .unwrap()
             .iter()
@@ -102,36 +102,27 @@ mod tests {
     }
 
     /// Every episode log survives the move, into its agent's row or, for a log without one,
-    /// into a new row with no state; `down` moves them back.
-    #[tokio::test]
-    async fn episode_logs_move_into_the_agents_rows_and_back() {
-        let path = std::env::temp_dir().join(format!(
-            "agent-monitor-migration-40-{}-{}.db",
-            std::process::id(),
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
+    /// into a new row with no state; `down` moves them back. `db` is empty.
+    async fn logs_move_and_back(db: &DatabaseConnection) {
         let before = Migrator::migrations().len() as u32 - 1;
-        Migrator::up(&db, Some(before)).await.unwrap();
-        db.execute_unprepared(
+        Migrator::up(db, Some(before)).await.unwrap();
+        for sql in [
             "INSERT INTO agents (user_id, routing_status, active_conversations, updated_at) \
              VALUES ('u1', 'IDLE', 1, '2024-05-01T10:00:00.000+00:00'), \
-             ('u2', 'INTERACTING', 0, '2024-05-01T10:00:00.000+00:00'); \
-             INSERT INTO episodes (user_id, state, updated_at) VALUES \
+             ('u2', 'INTERACTING', 0, '2024-05-01T10:00:00.000+00:00')",
+            "INSERT INTO episodes (user_id, state, updated_at) VALUES \
              ('u1', '{\"log\":1}', '2024-05-01T10:00:01.000+00:00'), \
-             ('orphan', '{\"log\":3}', '2024-05-01T10:00:03.000+00:00');",
-        )
-        .await
-        .unwrap();
+             ('orphan', '{\"log\":3}', '2024-05-01T10:00:03.000+00:00')",
+        ] {
+            db.execute_unprepared(sql).await.unwrap();
+        }
 
-        Migrator::up(&db, None).await.unwrap();
+        Migrator::up(db, None).await.unwrap();
         assert_eq!(
             strings(
-                &db,
+                db,
                 "SELECT user_id || '|' || COALESCE(routing_status, '-') || '|' || \
-                 active_conversations || '|' || COALESCE(episodes, '-') \
+                 CAST(active_conversations AS TEXT) || '|' || COALESCE(episodes, '-') \
                  FROM agents ORDER BY user_id"
             )
             .await,
@@ -142,27 +133,70 @@ mod tests {
             ]
         );
         assert!(
-            strings(
-                &db,
-                "SELECT name FROM sqlite_master WHERE name = 'episodes'"
-            )
-            .await
-            .is_empty(),
+            db.execute_unprepared("SELECT COUNT(*) FROM episodes")
+                .await
+                .is_err(),
             "the episodes table is gone"
         );
 
-        Migrator::down(&db, Some(1)).await.unwrap();
+        Migrator::down(db, Some(1)).await.unwrap();
         assert_eq!(
             strings(
-                &db,
+                db,
                 "SELECT user_id || '|' || state FROM episodes ORDER BY user_id"
             )
             .await,
             ["orphan|{\"log\":3}", "u1|{\"log\":1}"]
         );
+    }
+
+    #[tokio::test]
+    async fn episode_logs_move_into_the_agents_rows_and_back_on_sqlite() {
+        let path = std::env::temp_dir().join(format!(
+            "agent-monitor-migration-40-{}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        logs_move_and_back(&db).await;
         drop(db);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    /// The same on PostgreSQL when `AGENT_MONITOR_TEST_POSTGRES_URL` is set, in a database of
+    /// its own (created and dropped here), since migrating down would break the tests sharing
+    /// that one.
+    #[tokio::test]
+    async fn episode_logs_move_into_the_agents_rows_and_back_on_postgres_when_configured() {
+        let Ok(url) = std::env::var("AGENT_MONITOR_TEST_POSTGRES_URL") else {
+            return;
+        };
+        let name = format!("agent_monitor_migration_40_{}", std::process::id());
+        let admin = Database::connect(&url).await.unwrap();
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        // The same server and options, another database.
+        let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
+        let (server, _) = path.rsplit_once('/').unwrap();
+        let sep = if query.is_empty() { "" } else { "?" };
+        let db = Database::connect(format!("{server}/{name}{sep}{query}"))
+            .await
+            .unwrap();
+        logs_move_and_back(&db).await;
+        db.close().await.unwrap();
+        admin
+            .execute_unprepared(&format!("DROP DATABASE {name}"))
+            .await
+            .unwrap();
     }
 }
