@@ -37,7 +37,7 @@
 //!
 //! Webhook URLs are credentials: never logged, never in outcomes or dead letters.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -130,11 +130,13 @@ pub struct SlackState {
 /// One destination's queue and health.
 impl Destination {
     /// Whether a firing message of `episode_key` is still waiting here (group, queue, in flight).
+    /// The groups and queue are scanned only if [`Destination::maybe_firing`] names the episode.
     fn has_firing(&self, episode_key: &str) -> bool {
         let firing =
             |a: &Alert| a.episode_key == episode_key && matches!(a.kind, AlertKind::Firing { .. });
-        self.groups.iter().any(|g| g.alerts.iter().any(firing))
-            || self.queue.iter().any(|m| m.alerts.iter().any(firing))
+        (self.maybe_firing.contains(episode_key)
+            && (self.groups.iter().any(|g| g.alerts.iter().any(firing))
+                || self.queue.iter().any(|m| m.alerts.iter().any(firing))))
             || self
                 .in_flight
                 .as_ref()
@@ -151,6 +153,14 @@ struct Destination {
     /// Groups still inside their `group_wait`.
     groups: Vec<Group>,
     queue: VecDeque<Message>,
+    /// Episode keys that may have a firing alert waiting in `groups` or `queue`: a superset
+    /// (every firing alert queued adds its key; a scan that finds none removes it; see
+    /// [`Destination::prune_maybe_firing`]). It lets each new alert skip the scan of everything
+    /// waiting, which made a burst of N alerts cost N² comparisons once a backlog formed
+    /// (`BENCHMARKS.md`, figure 3).
+    maybe_firing: HashSet<String>,
+    /// Size of `maybe_firing` at its last rebuild.
+    maybe_firing_rebuilt: usize,
     in_flight: Option<Message>,
     pacer: Pacer,
     /// Paused by a 429 until then.
@@ -295,6 +305,8 @@ impl Actor for SlackActor {
                     disabled_reason: None,
                     groups: Vec::new(),
                     queue: VecDeque::new(),
+                    maybe_firing: HashSet::new(),
+                    maybe_firing_rebuilt: 0,
                     in_flight: None,
                     pacer: Pacer::new(args.config.burst.max(1), args.config.send_interval),
                     paused_until: None,
@@ -384,12 +396,52 @@ impl Destination {
     /// The firing alert of `episode_key` waiting in a group or the queue (not in flight: that
     /// one is being sent), if any.
     fn waiting_firing_mut(&mut self, episode_key: &str) -> Option<&mut Alert> {
+        if !self.maybe_firing.contains(episode_key) {
+            return None;
+        }
         let firing = |a: &&mut Alert| {
             a.episode_key == episode_key && matches!(a.kind, AlertKind::Firing { .. })
         };
         let in_groups = self.groups.iter_mut().flat_map(|g| g.alerts.iter_mut());
         let in_queue = self.queue.iter_mut().flat_map(|m| m.alerts.iter_mut());
-        in_groups.chain(in_queue).find(firing)
+        let found = in_groups.chain(in_queue).find(firing);
+        if found.is_none() {
+            self.maybe_firing.remove(episode_key);
+        }
+        found
+    }
+
+    /// Notes that a firing alert of `alert`'s episode now waits in `groups` or `queue`.
+    fn firing_queued(&mut self, alert: &Alert) {
+        if matches!(alert.kind, AlertKind::Firing { .. }) && !alert.episode_key.is_empty() {
+            self.maybe_firing.insert(alert.episode_key.clone());
+        }
+    }
+
+    /// Keeps [`Destination::maybe_firing`] bounded, in O(1) per call but for a rare rebuild:
+    /// emptied when nothing waits or is in flight; rebuilt from what waits once it has grown past twice its
+    /// size at the last rebuild (plus 1,024), so a long backlog drops the keys of alerts since
+    /// sent or dropped at a cost spread over the alerts that grew it.
+    fn prune_maybe_firing(&mut self) {
+        // In flight counts as waiting here: a failed send puts the message back in the queue.
+        if self.queue.is_empty() && self.groups.is_empty() && self.in_flight.is_none() {
+            self.maybe_firing.clear();
+            self.maybe_firing_rebuilt = 0;
+            return;
+        }
+        if self.maybe_firing.len() <= 2 * self.maybe_firing_rebuilt + 1024 {
+            return;
+        }
+        self.maybe_firing = self
+            .groups
+            .iter()
+            .flat_map(|g| g.alerts.iter())
+            .chain(self.queue.iter().flat_map(|m| m.alerts.iter()))
+            .chain(self.in_flight.iter().flat_map(|m| m.alerts.iter()))
+            .filter(|a| matches!(a.kind, AlertKind::Firing { .. }) && !a.episode_key.is_empty())
+            .map(|a| a.episode_key.clone())
+            .collect();
+        self.maybe_firing_rebuilt = self.maybe_firing.len();
     }
 
     /// Alerts waiting or in flight.
@@ -487,6 +539,7 @@ impl SlackState {
                 return;
             }
         }
+        dest.firing_queued(&alert);
         if self.config.group_wait.is_zero() {
             dest.queue.push_back(Message::new(vec![alert]));
             self.pump(myself, &name);
@@ -637,6 +690,7 @@ impl SlackState {
         let Some(dest) = self.destinations.get_mut(name) else {
             return;
         };
+        dest.prune_maybe_firing();
         loop {
             if !dest.enabled || dest.in_flight.is_some() {
                 return;
