@@ -2,14 +2,14 @@
 //! every buffered row or none, so the caller can keep its buffer and retry after an error.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QuerySelect, Statement, TransactionTrait, Value,
 };
 
-use super::entity::{agent, alert, dead_letter, health_probe, stream_state};
+use super::entity::{agent, dead_letter, health_probe, stream_state};
 use crate::domain::{
     AgentCurrent, Alert, AlertKind, AlertOutcome, DeadLetter, DeliveryStatus, Transition, UserId,
     truncate_to_millis,
@@ -23,8 +23,6 @@ const MAX_BIND_PARAMS: usize = 10_000;
 /// eight shapes and is prepared once per connection (sqlx caches prepared statements by their
 /// SQL text), never once per batch. `BENCHMARKS.md`, figure 1.
 const ROW_CHUNK: usize = 128;
-/// Columns bound per `alerts` row (all but `id`).
-const ALERT_COLUMNS: usize = 19;
 /// Columns bound per `dead_letters` row (all but `id`).
 const DEAD_LETTER_COLUMNS: usize = 7;
 
@@ -75,6 +73,22 @@ const EPISODES_ONLY_SQL: RowsSql = RowsSql {
     columns: 4,
     tail: " ON CONFLICT (\"user_id\") DO UPDATE SET \"episodes\" = excluded.\"episodes\"",
 };
+
+/// `alerts`: every column but `id`, in [`bind_alert`]'s order; an alert already stored (same
+/// `alert_key`) is skipped.
+const ALERTS_SQL: RowsSql = RowsSql {
+    head: "INSERT INTO \"alerts\" (\"alert_key\", \"rule\", \"user_id\", \"user_name\", \"state\", \
+           \"since\", \"threshold_seconds\", \"fired_at\", \"delivery_status\", \
+           \"delivery_error\", \"attempts\", \"delivered_at\", \"episode_key\", \"kind\", \
+           \"repeat\", \"severity\", \"destination\", \"resolved_duration_seconds\", \
+           \"muted\") VALUES ",
+    columns: 19,
+    tail: " ON CONFLICT (\"alert_key\") DO NOTHING",
+};
+
+/// How a delivery ended, applied to the alert of one `alert_key` (in [`bind_outcome`]'s order).
+const OUTCOME_SQL: &str = "UPDATE \"alerts\" SET \"delivery_status\" = ?, \"delivery_error\" = ?, \
+     \"attempts\" = ?, \"delivered_at\" = ? WHERE \"alert_key\" = ?";
 
 /// One agent's `agents` row as the persistence actor coalesced it: the latest current state
 /// and the latest episode log (JSON of `rules::AgentEpisodes`) received since the row was last
@@ -224,13 +238,8 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
         )
         .await?;
 
-    for chunk in batch.alerts.chunks(MAX_BIND_PARAMS / ALERT_COLUMNS) {
-        let inserted = alert::Entity::insert_many(chunk.iter().map(alert_row))
-            .on_conflict_do_nothing_on([alert::Column::AlertKey])
-            .exec_without_returning(&txn)
-            .await?;
-        summary.alerts_inserted += inserted_rows(inserted);
-    }
+    summary.alerts_inserted =
+        insert_rows(&txn, backend, &ALERTS_SQL, &batch.alerts, bind_alert).await?;
 
     for chunk in batch
         .dead_letters
@@ -241,17 +250,15 @@ pub async fn write_batch(db: &DatabaseConnection, batch: &Batch) -> Result<Batch
             .await?;
     }
 
+    // One statement text for every outcome: prepared once per connection.
+    let outcome_sql = match backend {
+        DbBackend::Postgres => numbered_placeholders(OUTCOME_SQL),
+        _ => OUTCOME_SQL.to_owned(),
+    };
     for outcome in &batch.outcomes {
-        let (status, error, attempts, delivered_at) = outcome_columns(outcome);
-        let updated = alert::Entity::update_many()
-            .col_expr(alert::Column::DeliveryStatus, Expr::value(status))
-            .col_expr(alert::Column::DeliveryError, Expr::value(error))
-            .col_expr(alert::Column::Attempts, Expr::value(attempts))
-            .col_expr(alert::Column::DeliveredAt, Expr::value(delivered_at))
-            .filter(alert::Column::AlertKey.eq(outcome.alert_key.as_str()))
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected > 0 {
+        let statement =
+            Statement::from_sql_and_values(backend, outcome_sql.clone(), bind_outcome(outcome));
+        if txn.execute_raw(statement).await?.rows_affected() > 0 {
             summary.outcomes_applied += 1;
         } else {
             summary.outcomes_unmatched += 1;
@@ -451,53 +458,75 @@ fn bind_episodes_only(row: &&AgentRow, now: DateTime<Utc>, values: &mut Vec<Valu
     ]);
 }
 
-fn inserted_rows(result: sea_orm::TryInsertResult<u64>) -> u64 {
-    match result {
-        sea_orm::TryInsertResult::Inserted(n) => n,
-        sea_orm::TryInsertResult::Empty | sea_orm::TryInsertResult::Conflicted => 0,
+/// `sql` with its `?` placeholders numbered `$1`, `$2`, … (PostgreSQL's form). `sql` holds no
+/// `?` but placeholders.
+fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
     truncate_to_millis(t)
 }
 
-fn alert_row(pending: &PendingAlert) -> alert::ActiveModel {
+/// One `alerts` row, in [`ALERTS_SQL`]'s column order (timestamps to the millisecond, UTC;
+/// durations in whole seconds); status `pending` unless the outcome is already attached.
+fn bind_alert(pending: &PendingAlert, values: &mut Vec<Value>) {
     let a = &pending.alert;
     let (status, error, attempts, delivered_at) = match &pending.outcome {
         Some(outcome) => outcome_columns(outcome),
         None => (DeliveryStatus::Pending.as_str(), None, 0, None),
     };
-    alert::ActiveModel {
-        id: NotSet,
-        alert_key: Set(a.alert_key.clone()),
-        rule: Set(a.rule.clone()),
-        user_id: Set(a.user_id.as_str().to_owned()),
-        user_name: Set(a.user_name.clone()),
-        state: Set(a.state.clone()),
-        since: Set(ms(a.since)),
-        threshold_seconds: Set(i64::try_from(a.threshold.as_secs()).unwrap_or(i64::MAX)),
-        fired_at: Set(ms(a.fired_at)),
-        delivery_status: Set(status.to_owned()),
-        delivery_error: Set(error),
-        attempts: Set(attempts),
-        delivered_at: Set(delivered_at),
-        episode_key: Set(a.episode_key.clone()),
-        kind: Set(a.kind.as_str().to_owned()),
-        repeat: Set(match a.kind {
+    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    values.extend([
+        Value::String(Some(a.alert_key.clone())),
+        Value::String(Some(a.rule.clone())),
+        Value::String(Some(a.user_id.as_str().to_owned())),
+        Value::String(a.user_name.clone()),
+        Value::String(Some(a.state.clone())),
+        Value::ChronoDateTimeUtc(Some(ms(a.since))),
+        Value::BigInt(Some(seconds(a.threshold))),
+        Value::ChronoDateTimeUtc(Some(ms(a.fired_at))),
+        Value::String(Some(status.to_owned())),
+        Value::String(error),
+        Value::Int(Some(attempts)),
+        Value::ChronoDateTimeUtc(delivered_at),
+        Value::String(Some(a.episode_key.clone())),
+        Value::String(Some(a.kind.as_str().to_owned())),
+        Value::Int(Some(match a.kind {
             AlertKind::Firing { repeat } => i32::try_from(repeat).unwrap_or(i32::MAX),
             AlertKind::Resolved { .. } => 0,
-        }),
-        severity: Set(a.severity.clone()),
-        destination: Set(a.destination.clone()),
-        resolved_duration_seconds: Set(match a.kind {
-            AlertKind::Resolved { duration } => {
-                Some(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX))
-            }
+        })),
+        Value::String(Some(a.severity.clone())),
+        Value::String(a.destination.clone()),
+        Value::BigInt(match a.kind {
+            AlertKind::Resolved { duration } => Some(seconds(duration)),
             AlertKind::Firing { .. } => None,
         }),
-        muted: Set(a.muted.clone()),
-    }
+        Value::String(a.muted.clone()),
+    ]);
+}
+
+/// [`OUTCOME_SQL`]'s values for `outcome`.
+fn bind_outcome(outcome: &AlertOutcome) -> Vec<Value> {
+    let (status, error, attempts, delivered_at) = outcome_columns(outcome);
+    vec![
+        Value::String(Some(status.to_owned())),
+        Value::String(error),
+        Value::Int(Some(attempts)),
+        Value::ChronoDateTimeUtc(delivered_at),
+        Value::String(Some(outcome.alert_key.clone())),
+    ]
 }
 
 fn dead_letter_row(d: &DeadLetter) -> dead_letter::ActiveModel {
@@ -611,6 +640,25 @@ mod tests {
             EPISODES_ONLY_SQL
                 .tail
                 .ends_with("DO UPDATE SET \"episodes\" = excluded.\"episodes\"")
+        );
+    }
+
+    #[test]
+    fn the_alert_insert_names_every_column_but_id_and_the_outcome_update_its_four() {
+        use super::super::entity::alert;
+        let columns = quoted(alert::Column::iter().filter(|c| !matches!(c, alert::Column::Id)));
+        assert_eq!(inserted_columns(&ALERTS_SQL), columns);
+        assert_eq!(ALERTS_SQL.columns, columns.len());
+        assert!(
+            ALERTS_SQL
+                .head
+                .contains(&format!("\"{}\"", alert::Entity.table_name()))
+        );
+        assert_eq!(OUTCOME_SQL.matches('?').count(), 5);
+        assert_eq!(
+            numbered_placeholders(OUTCOME_SQL),
+            "UPDATE \"alerts\" SET \"delivery_status\" = $1, \"delivery_error\" = $2, \
+             \"attempts\" = $3, \"delivered_at\" = $4 WHERE \"alert_key\" = $5"
         );
     }
 
