@@ -195,6 +195,13 @@ impl Buffer {
         }
     }
 
+    /// The pending `agents` row of `user`, made empty if there is none.
+    fn row(&mut self, user: UserId) -> &mut AgentRow {
+        self.agents
+            .entry(user)
+            .or_insert_with_key(|user| AgentRow::new(user.clone()))
+    }
+
     /// Rows of every kind accepted and not yet committed.
     fn len(&self) -> usize {
         self.batch.len() + self.agents.len()
@@ -282,20 +289,10 @@ impl Actor for PersistenceActor {
             // Coalesced: written on the state cadence, not counted towards `batch_rows`.
             PersistMsg::Agent(agent) => {
                 let user = agent.user_id.clone();
-                state
-                    .buffer
-                    .agents
-                    .entry(user)
-                    .or_insert_with_key(|user| AgentRow::new(user.clone()))
-                    .current = Some(agent);
+                state.buffer.row(user).current = Some(agent);
             }
             PersistMsg::Episodes(user, json) => {
-                state
-                    .buffer
-                    .agents
-                    .entry(user)
-                    .or_insert_with_key(|user| AgentRow::new(user.clone()))
-                    .episodes = Some(json);
+                state.buffer.row(user).episodes = Some(json);
             }
             PersistMsg::StreamComplete(until) => {
                 // The flush that commits this checkpoint also commits the coalesced state (see

@@ -648,15 +648,34 @@ mod tests {
         }
     }
 
+    /// On SQLite, the two rows `sql` selects (one text column each: the timestamps joined)
+    /// hold the same stored text; instants are compared as text there. Nothing on PostgreSQL.
+    async fn same_stored_text_on_sqlite(db: &DatabaseConnection, sql: &str) {
+        use sea_orm::ConnectionTrait;
+        if db.get_database_backend() != sea_orm::DbBackend::Sqlite {
+            return;
+        }
+        let stored = db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                sql,
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get_by_index::<String>(0).unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(stored.len(), 2, "{sql}");
+        assert_eq!(stored[0], stored[1], "the same stored text");
+    }
+
     /// `write_batch` binds `agent_status` rows itself (not through an `ActiveModel`): they must
     /// be stored exactly as sea-orm stores the same values (timestamps are compared as stored
     /// text on SQLite), and found by a filter on the same bound instant.
     async fn same_storage_as_sea_orm(db: &DatabaseConnection) {
         use crate::domain::{Kind, Source, Transition, UserId, parse_timestamp};
         use entity::agent_status;
-        use sea_orm::{
-            ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-        };
+        use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
         let at = parse_timestamp("2024-05-02T08:07:06.054Z").unwrap();
         agent_status::Entity::insert(agent_status::ActiveModel {
             user_id: Set("orm".into()),
@@ -708,20 +727,12 @@ mod tests {
             ..r.clone()
         };
         assert_eq!(strip(&rows[0]), strip(&rows[1]));
-        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            let stored = db
-                .query_all_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Sqlite,
-                    "SELECT event_timestamp || '|' || ingested_at FROM agent_status \
+        same_stored_text_on_sqlite(
+            db,
+            "SELECT event_timestamp || '|' || ingested_at FROM agent_status \
                      WHERE user_id IN ('orm', 'ours') ORDER BY user_id",
-                ))
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get_by_index::<String>(0).unwrap())
-                .collect::<Vec<_>>();
-            assert_eq!(stored[0], stored[1], "the same stored text");
-        }
+        )
+        .await;
         agent_status::Entity::delete_many()
             .filter(agent_status::Column::UserId.is_in(["orm", "ours"]))
             .exec(db)
@@ -738,8 +749,7 @@ mod tests {
         use crate::domain::{AgentCurrent, UserId, parse_timestamp};
         use entity::agent;
         use sea_orm::{
-            ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-            QueryFilter, QueryOrder,
+            ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
         };
         let at = parse_timestamp("2024-05-02T08:07:06.054Z").unwrap();
         let later = parse_timestamp("2024-05-02T09:00:00.001Z").unwrap();
@@ -818,20 +828,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(found, 2, "both found by the bound instant");
-        if db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-            let stored = db
-                .query_all_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Sqlite,
-                    "SELECT presence_since || '|' || routing_since || '|' || updated_at \
+        same_stored_text_on_sqlite(
+            db,
+            "SELECT presence_since || '|' || routing_since || '|' || updated_at \
                      FROM agents WHERE user_id IN ('orm', 'ours') ORDER BY user_id",
-                ))
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.try_get_by_index::<String>(0).unwrap())
-                .collect::<Vec<_>>();
-            assert_eq!(stored[0], stored[1], "the same stored text");
-        }
+        )
+        .await;
 
         // An episode log alone: the state stays; a new user gets a row with no state.
         let batch = Batch {
