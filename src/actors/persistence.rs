@@ -14,7 +14,8 @@
 //! history arrives at a batch a second or more), riding in the same transaction as the
 //! history rows buffered at that moment, and also on every `Flush`, with every
 //! `StreamComplete` checkpoint and at stop. A firehose of N transitions per agent per second
-//! therefore writes N history rows but one `agents` row per agent per second. What a crash (not a graceful stop) can lose is described in `actors.md`.
+//! therefore writes N history rows but one `agents` row per agent per second. What a crash
+//! (not a graceful stop) can lose is described in `actors.md`.
 //!
 //! A database error never fails the actor (a restart would lose the buffer): it is logged, kept
 //! in [`DbHealth::last_error`], and the flush is retried on later ticks with a capped
@@ -77,7 +78,8 @@ pub enum PersistMsg {
     /// same user (monitored again) is written after the delete, so it wins.
     Forget(Vec<UserId>),
     /// The complete set of monitored users (after the first user listing): drop buffered
-    /// upserts of every other user and delete their `agents` rows with the next flush (rows left by earlier runs with other users). History and alerts are kept.
+    /// upserts of every other user and delete their `agents` rows with the next flush (rows
+    /// left by earlier runs with other users). History and alerts are kept.
     KeepOnly(Vec<UserId>),
     /// Commit everything buffered, coalesced state included, then reply (used at shutdown and
     /// by tests).
@@ -488,18 +490,12 @@ impl PersistenceState {
             Err(error) => Err(error),
         };
         if with_state && result.is_err() {
-            // The map is empty (see above): each row goes back as it was.
-            for row in self.buffer.batch.agents.drain(..) {
-                match self.buffer.agents.entry(row.user_id.clone()) {
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        slot.insert(row);
-                    }
-                    std::collections::hash_map::Entry::Occupied(mut slot) => {
-                        // Not reached today; newer parts would win over the unwritten ones.
-                        let newer = std::mem::replace(slot.get_mut(), row);
-                        slot.get_mut().update(newer);
-                    }
-                }
+            // Each row goes back under anything received since (nothing today: no message is
+            // handled while the write runs); the newer parts win.
+            for row in std::mem::take(&mut self.buffer.batch.agents) {
+                let pending = self.buffer.row(row.user_id.clone());
+                let newer = std::mem::replace(pending, row);
+                pending.update(newer);
             }
         }
         match result {

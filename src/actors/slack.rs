@@ -419,9 +419,10 @@ impl Destination {
     }
 
     /// Keeps [`Destination::maybe_firing`] bounded, in O(1) per call but for a rare rebuild:
-    /// emptied when nothing waits or is in flight; rebuilt from what waits once it has grown past twice its
-    /// size at the last rebuild (plus 1,024), so a long backlog drops the keys of alerts since
-    /// sent or dropped at a cost spread over the alerts that grew it.
+    /// emptied when nothing waits or is in flight; rebuilt from what waits (and is in flight)
+    /// once it has grown past twice its size at the last rebuild (plus 1,024), so a long
+    /// backlog drops the keys of alerts since sent or dropped, at a cost spread over the alerts
+    /// that grew it.
     fn prune_maybe_firing(&mut self) {
         // In flight counts as waiting here: a failed send puts the message back in the queue.
         if self.queue.is_empty() && self.groups.is_empty() && self.in_flight.is_none() {
