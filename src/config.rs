@@ -75,7 +75,9 @@ impl Default for MembershipConfig {
 /// Batching of the persistence actor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PersistenceConfig {
-    /// Flush when this many rows are buffered (default 500).
+    /// Flush when this many rows are buffered (default 500). While a batch is being written
+    /// the next one keeps filling, so under load a batch holds whatever arrived during the
+    /// previous write: this many rows or more (at most `max_in_flight` transitions).
     pub batch_rows: usize,
     /// Flush at least this often while rows are buffered (default 100 ms).
     pub flush_interval: Duration,

@@ -6,6 +6,17 @@
 //! their batch commits: a slow or failing database therefore stops the WebSocket readers instead
 //! of growing a queue without bound.
 //!
+//! **One write in flight, overlapped.** A batch is written by a task of its own while the actor
+//! goes on accepting messages into the next one; the task reports back with
+//! [`PersistMsg::Written`]. So the one writer never waits for the actor to build its next
+//! batch: that batch has filled up while the previous one was written, and it is written as
+//! soon as the previous one committed (`BENCHMARKS.md`, figure 1). Under load a batch is
+//! therefore whatever arrived during the previous write, `batch_rows` or more. There is never
+//! more than one write in flight, so batches commit in the order they were taken. A failed
+//! batch goes back in front of what arrived meanwhile (see [`PersistenceState::put_back`]).
+//! `Flush`, `Health` (when it must check) and the stop wait for the write in flight first, as
+//! they waited for any write before.
+//!
 //! **Current state is coalesced.** The agents' current state ([`PersistMsg::Agent`]) and
 //! episode logs ([`PersistMsg::Episodes`]) change with nearly every transition, but only the
 //! latest of each matters. Both live in the agent's one `agents` row: they are kept in a map
@@ -38,15 +49,19 @@
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::actors::Credit;
 use crate::config::PersistenceConfig;
-use crate::db::{self, AgentRow, Batch, PendingAlert};
+use crate::db::{self, AgentRow, Batch, BatchSummary, PendingAlert};
 use crate::domain::{AgentCurrent, Alert, AlertOutcome, DeadLetter, Transition, UserId};
 
 /// Messages of the persistence actor.
@@ -93,6 +108,10 @@ pub enum PersistMsg {
     /// Internal: the flush timer (every `flush_interval`): flushes buffered history rows, and
     /// the coalesced state when it is due.
     Tick,
+    /// Internal: the write task numbered so has finished (committed or failed); its outcome is
+    /// collected from the task. A number that is not the write in flight (one already collected
+    /// by `Flush`) is ignored.
+    Written(u64),
 }
 
 /// The persistence actor's view of the database, for `/readyz`.
@@ -163,13 +182,41 @@ pub struct PersistenceState {
     file_alarm: bool,
     /// The shutdown deadline ([`PersistMsg::StopBy`]), once the service is stopping.
     stop_by: Option<tokio::time::Instant>,
+    /// The same deadline for the write task in flight, which enforces it itself.
+    stop_by_tx: watch::Sender<Option<tokio::time::Instant>>,
+    /// The batch being written, if any (at most one).
+    in_flight: Option<InFlight>,
+    /// Number of the next write task.
+    next_write: u64,
+    /// Credits of rows lost by a write that ended without an outcome (aborted at stop): never
+    /// released while the actor lives, so the stop's count of uncommitted transitions holds
+    /// them.
+    unreleased: Vec<Credit>,
+}
+
+/// A batch handed to its write task, and what stays with the actor until the outcome is known.
+struct InFlight {
+    /// The task's number ([`PersistMsg::Written`]).
+    id: u64,
+    /// Returns the batch (to put back should the write fail) and the outcome.
+    task: JoinHandle<(Batch, Result<BatchSummary, String>)>,
+    /// Credits of the batch's transitions: dropped after the commit, kept if it fails.
+    credits: Vec<Credit>,
+    /// The batch carries the coalesced state.
+    with_state: bool,
+    /// Rows of every table in the batch (for `Health`'s `buffered` and the metrics).
+    rows: usize,
+    /// Transitions in the batch (for the log, should it be lost).
+    transitions: usize,
+    started: Instant,
 }
 
 /// Rows accepted and not yet committed.
 struct Buffer {
     /// History rows (transitions, alerts, outcomes, dead letters) and the checkpoint, in the
-    /// shape [`db::write_batch`] takes. `batch.agents` is empty except while a flush that writes
-    /// the coalesced state runs (see [`PersistenceState::flush`]).
+    /// shape [`db::write_batch`] takes. `batch.agents` stays empty: the coalesced state is
+    /// moved into a batch only when it is handed to its write task
+    /// ([`PersistenceState::start_write`]).
     batch: Batch,
     /// Credits of the buffered transitions, dropped after the commit.
     credits: Vec<Credit>,
@@ -263,6 +310,10 @@ impl Actor for PersistenceActor {
             probe: None,
             timer: None,
             stop_by: None,
+            stop_by_tx: watch::Sender::new(None),
+            in_flight: None,
+            next_write: 0,
+            unreleased: Vec::new(),
         })
     }
 
@@ -278,7 +329,7 @@ impl Actor for PersistenceActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -286,7 +337,7 @@ impl Actor for PersistenceActor {
             PersistMsg::Transition(transition, credit) => {
                 state.buffer.batch.transitions.push(transition);
                 state.buffer.credits.extend(credit);
-                state.flush_if_full().await;
+                state.flush_if_full(&myself);
             }
             // Coalesced: written on the state cadence, not counted towards `batch_rows`.
             PersistMsg::Agent(agent) => {
@@ -297,14 +348,14 @@ impl Actor for PersistenceActor {
                 state.buffer.row(user).episodes = Some(json);
             }
             PersistMsg::StreamComplete(until) => {
-                // The flush that commits this checkpoint also commits the coalesced state (see
-                // `flush`), so it is never committed ahead of the episode logs it covers.
+                // The write that commits this checkpoint also commits the coalesced state (see
+                // `start_write`), so it is never committed ahead of the episode logs it covers.
                 let held = &mut state.buffer.batch.complete_until;
                 *held = Some(held.map_or(until, |h| h.max(until)));
             }
             PersistMsg::DeadLetter(letter) => {
                 state.buffer.batch.dead_letters.push(letter);
-                state.flush_if_full().await;
+                state.flush_if_full(&myself);
             }
             // In order: the buffered upserts are older than the delete, so they go with it;
             // the delete runs before the upserts of its batch (`db::write_batch`).
@@ -332,17 +383,17 @@ impl Actor for PersistenceActor {
                         outcome: None,
                     });
                 }
-                state.flush_if_full().await;
+                state.flush_if_full(&myself);
             }
             PersistMsg::AlertOutcome(outcome) => {
                 match state.buffer.alert_index.get(&outcome.alert_key) {
                     Some(&i) => state.buffer.batch.alerts[i].outcome = Some(outcome),
                     None => state.buffer.batch.outcomes.push(outcome),
                 }
-                state.flush_if_full().await;
+                state.flush_if_full(&myself);
             }
             PersistMsg::Flush(reply) => {
-                let result = state.flush(true).await;
+                let result = state.flush(&myself, true).await;
                 let _ = reply.send(result);
             }
             PersistMsg::Health(reply) => {
@@ -351,6 +402,8 @@ impl Actor for PersistenceActor {
             }
             PersistMsg::StopBy(deadline) => {
                 state.stop_by = Some(deadline);
+                // The write in flight, if any, abandons itself at the deadline too.
+                state.stop_by_tx.send_replace(Some(deadline));
             }
             PersistMsg::Tick => {
                 // One `stat(2)` a tick: a deleted or replaced file is noticed within a flush
@@ -358,11 +411,20 @@ impl Actor for PersistenceActor {
                 if let Some(problem) = state.file_problem() {
                     state.file_lost(&problem);
                 }
-                if (!state.buffer.batch.is_empty()
-                    || state.buffer.state_due(state.config.batch_rows.max(1)))
+                if state.in_flight.is_none()
+                    && (!state.buffer.batch.is_empty()
+                        || state.buffer.state_due(state.config.batch_rows.max(1)))
                     && state.may_retry()
                 {
-                    let _ = state.flush(false).await;
+                    state.start_write(&myself, false);
+                }
+            }
+            PersistMsg::Written(id) => {
+                if state.in_flight.as_ref().is_some_and(|w| w.id == id) {
+                    // A failure is logged and scheduled for retry by `finish`.
+                    let _ = state.settle().await;
+                    // What arrived during the write goes next, if it is a batch already.
+                    state.flush_if_full(&myself);
                 }
             }
         }
@@ -371,7 +433,7 @@ impl Actor for PersistenceActor {
 
     async fn post_stop(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(timer) = state.timer.take() {
@@ -384,7 +446,7 @@ impl Actor for PersistenceActor {
         let final_flush = async {
             let mut delay = INITIAL_BACKOFF;
             for attempt in 1..=FINAL_FLUSH_ATTEMPTS {
-                if state.flush(true).await.is_ok() {
+                if state.flush(&myself, true).await.is_ok() {
                     return true;
                 }
                 if attempt < FINAL_FLUSH_ATTEMPTS {
@@ -395,15 +457,23 @@ impl Actor for PersistenceActor {
             false
         };
         // An interrupted transaction rolls back, so the counts below stay right. Past the
-        // shutdown deadline every attempt fails at once (see `flush`).
+        // shutdown deadline every attempt fails at once (see `write`).
         if let Ok(true) = tokio::time::timeout(budget, final_flush).await {
             return Ok(());
         }
+        // A write still in flight when the budget ran out is abandoned (it rolls back).
+        let (in_flight_transitions, in_flight_rows) = match state.in_flight.take() {
+            Some(in_flight) => {
+                in_flight.task.abort();
+                (in_flight.transitions, in_flight.rows)
+            }
+            None => (0, 0),
+        };
         let batch = &state.buffer.batch;
         tracing::error!(
-            transitions = batch.transitions.len(),
-            // An interrupted flush leaves the coalesced state in the batch, not in the map.
-            agents = state.buffer.agents.len() + batch.agents.len(),
+            transitions = batch.transitions.len() + in_flight_transitions,
+            in_flight_rows,
+            agents = state.buffer.agents.len(),
             alerts = batch.alerts.len(),
             outcomes = batch.outcomes.len(),
             dead_letters = batch.dead_letters.len(),
@@ -419,11 +489,15 @@ impl Actor for PersistenceActor {
 }
 
 impl PersistenceState {
-    /// Flushes when the history buffer reached `batch_rows`, unless a failed flush is backing
-    /// off. The coalesced state rides along only if it is due.
-    async fn flush_if_full(&mut self) {
-        if self.buffer.batch.len() >= self.config.batch_rows.max(1) && self.may_retry() {
-            let _ = self.flush(false).await;
+    /// Starts writing the history buffer when it reached `batch_rows`, unless a write is in
+    /// flight (its `Written` starts the next one) or a failed flush is backing off. The coalesced
+    /// state rides along only if it is due.
+    fn flush_if_full(&mut self, myself: &ActorRef<PersistMsg>) {
+        if self.in_flight.is_none()
+            && self.buffer.batch.len() >= self.config.batch_rows.max(1)
+            && self.may_retry()
+        {
+            self.start_write(myself, false);
         }
     }
 
@@ -433,10 +507,24 @@ impl PersistenceState {
             .is_none_or(|f| Instant::now() >= f.retry_at)
     }
 
-    /// Writes the history buffer in one transaction, with the coalesced state when `with_state`
-    /// is set, when it is due ([`STATE_INTERVAL`]) or when a checkpoint is held. On success the
-    /// buffer and its credits are released; on failure everything stays buffered and the next
-    /// retry is scheduled.
+    /// Writes everything buffered now, after the write in flight, and waits for the outcome:
+    /// `Ok` once all of it is committed. If the write in flight fails, its error is returned
+    /// at once (its rows are back in the buffer for the next attempt), so one call makes one
+    /// attempt.
+    async fn flush(
+        &mut self,
+        myself: &ActorRef<PersistMsg>,
+        with_state: bool,
+    ) -> Result<(), String> {
+        self.settle().await?;
+        self.start_write(myself, with_state);
+        self.settle().await
+    }
+
+    /// Hands the history buffer to a write task, with the coalesced state when `with_state` is
+    /// set, when it is due ([`STATE_INTERVAL`]) or when a checkpoint is held. Nothing may be in
+    /// flight. The buffer starts empty; the task reports with [`PersistMsg::Written`] and
+    /// [`PersistenceState::settle`] collects the outcome.
     ///
     /// Why a checkpoint forces the state: `stream_state.complete_until` tells the next start
     /// where to backfill from, and the agents resume from the persisted episode logs. If the
@@ -446,58 +534,84 @@ impl PersistenceState {
     /// checkpoint would never reach the rules (an episode missed or judged on a stale state).
     /// Committing every log buffered before the checkpoint in the same transaction, before the
     /// `stream_state` upsert, keeps the logs at least as new as the checkpoint.
-    async fn flush(&mut self, with_state: bool) -> Result<(), String> {
+    fn start_write(&mut self, myself: &ActorRef<PersistMsg>, with_state: bool) {
+        debug_assert!(self.in_flight.is_none(), "one write in flight at most");
         let with_state = with_state
             || self.buffer.batch.complete_until.is_some()
             || self.buffer.state_due(self.config.batch_rows.max(1));
         if with_state {
-            // No message is handled while the write runs, so the map stays empty until the
-            // outcome is known; on failure it is put back.
             self.buffer.batch.agents = self.buffer.agents.drain().map(|(_, row)| row).collect();
         }
         if self.buffer.batch.is_empty() {
-            return Ok(());
+            return;
         }
-        let started = Instant::now();
-        // Writing into a SQLite file deleted (or replaced) meanwhile would succeed and be lost
-        // at restart: refuse before writing, and do not count a batch committed while it
-        // happened (kept and retried like any failed batch; duplicates insert nothing). While
-        // stopping, a write may not outlive the shutdown deadline: abandoning it rolls its
-        // transaction back, so nothing is committed after the supervisor's count.
-        let result = match (self.file_problem(), self.stop_by) {
-            (Some(problem), _) => Err(problem),
-            (None, None) => db::write_batch(&self.db, &self.buffer.batch)
+        let batch = std::mem::take(&mut self.buffer.batch);
+        let credits = std::mem::take(&mut self.buffer.credits);
+        self.buffer.alert_index.clear();
+        let id = self.next_write;
+        self.next_write += 1;
+        let rows = batch.len();
+        let transitions = batch.transitions.len();
+        let db = self.db.clone();
+        let file = self.file.clone();
+        let stop_by = self.stop_by_tx.subscribe();
+        let myself = myself.clone();
+        let task = tokio::spawn(async move {
+            let write = write(&db, file.as_ref(), &batch, stop_by);
+            let result = AssertUnwindSafe(write)
+                .catch_unwind()
                 .await
-                .map_err(|e| db::describe(&e)),
-            (None, Some(by)) if tokio::time::Instant::now() >= by => {
-                Err("the shutdown deadline has passed; nothing more is written".to_owned())
-            }
-            (None, Some(by)) => {
-                let write = db::write_batch(&self.db, &self.buffer.batch);
-                match tokio::time::timeout_at(by, write).await {
-                    Ok(result) => result.map_err(|e| db::describe(&e)),
-                    Err(_) => {
-                        Err("the shutdown deadline passed before the write committed".to_owned())
-                    }
-                }
-            }
+                .unwrap_or_else(|_| Err("the database write panicked".to_owned()));
+            let _ = myself.cast(PersistMsg::Written(id));
+            (batch, result)
+        });
+        self.in_flight = Some(InFlight {
+            id,
+            task,
+            credits,
+            with_state,
+            rows,
+            transitions,
+            started: Instant::now(),
+        });
+    }
+
+    /// Waits for the write in flight, if any, and takes in its outcome
+    /// ([`PersistenceState::finish`]). `Ok` when nothing was in flight.
+    async fn settle(&mut self) -> Result<(), String> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return Ok(());
         };
-        let result = match result {
-            Ok(summary) => match self.file_problem() {
-                Some(problem) => Err(problem),
-                None => Ok(summary),
-            },
-            Err(error) => Err(error),
-        };
-        if with_state && result.is_err() {
-            // Each row goes back under anything received since (nothing today: no message is
-            // handled while the write runs); the newer parts win.
-            for row in std::mem::take(&mut self.buffer.batch.agents) {
-                let pending = self.buffer.row(row.user_id.clone());
-                let newer = std::mem::replace(pending, row);
-                pending.update(newer);
+        // Not taken before the wait: a stop that gives up waiting still finds it (`post_stop`).
+        let joined = (&mut in_flight.task).await;
+        let in_flight = self.in_flight.take().expect("the write in flight");
+        match joined {
+            Ok((batch, result)) => self.finish(in_flight, batch, result),
+            Err(e) => {
+                // Only an abort at stop gets here (a panic is caught in the task): its rows are
+                // gone, and their credits are kept until the actor ends, so the stop counts them.
+                let error = format!("the database write ended without an outcome: {e}");
+                tracing::error!(
+                    transitions = in_flight.transitions,
+                    rows = in_flight.rows,
+                    error = %error,
+                    "a batch was lost"
+                );
+                self.unreleased.extend(in_flight.credits);
+                Err(error)
             }
         }
+    }
+
+    /// Takes in the outcome of a write: on success the credits are released and the metrics
+    /// and state cadence updated; on failure the batch goes back in front of what arrived
+    /// meanwhile and the next retry is scheduled.
+    fn finish(
+        &mut self,
+        in_flight: InFlight,
+        batch: Batch,
+        result: Result<BatchSummary, String>,
+    ) -> Result<(), String> {
         match result {
             Ok(summary) => {
                 if let Some(failure) = self.failure.take() {
@@ -512,6 +626,7 @@ impl PersistenceState {
                         "alert outcomes for unknown alert keys dropped"
                     );
                 }
+                let elapsed = in_flight.started.elapsed();
                 tracing::debug!(
                     inserted = summary.transitions_inserted,
                     duplicates = summary.transitions_duplicate,
@@ -519,19 +634,14 @@ impl PersistenceState {
                     agents_deleted = summary.agents_deleted,
                     alerts = summary.alerts_inserted,
                     outcomes = summary.outcomes_applied,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    elapsed_ms = elapsed.as_millis() as u64,
                     "batch committed"
                 );
-                crate::metrics::write_batch(
-                    self.buffer.batch.len(),
-                    summary.transitions_inserted,
-                    started.elapsed(),
-                );
+                crate::metrics::write_batch(in_flight.rows, summary.transitions_inserted, elapsed);
                 // Dropping the credits here, after the commit, lets the readers go on.
-                self.buffer.batch = Batch::default();
-                self.buffer.credits.clear();
-                self.buffer.alert_index.clear();
-                if with_state {
+                drop(in_flight.credits);
+                drop(batch);
+                if in_flight.with_state {
                     self.buffer.state_written = Instant::now();
                     self.buffer.history_since_state = 0;
                 } else {
@@ -544,6 +654,7 @@ impl PersistenceState {
             }
             Err(error) => {
                 crate::metrics::write_error();
+                self.put_back(batch, in_flight.credits);
                 let consecutive = self.failure.as_ref().map_or(0, |f| f.consecutive) + 1;
                 let backoff = backoff(consecutive);
                 if let Some(problem) = self.file_problem() {
@@ -566,6 +677,46 @@ impl PersistenceState {
         }
     }
 
+    /// Puts a batch whose write failed back into the buffer, in front of everything received
+    /// since it was taken (it is older): its rows first, its credits with it; its `agents` rows
+    /// under the newer ones of the same users (the newer parts win), except those of users
+    /// forgotten since (a `Forget` or `KeepOnly` received meanwhile is newer than them).
+    fn put_back(&mut self, mut batch: Batch, credits: Vec<Credit>) {
+        let newer = std::mem::take(&mut self.buffer.batch);
+        let forgotten = |user: &UserId| {
+            newer.forget.contains(user)
+                || newer
+                    .keep_only
+                    .as_ref()
+                    .is_some_and(|keep| !keep.contains(user))
+        };
+        for row in std::mem::take(&mut batch.agents) {
+            if forgotten(&row.user_id) {
+                continue;
+            }
+            let pending = self.buffer.row(row.user_id.clone());
+            let newer_row = std::mem::replace(pending, row);
+            pending.update(newer_row);
+        }
+        batch.forget.extend(newer.forget);
+        if newer.keep_only.is_some() {
+            batch.keep_only = newer.keep_only;
+        }
+        batch.transitions.extend(newer.transitions);
+        batch.alerts.extend(newer.alerts);
+        batch.outcomes.extend(newer.outcomes);
+        batch.dead_letters.extend(newer.dead_letters);
+        batch.complete_until = batch.complete_until.max(newer.complete_until);
+        self.buffer.alert_index = batch
+            .alerts
+            .iter()
+            .enumerate()
+            .map(|(i, pending)| (pending.alert.alert_key.clone(), i))
+            .collect();
+        self.buffer.batch = batch;
+        let newer_credits = std::mem::replace(&mut self.buffer.credits, credits);
+        self.buffer.credits.extend(newer_credits);
+    }
     /// Why the SQLite file can no longer be written safely (deleted or replaced), if it can't.
     fn file_problem(&self) -> Option<String> {
         self.file.as_ref().and_then(|file| file.check().err())
@@ -615,7 +766,19 @@ impl PersistenceState {
     /// Health from the SQLite file's check, the flush state and a write check at most every
     /// [`HEALTH_CACHE`].
     async fn health(&mut self) -> DbHealth {
-        let buffered = self.buffer.len();
+        let fresh = |state: &Self| {
+            state
+                .probe
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < HEALTH_CACHE)
+        };
+        if !fresh(self) {
+            // The write in flight answers first, as a write check would wait for it anyway (its
+            // commit is a write check too).
+            let _ = self.settle().await;
+        }
+        let fresh = fresh(self);
+        let buffered = self.buffer.len() + self.in_flight.as_ref().map_or(0, |w| w.rows);
         if let Some(problem) = self.file_problem() {
             self.file_lost(&problem);
             return DbHealth {
@@ -631,10 +794,6 @@ impl PersistenceState {
                 buffered,
             };
         }
-        let fresh = self
-            .probe
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < HEALTH_CACHE);
         if !fresh {
             let error = db::probe_write(&self.db)
                 .await
@@ -651,6 +810,57 @@ impl PersistenceState {
             last_error,
             buffered,
         }
+    }
+}
+
+/// The write task's work: [`db::write_batch`] of `batch`, refused before it starts and not
+/// counted after it committed while the SQLite file is not the one identified at start (rows
+/// written into a deleted or replaced file are lost at restart; the batch is kept and retried
+/// like any failed one, and duplicates insert nothing). Once the shutdown deadline (`stop_by`,
+/// which may arrive while the write runs) has passed, nothing is written and a write still
+/// running is abandoned: dropping it rolls its transaction back, so nothing is committed after
+/// the supervisor's count. Errors are described without the database URL's password.
+async fn write(
+    db: &DatabaseConnection,
+    file: Option<&db::SqliteFile>,
+    batch: &Batch,
+    mut stop_by: watch::Receiver<Option<tokio::time::Instant>>,
+) -> Result<BatchSummary, String> {
+    let file_problem = || file.and_then(|file| file.check().err());
+    if let Some(problem) = file_problem() {
+        return Err(problem);
+    }
+    let write = db::write_batch(db, batch);
+    tokio::pin!(write);
+    let result = loop {
+        let deadline = *stop_by.borrow_and_update();
+        match deadline {
+            Some(by) if tokio::time::Instant::now() >= by => {
+                return Err("the shutdown deadline has passed; nothing more is written".to_owned());
+            }
+            Some(by) => match tokio::time::timeout_at(by, &mut write).await {
+                Ok(result) => break result,
+                Err(_) => {
+                    return Err(
+                        "the shutdown deadline passed before the write committed".to_owned()
+                    );
+                }
+            },
+            None => tokio::select! {
+                result = &mut write => break result,
+                changed = stop_by.changed() => {
+                    if changed.is_err() {
+                        // The actor is gone: nobody can set a deadline any more.
+                        break (&mut write).await;
+                    }
+                }
+            },
+        }
+    };
+    let summary = result.map_err(|e| db::describe(&e))?;
+    match file_problem() {
+        Some(problem) => Err(problem),
+        None => Ok(summary),
     }
 }
 

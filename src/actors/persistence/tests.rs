@@ -149,8 +149,14 @@ async fn flushes_at_batch_rows_in_one_go() {
         PersistMsg::Transition(transition("u1", 3, "IDLE"), None)
     )
     .unwrap();
-    let h = health(&actor).await;
-    assert_eq!((h.buffered, h.writable), (0, true));
+    // The third row starts the write (in a task of its own): all three commit together.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            health(&actor).await.buffered == 0
+        })
+        .await
+    );
+    assert!(health(&actor).await.writable);
     assert_eq!(rows(&db).await, 3);
 
     actor.stop_and_wait(None, None).await.unwrap();
@@ -378,7 +384,13 @@ async fn a_checkpoint_commits_the_state_buffered_before_it() {
         PersistMsg::Transition(transition("u1", 1, "IDLE"), None)
     )
     .unwrap();
-    assert_eq!(health(&actor).await.buffered, 0);
+    // Written by a task of its own: committed once nothing is buffered or in flight.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            health(&actor).await.buffered == 0
+        })
+        .await
+    );
     assert_eq!(db::stream_complete_until(&db).await.unwrap(), Some(at(5)));
     assert_eq!(episode_logs(&db).await[&u1], "{}");
     assert_eq!(db::agents(&db).await.unwrap().len(), 1);
@@ -604,6 +616,171 @@ async fn forget_and_keep_only_delete_current_state_in_order() {
     assert!(episode_logs(&db).await.is_empty());
     assert_eq!(rows(&db).await, 3, "history is kept");
 
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// While a batch is being written the actor goes on accepting messages (the write runs in a
+/// task of its own): `Health` answers while the write waits on a lock, counting the rows in
+/// flight and those received since; and once the lock is gone everything commits, in order.
+#[tokio::test]
+async fn messages_are_accepted_while_a_batch_is_written() {
+    let (url, dir) = temp_db_url("overlap");
+    let patient = DbOptions {
+        busy_timeout: Duration::from_secs(60),
+        ..DbOptions::default()
+    };
+    let db = db::connect_with(&url, patient).await.unwrap();
+    let blocker = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 2, NEVER).await;
+    // A write check now, so the `Health` below answers from it instead of waiting.
+    assert!(health(&actor).await.writable);
+
+    let lock = blocker.begin().await.unwrap();
+    db::probe_write(&lock).await.unwrap();
+    for second in [1, 2] {
+        cast!(
+            actor,
+            PersistMsg::Transition(transition("u1", second, "IDLE"), None)
+        )
+        .unwrap();
+    }
+    // The batch of two is in its write, waiting for the lock (up to a minute).
+    for second in [3, 4, 5] {
+        cast!(
+            actor,
+            PersistMsg::Transition(transition("u1", second, "IDLE"), None)
+        )
+        .unwrap();
+    }
+    let h = health(&actor).await;
+    assert_eq!(h.buffered, 5, "in flight and received since: {h:?}");
+    assert_eq!(rows(&db).await, 0);
+
+    lock.rollback().await.unwrap();
+    flush(&actor).await.unwrap();
+    let page = db::history(
+        &db,
+        &HistoryFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(health(&actor).await.buffered, 0);
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A batch whose write fails goes back in front of what arrived during the write: its rows
+/// first, its state under the newer state of the same user, and not at all for a user forgotten
+/// meanwhile (the `Forget` is newer); its credits stay held until the retry commits.
+#[tokio::test]
+async fn a_failed_write_goes_back_in_front_of_what_arrived_meanwhile() {
+    let (url, dir) = temp_db_url("put-back");
+    let short = DbOptions {
+        busy_timeout: Duration::from_secs(3),
+        ..DbOptions::default()
+    };
+    let db = db::connect_with(&url, short).await.unwrap();
+    let blocker = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 2, NEVER).await;
+    let semaphore = Arc::new(Semaphore::new(3));
+    let credit = || Some(Credit::new(semaphore.clone().try_acquire_owned().unwrap()));
+    assert!(health(&actor).await.writable);
+
+    let lock = blocker.begin().await.unwrap();
+    db::probe_write(&lock).await.unwrap();
+    cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
+    cast!(actor, PersistMsg::Agent(current("u2", "IDLE", 1))).unwrap();
+    cast!(actor, PersistMsg::StreamComplete(at(2))).unwrap();
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), credit())
+    )
+    .unwrap();
+    // The checkpoint filled the batch with the first transition: it is in its write, with
+    // both agents' state, and will fail on the lock after 3 s.
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 2, "INTERACTING"), credit())
+    )
+    .unwrap();
+    cast!(
+        actor,
+        PersistMsg::Forget(vec![UserId::parse("u2").unwrap()])
+    )
+    .unwrap();
+    cast!(actor, PersistMsg::Agent(current("u1", "INTERACTING", 2))).unwrap();
+    // In flight: 1 transition, 2 state rows, the checkpoint; since: 1 transition, the forget,
+    // u1's newer state.
+    assert_eq!(health(&actor).await.buffered, 7);
+
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            !health(&actor).await.writable
+        })
+        .await,
+        "the write never failed"
+    );
+    // Put back: 2 transitions, the forget, the checkpoint, u1's row (u2's is dropped).
+    assert_eq!(health(&actor).await.buffered, 5);
+    assert_eq!(semaphore.available_permits(), 1);
+
+    lock.rollback().await.unwrap();
+    flush(&actor).await.unwrap();
+    assert_eq!(semaphore.available_permits(), 3);
+    assert_eq!(rows(&db).await, 2);
+    let agents = db::agents(&db).await.unwrap();
+    let users: Vec<(&str, Option<&str>)> = agents
+        .iter()
+        .map(|a| (a.user_id.as_str(), a.routing_status.as_deref()))
+        .collect();
+    assert_eq!(users, [("u1", Some("INTERACTING"))]);
+    assert_eq!(db::stream_complete_until(&db).await.unwrap(), Some(at(2)));
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The shutdown deadline reaches a write already in flight: a write waiting on a lock (for up
+/// to a minute) is abandoned at the deadline, nothing is committed, and its credits stay held
+/// so the stop counts its transitions as not committed.
+#[tokio::test]
+async fn the_shutdown_deadline_abandons_the_write_in_flight() {
+    let (url, dir) = temp_db_url("deadline-in-flight");
+    let patient = DbOptions {
+        busy_timeout: Duration::from_secs(60),
+        ..DbOptions::default()
+    };
+    let db = db::connect_with(&url, patient).await.unwrap();
+    let blocker = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 1, NEVER).await;
+    let semaphore = Arc::new(Semaphore::new(1));
+
+    let lock = blocker.begin().await.unwrap();
+    db::probe_write(&lock).await.unwrap();
+    let credit = Credit::new(semaphore.clone().try_acquire_owned().unwrap());
+    cast!(
+        actor,
+        PersistMsg::Transition(transition("u1", 1, "IDLE"), Some(credit))
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    cast!(actor, PersistMsg::StopBy(deadline)).unwrap();
+    // Well before the lock's minute: the write gave up at the deadline.
+    let err = call_t!(actor, PersistMsg::Flush, 10_000)
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("shutdown deadline"), "{err}");
+    assert_eq!(semaphore.available_permits(), 0);
+    assert_eq!(health(&actor).await.buffered, 1);
+
+    lock.rollback().await.unwrap();
+    assert_eq!(rows(&db).await, 0);
     actor.stop_and_wait(None, None).await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
