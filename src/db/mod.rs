@@ -160,7 +160,8 @@ impl Default for DbOptions {
 ///
 /// Accepts `sqlite://PATH` (the file and its directory are created if missing, before the pool
 /// opens its connections, which never create it; WAL journal, busy timeout
-/// 5 s, `synchronous=NORMAL`, 8 MiB page cache and 1 GiB memory map per connection), `sqlite::memory:` (one connection, gone at exit) and
+/// 5 s, `synchronous=NORMAL`, 8 MiB page cache and 1 GiB memory map per connection, temporary
+/// files in memory), `sqlite::memory:` (one connection, gone at exit) and
 /// `postgres://…` / `postgresql://…`.
 ///
 /// Errors: [`DbError`]; none of them contains the password.
@@ -220,8 +221,14 @@ pub async fn connect_with(url: &str, options: DbOptions) -> Result<DatabaseConne
             if in_memory {
                 o
             } else {
+                // `temp_store`: a multi-row INSERT keeps a statement journal (it may abort
+                // halfway); past 64 KiB SQLite spills it to a temporary file, which the
+                // writer's batches of thousands of rows did on every statement
+                // (`BENCHMARKS.md`, figure 1). Every API query is paged or streamed in index
+                // order, so no query builds a large temporary table in memory instead.
                 o.journal_mode(SqliteJournalMode::Wal)
                     .pragma("mmap_size", mmap_size.clone())
+                    .pragma("temp_store", "memory")
             }
         });
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -886,7 +893,8 @@ mod tests {
         round_trip(&db).await;
     }
 
-    /// Every pooled SQLite connection gets the page cache and memory map of [`DbOptions`].
+    /// Every pooled SQLite connection gets the page cache and memory map of [`DbOptions`], and
+    /// keeps its temporary files (statement journals) in memory.
     #[tokio::test]
     async fn sqlite_connections_get_cache_and_mmap() {
         use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -912,6 +920,7 @@ mod tests {
         };
         assert_eq!(pragma("cache_size").await, -i64::from(SQLITE_CACHE_KIB));
         assert_eq!(pragma("mmap_size").await, SQLITE_MMAP_BYTES as i64);
+        assert_eq!(pragma("temp_store").await, 2, "MEMORY");
         drop(db);
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
