@@ -20,9 +20,13 @@ use crate::domain::{
 const MAX_BIND_PARAMS: usize = 10_000;
 /// Rows per multi-row statement ([`RowsSql`]). A batch goes in chunks of this many rows and a
 /// shorter tail in chunks of the powers of two it is made of, so every statement has one of
-/// eight shapes and is prepared once per connection (sqlx caches prepared statements by their
-/// SQL text), never once per batch. `BENCHMARKS.md`, figure 1.
-const ROW_CHUNK: usize = 128;
+/// ten shapes and is prepared once per connection (sqlx caches prepared statements by their
+/// SQL text), never once per batch. Each statement is one round trip to sqlx's SQLite thread,
+/// and under load a batch holds thousands of rows: 512 rows a statement keep that thread busy
+/// (`BENCHMARKS.md`, figure 1) while the widest table's statement stays within
+/// [`MAX_BIND_PARAMS`].
+const ROW_CHUNK: usize = 512;
+const _: () = assert!(ROW_CHUNK * ALERTS_SQL.columns <= MAX_BIND_PARAMS);
 /// Columns bound per `dead_letters` row (all but `id`).
 const DEAD_LETTER_COLUMNS: usize = 7;
 
@@ -332,7 +336,7 @@ pub async fn probe_write<C: ConnectionTrait>(db: &C) -> Result<(), DbErr> {
 }
 
 /// `(start, len)` of each multi-row statement for `n` rows: [`ROW_CHUNK`]-row chunks, then
-/// the tail by its binary digits, largest first (so `n = 300` gives 128, 128, 32, 8, 4).
+/// the tail by its binary digits, largest first (so `n = 1200` gives 512, 512, 128, 32, 16).
 fn row_chunks(n: usize) -> Vec<(usize, usize)> {
     let mut chunks = Vec::with_capacity(n / ROW_CHUNK + 8);
     let mut start = 0;
@@ -562,8 +566,8 @@ mod tests {
     use sea_orm::{EntityName, IdenStatic, Iterable};
 
     #[test]
-    fn a_batch_splits_into_chunks_of_eight_shapes() {
-        for n in [0, 1, 7, 127, 128, 129, 300, 500, 1000] {
+    fn a_batch_splits_into_chunks_of_ten_shapes() {
+        for n in [0, 1, 7, 127, 128, 129, 300, 500, 511, 512, 513, 1000, 5000] {
             let chunks = row_chunks(n);
             let mut next = 0;
             for &(start, len) in &chunks {
@@ -574,8 +578,9 @@ mod tests {
             assert_eq!(next, n, "every row of {n}");
         }
         let lens = |n| row_chunks(n).iter().map(|c| c.1).collect::<Vec<_>>();
-        assert_eq!(lens(300), [128, 128, 32, 8, 4]);
-        assert_eq!(lens(500), [128, 128, 128, 64, 32, 16, 4]);
+        assert_eq!(lens(300), [256, 32, 8, 4]);
+        assert_eq!(lens(500), [256, 128, 64, 32, 16, 4]);
+        assert_eq!(lens(1200), [512, 512, 128, 32, 16]);
     }
 
     /// The quoted column names of `sql`'s `INSERT` list.
