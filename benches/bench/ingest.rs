@@ -3,9 +3,9 @@
 //! dropped), transitions stored per second from the firehose's start until `agent_status`
 //! holds the ground truth's count. Beside it, in the same run, the same rows into the same
 //! schema two ways with `rusqlite` (the same `libsqlite3-sys` as sqlx): the limit (prepared
-//! statement, one transaction per batch of the service's batch size, WAL,
-//! `synchronous=NORMAL`) and the naive design (one autocommit INSERT per event, default
-//! rollback journal and `synchronous`). A third, informational line writes each user's `agents`
+//! statement, one transaction per batch of the size the service committed on average, at least
+//! its `batch_rows`; WAL, `synchronous=NORMAL`) and the naive design (one autocommit INSERT per
+//! event, default rollback journal and `synchronous`). A third, informational line writes each user's `agents`
 //! row (current state and episode log) too, once per user per batch (not the target's limit).
 
 use std::path::Path;
@@ -19,7 +19,9 @@ use crate::service::{Knobs, Service, fresh_db, remove_db, start_sim};
 
 /// The columns the service writes (all but `id`).
 const COLUMNS: &str = "user_id, user_name, kind, state, previous_state, org_presence, \
-                       event_timestamp, ingested_at, source";
+                       presence_definition_id, event_timestamp, ingested_at, source";
+/// How many [`COLUMNS`].
+const COLUMN_COUNT: usize = 10;
 
 pub fn run(ctx: &Ctx) {
     // (agents, transitions per agent)
@@ -73,6 +75,7 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         let base = svc.rows().await;
         let transitions = (agents * per_agent) as i64;
         let load0 = writer_load(&svc).await;
+        let stored0 = svc.metric_sum(STORED).await;
         let t0 = Instant::now();
         let firehose = svc.sim.start_firehose(per_agent);
         let limit = Duration::from_secs(600);
@@ -87,6 +90,14 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
         let generated = truth.iter().filter(|t| !t.initial).count() as i64;
         let delivered = truth.iter().filter(|t| !t.initial && t.delivered).count() as i64;
         let count = svc.scalar("SELECT COUNT(*) FROM agent_status").await;
+        // A batch is counted in the metrics once the persistence actor has taken in its
+        // outcome, a moment after its rows became visible.
+        let counted = Instant::now();
+        while svc.metric_sum(STORED).await - stored0 < transitions as f64
+            && counted.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let (busy, batches, batch_rows) = writer_load(&svc).await;
         eprintln!(
             "# {name}: the writer committed {} batches ({} rows of every table) in {:.2} s of \
@@ -110,10 +121,10 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
             eprintln!("# {name}: row count does not match the ground truth");
             return None;
         }
-        Some((base, transitions, elapsed))
+        Some((base, transitions, elapsed, batches - load0.1))
     });
     drop(rt);
-    let Some((base, transitions, elapsed)) = measured else {
+    let Some((base, transitions, elapsed, commits)) = measured else {
         skipped(
             &name,
             "the service did not store the ground truth in time (see stderr)",
@@ -124,7 +135,15 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
     emit(&format!("{name}.service"), ours, "transitions/s");
 
     let rows = read_rows(&db_path, base);
-    let batch = PersistenceConfig::default().batch_rows;
+    // The limit commits batches as large as the service's were on average: `batch_rows`, or
+    // more where batches grew while the previous one was written (never a smaller limit).
+    let configured = PersistenceConfig::default().batch_rows;
+    let batch = configured.max((transitions as f64 / commits.max(1.0)).round() as usize);
+    eprintln!(
+        "# {name}: the service committed {transitions} transitions in {commits} transactions, \
+         {:.0} a transaction on average; the limits use batches of {batch}",
+        transitions as f64 / commits.max(1.0)
+    );
     let raw = raw_batched(&rows, batch, &format!("ingest-{agents}-raw"));
     emit(
         &format!("{name}.raw_batched_limit"),
@@ -173,6 +192,9 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
     remove_db(&db_path);
 }
 
+/// The counter of transitions committed (`metrics::write_batch`).
+const STORED: &str = "agent_monitor_transitions_stored_total";
+
 /// How much the one writer has done so far (the persistence actor's committed batches, from the
 /// process's metrics): (seconds of write time, batches, rows of every table).
 async fn writer_load(svc: &Service) -> (f64, f64, f64) {
@@ -194,7 +216,9 @@ fn read_rows(db: &Path, base: i64) -> Vec<Vec<SqlValue>> {
         ))
         .unwrap();
     stmt.query_map([base], |row| {
-        (0..9).map(|i| row.get::<_, SqlValue>(i)).collect()
+        (0..COLUMN_COUNT)
+            .map(|i| row.get::<_, SqlValue>(i))
+            .collect()
     })
     .unwrap()
     .collect::<Result<_, _>>()
@@ -272,7 +296,11 @@ fn empty_schema(name: &str) -> std::path::PathBuf {
 }
 
 fn insert_sql() -> String {
-    format!("INSERT INTO agent_status ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+    let placeholders: Vec<String> = (1..=COLUMN_COUNT).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO agent_status ({COLUMNS}) VALUES ({})",
+        placeholders.join(", ")
+    )
 }
 
 /// The limit: prepared statement, one transaction per batch, WAL, `synchronous=NORMAL`.
@@ -337,12 +365,12 @@ fn raw_with_state(rows: &[Vec<SqlValue>], batch: usize, name: &str) -> f64 {
             }
             let mut agents = tx.prepare_cached(agents_sql).unwrap();
             for (user, row) in latest {
-                let at = text(&row[6]);
+                let at = text(&row[7]);
                 let log = format!(
                     r#"{{"episodes":{{"idle":{{"phase":{{"phase":"pending","start":"{at}","fire_at":"{at}","ended":null}}}}}}}}"#
                 );
                 agents
-                    .execute(rusqlite::params![user, row[1], row[3], row[6], row[7], log])
+                    .execute(rusqlite::params![user, row[1], row[3], row[7], row[8], log])
                     .unwrap();
             }
         }
