@@ -188,9 +188,8 @@ pub struct PersistenceState {
     in_flight: Option<InFlight>,
     /// Number of the next write task.
     next_write: u64,
-    /// Credits of rows lost by a write that ended without an outcome (aborted at stop): never
-    /// released while the actor lives, so the stop's count of uncommitted transitions holds
-    /// them.
+    /// Credits of rows lost by a write task that ended without an outcome: kept until the
+    /// actor stops, so the stop's count of uncommitted transitions holds them.
     unreleased: Vec<Credit>,
 }
 
@@ -703,8 +702,25 @@ impl PersistenceState {
             batch.keep_only = newer.keep_only;
         }
         batch.transitions.extend(newer.transitions);
-        batch.alerts.extend(newer.alerts);
+        // An alert fired again while its first copy was being written is a duplicate (the
+        // insert would skip it, and the outcome folded into it with it): keep the first copy
+        // and apply that outcome as an update, after the outcomes received before it.
+        let known: std::collections::HashSet<String> = batch
+            .alerts
+            .iter()
+            .map(|pending| pending.alert.alert_key.clone())
+            .collect();
+        let mut folded = Vec::new();
+        for pending in newer.alerts {
+            if known.contains(&pending.alert.alert_key) {
+                tracing::debug!(alert_key = %pending.alert.alert_key, "duplicate alert ignored");
+                folded.extend(pending.outcome);
+            } else {
+                batch.alerts.push(pending);
+            }
+        }
         batch.outcomes.extend(newer.outcomes);
+        batch.outcomes.extend(folded);
         batch.dead_letters.extend(newer.dead_letters);
         batch.complete_until = batch.complete_until.max(newer.complete_until);
         self.buffer.alert_index = batch

@@ -784,3 +784,47 @@ async fn the_shutdown_deadline_abandons_the_write_in_flight() {
     actor.stop_and_wait(None, None).await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An alert fired again while its first copy was being written, with the delivery outcome
+/// folded into the second copy: when that write fails and is put back, the duplicate is
+/// dropped and its outcome still reaches the alert.
+#[tokio::test]
+async fn an_outcome_of_a_duplicate_alert_survives_a_failed_write() {
+    let (url, dir) = temp_db_url("duplicate-alert");
+    let short = DbOptions {
+        busy_timeout: Duration::from_secs(2),
+        ..DbOptions::default()
+    };
+    let db = db::connect_with(&url, short).await.unwrap();
+    let blocker = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), 1, NEVER).await;
+    assert!(health(&actor).await.writable);
+
+    let lock = blocker.begin().await.unwrap();
+    db::probe_write(&lock).await.unwrap();
+    cast!(actor, PersistMsg::AlertFired(alert("idle:u1:1"))).unwrap();
+    // In its write, waiting on the lock; fired again, and delivered.
+    cast!(actor, PersistMsg::AlertFired(alert("idle:u1:1"))).unwrap();
+    cast!(
+        actor,
+        PersistMsg::AlertOutcome(outcome("idle:u1:1", DeliveryStatus::Delivered))
+    )
+    .unwrap();
+    assert_eq!(health(&actor).await.buffered, 2, "one in flight, one since");
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            !health(&actor).await.writable
+        })
+        .await,
+        "the write never failed"
+    );
+
+    lock.rollback().await.unwrap();
+    flush(&actor).await.unwrap();
+    let page = db::alerts(&db, 10, 0).await.unwrap();
+    assert_eq!(page.total, 1);
+    assert_eq!(page.rows[0].delivery_status, "delivered");
+
+    actor.stop_and_wait(None, None).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
