@@ -6,8 +6,8 @@
 //! their batch commits: a slow or failing database therefore stops the WebSocket readers instead
 //! of growing a queue without bound.
 //!
-//! **One write in flight, overlapped.** A batch is written by a task of its own while the actor
-//! goes on accepting messages into the next one; the task reports back with
+//! **One write in flight, overlapped.** A batch is written on a thread of tokio's blocking pool
+//! while the actor goes on accepting messages into the next one; the write reports back with
 //! [`PersistMsg::Written`]. So the one writer never waits for the actor to build its next
 //! batch: that batch has filled up while the previous one was written, and it is written as
 //! soon as the previous one committed (`BENCHMARKS.md`, figure 1). Under load a batch is
@@ -460,14 +460,16 @@ impl Actor for PersistenceActor {
         if let Ok(true) = tokio::time::timeout(budget, final_flush).await {
             return Ok(());
         }
-        // A write still in flight when the budget ran out is abandoned (it rolls back).
-        let (in_flight_transitions, in_flight_rows) = match state.in_flight.take() {
-            Some(in_flight) => {
-                in_flight.task.abort();
-                (in_flight.transitions, in_flight.rows)
-            }
-            None => (0, 0),
-        };
+        // A write still in flight when the budget ran out is abandoned: its deadline is now,
+        // so it drops its transaction (rolled back) at its next step. (A thread of the
+        // blocking pool cannot be aborted from outside.)
+        state
+            .stop_by_tx
+            .send_replace(Some(tokio::time::Instant::now()));
+        let (in_flight_transitions, in_flight_rows) = state
+            .in_flight
+            .take()
+            .map_or((0, 0), |w| (w.transitions, w.rows));
         let batch = &state.buffer.batch;
         tracing::error!(
             transitions = batch.transitions.len() + in_flight_transitions,
@@ -555,14 +557,21 @@ impl PersistenceState {
         let file = self.file.clone();
         let stop_by = self.stop_by_tx.subscribe();
         let myself = myself.clone();
-        let task = tokio::spawn(async move {
-            let write = write(&db, file.as_ref(), &batch, stop_by);
-            let result = AssertUnwindSafe(write)
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err("the database write panicked".to_owned()));
-            let _ = myself.cast(PersistMsg::Written(id));
-            (batch, result)
+        // Driven on a thread of the blocking pool, not as a task among the actors': a write is
+        // hundreds of round trips to the database driver (a statement each), and each reply
+        // then wakes this thread at once instead of queueing the write behind thousands of
+        // agents' messages on the runtime's workers (`BENCHMARKS.md`, figure 1).
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move {
+                let write = write(&db, file.as_ref(), &batch, stop_by);
+                let result = AssertUnwindSafe(write)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err("the database write panicked".to_owned()));
+                let _ = myself.cast(PersistMsg::Written(id));
+                (batch, result)
+            })
         });
         self.in_flight = Some(InFlight {
             id,
@@ -587,8 +596,9 @@ impl PersistenceState {
         match joined {
             Ok((batch, result)) => self.finish(in_flight, batch, result),
             Err(e) => {
-                // Only an abort at stop gets here (a panic is caught in the task): its rows are
-                // gone, and their credits are kept until the actor ends, so the stop counts them.
+                // Not expected (a panic is caught inside the write, and nothing aborts it): its
+                // rows are gone, and their credits are kept until the actor ends, so the stop
+                // counts them.
                 let error = format!("the database write ended without an outcome: {e}");
                 tracing::error!(
                     transitions = in_flight.transitions,
