@@ -620,24 +620,47 @@ async fn forget_and_keep_only_delete_current_state_in_order() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A persistence actor on a fresh database whose write lock another connection holds until
+/// `lock` is rolled back: its writes wait up to `busy_timeout` for it. A write check is made
+/// before the lock is taken, so a `Health` within 2 s answers from it instead of waiting.
+struct Locked {
+    db: DatabaseConnection,
+    actor: ActorRef<PersistMsg>,
+    lock: sea_orm::DatabaseTransaction,
+    dir: std::path::PathBuf,
+}
+
+async fn locked(test: &str, busy_timeout: Duration, batch_rows: usize) -> Locked {
+    let (url, dir) = temp_db_url(test);
+    let options = DbOptions {
+        busy_timeout,
+        ..DbOptions::default()
+    };
+    let db = db::connect_with(&url, options).await.unwrap();
+    let blocker = db::connect(&url).await.unwrap();
+    let actor = start(db.clone(), batch_rows, NEVER).await;
+    assert!(health(&actor).await.writable);
+    let lock = blocker.begin().await.unwrap();
+    db::probe_write(&lock).await.unwrap();
+    Locked {
+        db,
+        actor,
+        lock,
+        dir,
+    }
+}
+
 /// While a batch is being written the actor goes on accepting messages (the write runs in a
 /// task of its own): `Health` answers while the write waits on a lock, counting the rows in
 /// flight and those received since; and once the lock is gone everything commits, in order.
 #[tokio::test]
 async fn messages_are_accepted_while_a_batch_is_written() {
-    let (url, dir) = temp_db_url("overlap");
-    let patient = DbOptions {
-        busy_timeout: Duration::from_secs(60),
-        ..DbOptions::default()
-    };
-    let db = db::connect_with(&url, patient).await.unwrap();
-    let blocker = db::connect(&url).await.unwrap();
-    let actor = start(db.clone(), 2, NEVER).await;
-    // A write check now, so the `Health` below answers from it instead of waiting.
-    assert!(health(&actor).await.writable);
-
-    let lock = blocker.begin().await.unwrap();
-    db::probe_write(&lock).await.unwrap();
+    let Locked {
+        db,
+        actor,
+        lock,
+        dir,
+    } = locked("overlap", Duration::from_secs(60), 2).await;
     for second in [1, 2] {
         cast!(
             actor,
@@ -680,20 +703,14 @@ async fn messages_are_accepted_while_a_batch_is_written() {
 /// meanwhile (the `Forget` is newer); its credits stay held until the retry commits.
 #[tokio::test]
 async fn a_failed_write_goes_back_in_front_of_what_arrived_meanwhile() {
-    let (url, dir) = temp_db_url("put-back");
-    let short = DbOptions {
-        busy_timeout: Duration::from_secs(3),
-        ..DbOptions::default()
-    };
-    let db = db::connect_with(&url, short).await.unwrap();
-    let blocker = db::connect(&url).await.unwrap();
-    let actor = start(db.clone(), 2, NEVER).await;
+    let Locked {
+        db,
+        actor,
+        lock,
+        dir,
+    } = locked("put-back", Duration::from_secs(3), 2).await;
     let semaphore = Arc::new(Semaphore::new(3));
     let credit = || Some(Credit::new(semaphore.clone().try_acquire_owned().unwrap()));
-    assert!(health(&actor).await.writable);
-
-    let lock = blocker.begin().await.unwrap();
-    db::probe_write(&lock).await.unwrap();
     cast!(actor, PersistMsg::Agent(current("u1", "IDLE", 1))).unwrap();
     cast!(actor, PersistMsg::Agent(current("u2", "IDLE", 1))).unwrap();
     cast!(actor, PersistMsg::StreamComplete(at(2))).unwrap();
@@ -751,18 +768,13 @@ async fn a_failed_write_goes_back_in_front_of_what_arrived_meanwhile() {
 /// so the stop counts its transitions as not committed.
 #[tokio::test]
 async fn the_shutdown_deadline_abandons_the_write_in_flight() {
-    let (url, dir) = temp_db_url("deadline-in-flight");
-    let patient = DbOptions {
-        busy_timeout: Duration::from_secs(60),
-        ..DbOptions::default()
-    };
-    let db = db::connect_with(&url, patient).await.unwrap();
-    let blocker = db::connect(&url).await.unwrap();
-    let actor = start(db.clone(), 1, NEVER).await;
+    let Locked {
+        db,
+        actor,
+        lock,
+        dir,
+    } = locked("deadline-in-flight", Duration::from_secs(60), 1).await;
     let semaphore = Arc::new(Semaphore::new(1));
-
-    let lock = blocker.begin().await.unwrap();
-    db::probe_write(&lock).await.unwrap();
     let credit = Credit::new(semaphore.clone().try_acquire_owned().unwrap());
     cast!(
         actor,
@@ -790,18 +802,12 @@ async fn the_shutdown_deadline_abandons_the_write_in_flight() {
 /// dropped and its outcome still reaches the alert.
 #[tokio::test]
 async fn an_outcome_of_a_duplicate_alert_survives_a_failed_write() {
-    let (url, dir) = temp_db_url("duplicate-alert");
-    let short = DbOptions {
-        busy_timeout: Duration::from_secs(2),
-        ..DbOptions::default()
-    };
-    let db = db::connect_with(&url, short).await.unwrap();
-    let blocker = db::connect(&url).await.unwrap();
-    let actor = start(db.clone(), 1, NEVER).await;
-    assert!(health(&actor).await.writable);
-
-    let lock = blocker.begin().await.unwrap();
-    db::probe_write(&lock).await.unwrap();
+    let Locked {
+        db,
+        actor,
+        lock,
+        dir,
+    } = locked("duplicate-alert", Duration::from_secs(2), 1).await;
     cast!(actor, PersistMsg::AlertFired(alert("idle:u1:1"))).unwrap();
     // In its write, waiting on the lock; fired again, and delivered.
     cast!(actor, PersistMsg::AlertFired(alert("idle:u1:1"))).unwrap();
