@@ -5,8 +5,9 @@
 //! schema two ways with `rusqlite` (the same `libsqlite3-sys` as sqlx): the limit (prepared
 //! statement, one transaction per batch of the size the service committed on average, at least
 //! its `batch_rows`; WAL, `synchronous=NORMAL`) and the naive design (one autocommit INSERT per
-//! event, default rollback journal and `synchronous`). A third, informational line writes each user's `agents`
-//! row (current state and episode log) too, once per user per batch (not the target's limit).
+//! event, default rollback journal and `synchronous`). A third, informational line writes each
+//! user's `agents` row (current state and episode log) too, once per user per batch (not the
+//! target's limit).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -137,12 +138,13 @@ fn one_size(ctx: &Ctx, agents: usize, per_agent: usize) {
     let rows = read_rows(&db_path, base);
     // The limit commits batches as large as the service's were on average: `batch_rows`, or
     // more where batches grew while the previous one was written (never a smaller limit).
-    let configured = PersistenceConfig::default().batch_rows;
-    let batch = configured.max((transitions as f64 / commits.max(1.0)).round() as usize);
+    let mean = transitions as f64 / commits.max(1.0);
+    let batch = PersistenceConfig::default()
+        .batch_rows
+        .max(mean.round() as usize);
     eprintln!(
         "# {name}: the service committed {transitions} transitions in {commits} transactions, \
-         {:.0} a transaction on average; the limits use batches of {batch}",
-        transitions as f64 / commits.max(1.0)
+         {mean:.0} a transaction on average; the limits use batches of {batch}"
     );
     let raw = raw_batched(&rows, batch, &format!("ingest-{agents}-raw"));
     emit(

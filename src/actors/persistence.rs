@@ -692,21 +692,24 @@ impl PersistenceState {
     /// forgotten since (a `Forget` or `KeepOnly` received meanwhile is newer than them).
     fn put_back(&mut self, mut batch: Batch, credits: Vec<Credit>) {
         let newer = std::mem::take(&mut self.buffer.batch);
-        let forgotten = |user: &UserId| {
-            newer.forget.contains(user)
-                || newer
-                    .keep_only
-                    .as_ref()
-                    .is_some_and(|keep| !keep.contains(user))
-        };
+        // Sets, not the vectors: `keep_only` is every monitored user (tens of thousands), and
+        // so can the state rows be.
+        let forgotten: std::collections::HashSet<&UserId> = newer.forget.iter().collect();
+        let kept: Option<std::collections::HashSet<&UserId>> =
+            newer.keep_only.as_ref().map(|keep| keep.iter().collect());
         for row in std::mem::take(&mut batch.agents) {
-            if forgotten(&row.user_id) {
+            if forgotten.contains(&row.user_id)
+                || kept
+                    .as_ref()
+                    .is_some_and(|kept| !kept.contains(&row.user_id))
+            {
                 continue;
             }
             let pending = self.buffer.row(row.user_id.clone());
             let newer_row = std::mem::replace(pending, row);
             pending.update(newer_row);
         }
+        drop((forgotten, kept));
         batch.forget.extend(newer.forget);
         if newer.keep_only.is_some() {
             batch.keep_only = newer.keep_only;
@@ -715,17 +718,20 @@ impl PersistenceState {
         // An alert fired again while its first copy was being written is a duplicate (the
         // insert would skip it, and the outcome folded into it with it): keep the first copy
         // and apply that outcome as an update, after the outcomes received before it.
-        let known: std::collections::HashSet<String> = batch
+        let index = &mut self.buffer.alert_index;
+        *index = batch
             .alerts
             .iter()
-            .map(|pending| pending.alert.alert_key.clone())
+            .enumerate()
+            .map(|(i, pending)| (pending.alert.alert_key.clone(), i))
             .collect();
         let mut folded = Vec::new();
         for pending in newer.alerts {
-            if known.contains(&pending.alert.alert_key) {
+            if index.contains_key(&pending.alert.alert_key) {
                 tracing::debug!(alert_key = %pending.alert.alert_key, "duplicate alert ignored");
                 folded.extend(pending.outcome);
             } else {
+                index.insert(pending.alert.alert_key.clone(), batch.alerts.len());
                 batch.alerts.push(pending);
             }
         }
@@ -733,16 +739,11 @@ impl PersistenceState {
         batch.outcomes.extend(folded);
         batch.dead_letters.extend(newer.dead_letters);
         batch.complete_until = batch.complete_until.max(newer.complete_until);
-        self.buffer.alert_index = batch
-            .alerts
-            .iter()
-            .enumerate()
-            .map(|(i, pending)| (pending.alert.alert_key.clone(), i))
-            .collect();
         self.buffer.batch = batch;
         let newer_credits = std::mem::replace(&mut self.buffer.credits, credits);
         self.buffer.credits.extend(newer_credits);
     }
+
     /// Why the SQLite file can no longer be written safely (deleted or replaced), if it can't.
     fn file_problem(&self) -> Option<String> {
         self.file.as_ref().and_then(|file| file.check().err())
